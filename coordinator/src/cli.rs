@@ -1,0 +1,122 @@
+//! The command line as typed: raw values, checked later by `settings`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Fetch a very large number of HTTP pages or API batches fast, politely and without
+/// losing any: one single-threaded event loop per core, each in its own process.
+///
+/// With no --url or --urls, scrapes the built-in tickers API (started on a loopback
+/// port) over 0..1000 in batches of 10.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// A scrape run (the default when no subcommand is given).
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Another mode.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Modes other than a scrape run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the built-in tickers API until Ctrl-C.
+    Serve(ServeArgs),
+    /// Run as a worker process (started by the coordinator itself).
+    #[command(name = "__worker", hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// A scrape run.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Worker processes, one event loop each [default: the cores this process may use].
+    #[arg(short, long, value_name = "N")]
+    pub workers: Option<u32>,
+
+    /// URL template with {start}, {end}, {limit} and {index} placeholders, e.g.
+    /// 'http://127.0.0.1:8080/api/tickers/?start={start}&limit={limit}'.
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "urls")]
+    pub url: Option<String>,
+
+    /// Read one URL per line from FILE ('-' for stdin) instead of a template.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["range", "batch"])]
+    pub urls: Option<PathBuf>,
+
+    /// Items to fetch, START..END (END exclusive) [default with the built-in target: 0..1000].
+    #[arg(long, value_name = "START..END")]
+    pub range: Option<String>,
+
+    /// Items per batch; the last batch may be shorter.
+    #[arg(long, value_name = "SIZE", default_value_t = 10)]
+    pub batch: u64,
+
+    /// Directory for the batch files and manifest.jsonl.
+    #[arg(short, long, value_name = "DIR", default_value = "out")]
+    pub out: PathBuf,
+
+    /// File name template for each batch, inside --out.
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        default_value = "batch{start}-{end}.json"
+    )]
+    pub name: String,
+
+    /// Start over in an --out directory that already holds a run.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Requests each worker keeps in flight.
+    #[arg(short, long, value_name = "C", default_value_t = 256)]
+    pub concurrency: u32,
+
+    /// Extra request header 'Name: value' (repeatable); never logged.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// User-Agent header.
+    #[arg(long, value_name = "TEXT", default_value = concat!("coordinator/", env!("CARGO_PKG_VERSION")))]
+    pub user_agent: String,
+
+    /// Whole-request timeout, e.g. 30s, 500ms, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub timeout: String,
+
+    /// Redirects followed at most.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_redirects: u32,
+
+    /// Response delay of the built-in target in ms, MIN..MAX (only without --url/--urls).
+    #[arg(long, value_name = "MIN..MAX", default_value = "0..0")]
+    pub builtin_delay: String,
+
+    /// No progress display and no summary; errors still go to stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `coordinator serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Random delay per response in ms, MIN..MAX (the seed article's jobs: 2000..4000).
+    #[arg(long, value_name = "MIN..MAX", default_value = "0..0")]
+    pub delay: String,
+    /// Number of coins that exist; later pages are short or empty.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    pub coins: u64,
+}
+
+/// `coordinator __worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's pid: the worker leaves if its parent is another process.
+    #[arg(long)]
+    pub parent: u32,
+}

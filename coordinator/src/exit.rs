@@ -1,0 +1,56 @@
+//! Exit codes, and how errors reach the user: one line on stderr.
+
+use std::process::ExitCode;
+
+use crate::settings::UsageError;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every batch was stored.
+    Ok = 0,
+    /// The run finished but some batches failed; the manifest lists them.
+    SomeFailed = 1,
+    /// Bad command line or input; nothing was started or written.
+    Usage = 2,
+    /// The run could not go on (a worker or the disk failed).
+    Fatal = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Prints `result`'s error, if any, and turns it into the exit code.
+pub fn report(result: anyhow::Result<Exit>) -> ExitCode {
+    match result {
+        Ok(exit) => exit.into(),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {e:#}");
+            Exit::Usage.into()
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Exit::Fatal.into()
+        }
+    }
+}
+
+/// Help and version go to stdout with 0; any other parse error is one line and 2.
+pub fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see --help)");
+            Exit::Usage.into()
+        }
+    }
+}

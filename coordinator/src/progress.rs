@@ -1,0 +1,125 @@
+//! Live progress on stderr: a bar on a terminal, a plain line every few seconds
+//! otherwise (logs, CI), nothing with --quiet.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Time between plain progress lines.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// The progress display.
+pub enum Progress {
+    /// An indicatif bar on a terminal.
+    Bar(ProgressBar),
+    /// Periodic plain lines.
+    Plain {
+        /// Batches in all, when known.
+        total: Option<u64>,
+        /// When the run started.
+        started: Instant,
+        /// When the last line was printed.
+        last: Instant,
+    },
+    /// Nothing.
+    Off,
+}
+
+impl Progress {
+    /// The display that suits stderr.
+    pub fn new(total: Option<u64>, quiet: bool) -> Progress {
+        if quiet {
+            return Progress::Off;
+        }
+        if !std::io::stderr().is_terminal() {
+            let now = Instant::now();
+            return Progress::Plain {
+                total,
+                started: now,
+                last: now,
+            };
+        }
+        let bar = match total {
+            Some(n) => {
+                ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr_with_hz(8))
+            }
+            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8)),
+        };
+        let template = if total.is_some() {
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} batches · {per_sec} · ETA {eta} · {msg}"
+        } else {
+            "{elapsed_precise} {spinner} {pos} batches · {per_sec} · {msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message("0 failed");
+        Progress::Bar(bar)
+    }
+
+    /// Shows the counts after a batch finished.
+    pub fn update(&mut self, done: u64, failed: u64) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_position(done);
+                if failed > 0 {
+                    bar.set_message(format!("{failed} failed"));
+                }
+            }
+            Progress::Plain {
+                total,
+                started,
+                last,
+            } => {
+                if last.elapsed() >= PLAIN_EVERY {
+                    *last = Instant::now();
+                    eprintln!("{}", plain_line(done, failed, *total, started.elapsed()));
+                }
+            }
+            Progress::Off => {}
+        }
+    }
+
+    /// Removes the bar before the summary is printed.
+    pub fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn plain_line(done: u64, failed: u64, total: Option<u64>, elapsed: Duration) -> String {
+    let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+    match total {
+        Some(total) => {
+            let left = total.saturating_sub(done) as f64;
+            let eta = if rate > 0.0 {
+                format!("{:.0}s", left / rate)
+            } else {
+                "?".into()
+            };
+            format!(
+                "progress: {done}/{total} batches ({:.1}%), {rate:.1} pages/s, {failed} failed, ETA {eta}",
+                100.0 * done as f64 / total.max(1) as f64
+            )
+        }
+        None => format!("progress: {done} batches, {rate:.1} pages/s, {failed} failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_line_shows_share_rate_and_eta() {
+        let line = plain_line(250, 3, Some(1000), Duration::from_secs(5));
+        assert_eq!(
+            line,
+            "progress: 250/1000 batches (25.0%), 50.0 pages/s, 3 failed, ETA 15s"
+        );
+        let open = plain_line(10, 0, None, Duration::from_secs(2));
+        assert_eq!(open, "progress: 10 batches, 5.0 pages/s, 0 failed");
+    }
+}

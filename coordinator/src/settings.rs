@@ -1,0 +1,407 @@
+//! From the command line to a checked plan: every flag is validated here, before any
+//! process is started or any file is written (ripgrep's low-args → high-args split).
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sched::{CpuSet, sched_getaffinity};
+use nix::unistd::Pid;
+use shared::config::WorkerConfig;
+use shared::plan::{BatchPlan, Span};
+use shared::template::{Template, Var};
+use thiserror::Error;
+
+use crate::cli::RunArgs;
+use crate::manifest;
+
+/// Most worker processes one coordinator starts.
+pub const MAX_WORKERS: u32 = 1024;
+/// Most requests one worker keeps in flight.
+pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Range of the default job on the built-in target.
+const BUILTIN_RANGE: Span = Span {
+    start: 0,
+    end: 1000,
+};
+
+/// Bad input: the flag it concerns and what is wrong with it. Exit code 2.
+#[derive(Debug, Error)]
+#[error("{flag}: {problem}")]
+pub struct UsageError {
+    flag: &'static str,
+    problem: String,
+}
+
+impl UsageError {
+    /// A problem with `flag`.
+    pub fn new(flag: &'static str, problem: impl ToString) -> UsageError {
+        UsageError {
+            flag,
+            problem: problem.to_string(),
+        }
+    }
+}
+
+fn usage(flag: &'static str, problem: impl ToString) -> UsageError {
+    UsageError::new(flag, problem)
+}
+
+/// Where the URLs come from.
+pub enum Target {
+    /// A URL template over a batch plan.
+    Template(BatchPlan),
+    /// The built-in tickers API, started in-process, over a batch plan.
+    Builtin {
+        /// The batches.
+        plan: BatchPlan,
+        /// Response delay of the server, in ms.
+        delay_ms: Span,
+    },
+    /// One URL per line.
+    UrlList(UrlList),
+}
+
+/// A URL list, opened and checked to hold at least one URL.
+pub struct UrlList {
+    /// Where the lines come from.
+    pub reader: Box<dyn BufRead + Send>,
+    /// The first URL, already read from `reader`.
+    pub first: String,
+    /// Number of URLs, when it could be counted up front (files, not stdin).
+    pub total: Option<u64>,
+}
+
+/// A checked run.
+pub struct Settings {
+    /// Worker processes to start.
+    pub workers: u32,
+    /// CPUs to pin workers to, one each; empty when there are fewer CPUs than workers.
+    pub cpus: Vec<usize>,
+    /// What to fetch.
+    pub target: Target,
+    /// Output directory (exists and is writable).
+    pub out_dir: PathBuf,
+    /// Settings every worker gets; `url` is filled in once the target is known.
+    pub worker: WorkerConfig,
+    /// No progress and no summary.
+    pub quiet: bool,
+}
+
+impl Settings {
+    /// Checks every flag, then prepares the output directory.
+    pub fn from_args(args: RunArgs) -> anyhow::Result<Settings> {
+        let available = usable_cpus();
+        let workers = args.workers.unwrap_or(available.len().max(1) as u32);
+        if workers == 0 || workers > MAX_WORKERS {
+            Err(usage(
+                "--workers",
+                format!("{workers} is out of range: use 1 to {MAX_WORKERS}"),
+            ))?;
+        }
+        if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+            Err(usage(
+                "--concurrency",
+                format!(
+                    "{} is out of range: use 1 to {MAX_CONCURRENCY}",
+                    args.concurrency
+                ),
+            ))?;
+        }
+        let timeout = parse_duration(&args.timeout).map_err(|e| usage("--timeout", e))?;
+        let name = name_template(&args.name)?;
+        let url = match &args.url {
+            Some(url) => Some(url_template(url)?),
+            None => None,
+        };
+        let headers = args
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let target = target(&args, url.is_some())?;
+
+        let worker = WorkerConfig {
+            url,
+            name,
+            out_dir: args.out.to_string_lossy().into_owned(),
+            concurrency: args.concurrency,
+            headers,
+            user_agent: args.user_agent.clone(),
+            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            max_redirects: args.max_redirects,
+            cpu: None,
+        };
+        // Building one client here catches headers HTTP does not allow.
+        worker::Fetcher::new(&worker).map_err(|e| usage("--header", e))?;
+
+        prepare_out_dir(&args.out, args.overwrite)?;
+        let cpus = if available.len() >= workers as usize {
+            available
+        } else {
+            Vec::new()
+        };
+        Ok(Settings {
+            workers,
+            cpus,
+            target,
+            out_dir: args.out,
+            worker,
+            quiet: args.quiet,
+        })
+    }
+}
+
+fn target(args: &RunArgs, has_url: bool) -> Result<Target, UsageError> {
+    if let Some(path) = &args.urls {
+        return url_list(path).map(Target::UrlList);
+    }
+    let range = match &args.range {
+        Some(r) => r.parse::<Span>().map_err(|e| usage("--range", e))?,
+        None if has_url => Err(usage("--url", "a URL template needs --range START..END"))?,
+        None => BUILTIN_RANGE,
+    };
+    let plan = BatchPlan::new(range, args.batch).map_err(|e| match e {
+        shared::plan::PlanError::ZeroBatch => usage("--batch", "must be at least 1"),
+        e => usage("--range", e),
+    })?;
+    if has_url {
+        return Ok(Target::Template(plan));
+    }
+    let delay_ms = args
+        .builtin_delay
+        .parse::<Span>()
+        .map_err(|e| usage("--builtin-delay", e))?;
+    Ok(Target::Builtin { plan, delay_ms })
+}
+
+fn url_template(text: &str) -> Result<Template, UsageError> {
+    let template = Template::parse(text).map_err(|e| usage("--url", e))?;
+    check_scheme(text).map_err(|e| usage("--url", e))?;
+    Ok(template)
+}
+
+/// Only http and https are fetched.
+pub fn check_scheme(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https") => Ok(()),
+        Some(other) => Err(format!("unsupported scheme `{other}`: use http or https")),
+        None => Err(format!("`{url}` is not an absolute http(s) URL")),
+    }
+}
+
+fn name_template(text: &str) -> Result<Template, UsageError> {
+    let template = Template::parse(text).map_err(|e| usage("--name", e))?;
+    if ![Var::Start, Var::End, Var::Index]
+        .iter()
+        .any(|v| template.uses(*v))
+    {
+        Err(usage(
+            "--name",
+            "must contain {start}, {end} or {index}, or every batch would get the same file",
+        ))?;
+    }
+    if text.contains('/') || text.contains('\\') || text.contains('\0') {
+        Err(usage(
+            "--name",
+            "must be a plain file name inside --out, without / or \\",
+        ))?;
+    }
+    if text.starts_with('.') {
+        Err(usage(
+            "--name",
+            "must not start with `.` (hidden and temporary files do)",
+        ))?;
+    }
+    if text == manifest::FILE_NAME {
+        Err(usage("--name", "would overwrite the manifest"))?;
+    }
+    Ok(template)
+}
+
+fn parse_header(text: &str) -> Result<(String, String), UsageError> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        // The value may be a secret: name only the part before it.
+        _ => Err(usage("--header", "expected 'Name: value'")),
+    }
+}
+
+fn url_list(path: &Path) -> Result<UrlList, UsageError> {
+    let (mut reader, total, origin): (Box<dyn BufRead + Send>, _, _) = if path == Path::new("-") {
+        (
+            Box::new(BufReader::new(io::stdin())),
+            None,
+            "stdin".to_owned(),
+        )
+    } else {
+        let origin = path.display().to_string();
+        let unreadable = |e: io::Error| usage("--urls", format!("cannot read {origin}: {e}"));
+        let total = count_urls(BufReader::new(File::open(path).map_err(unreadable)?))
+            .map_err(unreadable)?;
+        let file = File::open(path).map_err(unreadable)?;
+        (Box::new(BufReader::new(file)), Some(total), origin)
+    };
+    let first = next_url(&mut reader)
+        .map_err(|e| usage("--urls", format!("cannot read {origin}: {e}")))?
+        .ok_or_else(|| usage("--urls", format!("{origin} holds no URL")))?;
+    Ok(UrlList {
+        reader,
+        first,
+        total,
+    })
+}
+
+/// The next URL of a list: blank lines and `#` comments are skipped.
+pub fn next_url(reader: &mut impl BufRead) -> io::Result<Option<String>> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let url = line.trim();
+        if !url.is_empty() && !url.starts_with('#') {
+            return Ok(Some(url.to_owned()));
+        }
+    }
+}
+
+fn count_urls(mut reader: impl BufRead) -> io::Result<u64> {
+    let mut n = 0;
+    while next_url(&mut reader)?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Creates the output directory and checks it can be written; refuses one that holds a
+/// run unless told to start over. This is the first thing a run writes.
+fn prepare_out_dir(dir: &Path, overwrite: bool) -> Result<(), UsageError> {
+    let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        Err(usage(
+            "--out",
+            format!("{shown} exists and is not a directory"),
+        ))?;
+    }
+    fs::create_dir_all(dir).map_err(|e| usage("--out", format!("cannot create {shown}: {e}")))?;
+    let probe = dir.join(".coordinator-write-test");
+    File::create(&probe)
+        .and_then(|_| fs::remove_file(&probe))
+        .map_err(|e| usage("--out", format!("{shown} is not writable: {e}")))?;
+    if manifest::holds_run(dir) {
+        if !overwrite {
+            Err(usage(
+                "--out",
+                format!(
+                    "{shown} already holds a run ({}); pass --overwrite to start over or use another directory",
+                    manifest::FILE_NAME
+                ),
+            ))?;
+        }
+        manifest::discard(dir).map_err(|e| usage("--out", format!("cannot clear {shown}: {e}")))?;
+    }
+    manifest::remove_temp_files(dir)
+        .map_err(|e| usage("--out", format!("cannot clean {shown}: {e}")))?;
+    Ok(())
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}` has an unknown unit: use ms, s, m or h")),
+    };
+    if seconds <= 0.0 || !seconds.is_finite() {
+        return Err(format!("`{text}` must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// CPUs this process may run on.
+fn usable_cpus() -> Vec<usize> {
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "0", "-1s", "10x", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn name_templates_that_collide_or_escape_are_refused() {
+        assert!(name_template("batch{start}-{end}.json").is_ok());
+        assert!(name_template("page{index}.html").is_ok());
+        for bad in [
+            "same.json",
+            "{limit}.json",
+            "../{start}",
+            "/tmp/{start}",
+            "a/{start}",
+            ".{start}",
+            "{nope}",
+        ] {
+            assert!(name_template(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_http_and_https_are_fetched() {
+        assert!(check_scheme("http://127.0.0.1/").is_ok());
+        assert!(check_scheme("HTTPS://example/").is_ok());
+        assert!(check_scheme("ftp://x/").unwrap_err().contains("ftp"));
+        assert!(check_scheme("127.0.0.1:80/x").is_err());
+    }
+
+    #[test]
+    fn headers_need_a_name_and_a_colon() {
+        assert_eq!(
+            parse_header("Authorization: Bearer x").unwrap(),
+            ("Authorization".into(), "Bearer x".into())
+        );
+        let err = parse_header("secret-token").unwrap_err().to_string();
+        assert!(!err.contains("secret-token"));
+        assert!(parse_header(": v").is_err());
+    }
+
+    #[test]
+    fn url_lists_skip_blanks_and_comments() {
+        let text = "\n# header\nhttp://a/1\n\n  http://a/2  \n";
+        assert_eq!(count_urls(text.as_bytes()).unwrap(), 2);
+        let mut r = text.as_bytes();
+        assert_eq!(next_url(&mut r).unwrap().as_deref(), Some("http://a/1"));
+        assert_eq!(next_url(&mut r).unwrap().as_deref(), Some("http://a/2"));
+        assert_eq!(next_url(&mut r).unwrap(), None);
+    }
+}

@@ -1,0 +1,240 @@
+//! Run statistics: latency histograms per worker and in all, and the closing summary.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use shared::protocol::{JobReport, Outcome, WorkerStats};
+
+/// Failures named in the summary at most; the manifest has them all.
+const SHOWN_FAILURES: usize = 5;
+/// A worker whose event loop was late by more than this is warned about.
+const LAG_WARNING: Duration = Duration::from_millis(100);
+
+/// Counts and latencies of a set of batches.
+pub struct Tally {
+    /// Batches stored.
+    pub ok: u64,
+    /// Batches failed.
+    pub failed: u64,
+    /// Body bytes.
+    pub bytes: u64,
+    latency_us: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            ok: 0,
+            failed: 0,
+            bytes: 0,
+            // 1 µs to 1 h at 3 significant digits; larger values saturate.
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+        }
+    }
+
+    fn record(&mut self, report: &JobReport) {
+        match report.outcome {
+            Outcome::Saved { .. } => self.ok += 1,
+            Outcome::Failed { .. } => self.failed += 1,
+        }
+        self.bytes += report.bytes;
+        self.latency_us.saturating_record(report.elapsed_us.max(1));
+    }
+
+    fn latency(&self, quantile: f64) -> Duration {
+        Duration::from_micros(self.latency_us.value_at_quantile(quantile))
+    }
+
+    fn done(&self) -> u64 {
+        self.ok + self.failed
+    }
+}
+
+/// One worker's share.
+struct WorkerTally {
+    pid: u32,
+    tally: Tally,
+    stats: WorkerStats,
+}
+
+/// Everything the summary reports.
+pub struct RunStats {
+    started: Instant,
+    all: Tally,
+    workers: Vec<WorkerTally>,
+    failures: Vec<(u64, String)>,
+}
+
+impl RunStats {
+    /// Starts the clock for `workers` worker slots.
+    pub fn new(workers: usize) -> RunStats {
+        RunStats {
+            started: Instant::now(),
+            all: Tally::new(),
+            workers: (0..workers)
+                .map(|_| WorkerTally {
+                    pid: 0,
+                    tally: Tally::new(),
+                    stats: WorkerStats::default(),
+                })
+                .collect(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Counts one finished batch of worker `slot`.
+    pub fn record(&mut self, slot: usize, report: &JobReport) {
+        self.all.record(report);
+        self.workers[slot].tally.record(report);
+        if let Outcome::Failed { error } = &report.outcome
+            && self.failures.len() < SHOWN_FAILURES
+        {
+            self.failures
+                .push((report.batch.index, format!("{}: {error}", report.url)));
+        }
+    }
+
+    /// Notes the process id of the worker in `slot`.
+    pub fn set_pid(&mut self, slot: usize, pid: u32) {
+        self.workers[slot].pid = pid;
+    }
+
+    /// Notes the totals a worker sent when it left.
+    pub fn set_worker_stats(&mut self, slot: usize, stats: WorkerStats) {
+        self.workers[slot].stats = stats;
+    }
+
+    /// Totals so far.
+    pub fn all(&self) -> &Tally {
+        &self.all
+    }
+
+    /// Time since the run started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The closing summary, several lines.
+    pub fn render(&self, manifest: &str) -> String {
+        let wall = self.elapsed().as_secs_f64().max(1e-9);
+        let all = &self.all;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "done: {} batches ok, {} failed in {wall:.2} s: {:.1} pages/s, {} ({}/s)",
+            all.ok,
+            all.failed,
+            all.done() as f64 / wall,
+            bytes(all.bytes as f64),
+            bytes(all.bytes as f64 / wall),
+        );
+        if all.done() > 0 {
+            let _ = writeln!(
+                out,
+                "latency: p50 {}, p99 {}, max {}",
+                ms(all.latency(0.5)),
+                ms(all.latency(0.99)),
+                ms(all.latency(1.0)),
+            );
+        }
+        for (slot, w) in self.workers.iter().enumerate() {
+            let lag = Duration::from_micros(w.stats.max_loop_lag_us);
+            let _ = writeln!(
+                out,
+                "worker {slot} (pid {}): {} ok, {} failed, {} requests, p50 {}, p99 {}, loop lag max {}{}",
+                w.pid,
+                w.tally.ok,
+                w.tally.failed,
+                w.stats.requests,
+                ms(w.tally.latency(0.5)),
+                ms(w.tally.latency(0.99)),
+                ms(lag),
+                if lag > LAG_WARNING {
+                    " (warning: its event loop was blocked)"
+                } else {
+                    ""
+                },
+            );
+        }
+        for (index, error) in &self.failures {
+            let _ = writeln!(out, "failed batch {index}: {error}");
+        }
+        if all.failed > self.failures.len() as u64 {
+            let _ = writeln!(
+                out,
+                "... and {} more failures",
+                all.failed - self.failures.len() as u64
+            );
+        }
+        let _ = writeln!(out, "manifest: {manifest}");
+        out
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Bytes in binary units, e.g. "3.2 MiB".
+pub fn bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::plan::Batch;
+
+    fn report(i: u64, us: u64, ok: bool) -> JobReport {
+        JobReport {
+            batch: Batch::single(i),
+            url: format!("http://h/{i}"),
+            status: Some(200),
+            bytes: 1000,
+            elapsed_us: us,
+            attempts: 1,
+            outcome: if ok {
+                Outcome::Saved { file: "f".into() }
+            } else {
+                Outcome::Failed {
+                    error: "HTTP 500".into(),
+                }
+            },
+        }
+    }
+
+    #[test]
+    fn summary_counts_and_percentiles_follow_the_reports() {
+        let mut stats = RunStats::new(2);
+        for i in 0..100 {
+            stats.record((i % 2) as usize, &report(i, (i + 1) * 1000, i != 7));
+        }
+        assert_eq!(stats.all().ok, 99);
+        assert_eq!(stats.all().failed, 1);
+        let p50 = stats.all().latency(0.5).as_millis();
+        assert!((49..=51).contains(&p50), "{p50}");
+        let text = stats.render("out/manifest.jsonl");
+        assert!(text.contains("99 batches ok, 1 failed"));
+        assert!(text.contains("failed batch 7: http://h/7: HTTP 500"));
+        assert!(text.contains("worker 1 (pid 0): 49 ok, 1 failed"));
+    }
+
+    #[test]
+    fn bytes_use_binary_units() {
+        assert_eq!(bytes(512.0), "512 B");
+        assert_eq!(bytes(3.5 * 1024.0 * 1024.0), "3.5 MiB");
+    }
+}

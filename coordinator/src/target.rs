@@ -1,0 +1,122 @@
+//! The built-in tickers API as a target: in-process for the default job, or on its own
+//! with `coordinator serve`.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::thread::{self, JoinHandle};
+
+use anyhow::Context;
+use shared::plan::Span;
+use tokio::sync::oneshot;
+
+use crate::cli::ServeArgs;
+use crate::exit::Exit;
+use crate::settings::UsageError;
+
+/// The built-in API on an ephemeral loopback port, served from a thread of this process
+/// for as long as the value lives.
+pub struct BuiltinServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BuiltinServer {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub fn start(options: tickers::Options) -> io::Result<BuiltinServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = thread::Builder::new()
+            .name("builtin-target".into())
+            .spawn(move || {
+                let served = runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    tickers::serve(listener, options, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                });
+                if let Err(e) = served {
+                    eprintln!("built-in target: {e}");
+                }
+            })?;
+        Ok(BuiltinServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The URL template that pages through this server.
+    pub fn url_template(&self) -> String {
+        format!(
+            "http://{}/api/tickers/?start={{start}}&limit={{limit}}",
+            self.addr
+        )
+    }
+}
+
+impl Drop for BuiltinServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `coordinator serve`: serves until SIGINT or SIGTERM. The bound address is printed on
+/// stdout (`http://127.0.0.1:PORT`) so that scripts can use port 0.
+pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
+    let addr: SocketAddr = args.addr.parse().map_err(|_| {
+        UsageError::new(
+            "--addr",
+            format!("`{}` is not an IP:PORT address", args.addr),
+        )
+    })?;
+    let delay_ms: Span = args
+        .delay
+        .parse()
+        .map_err(|e| UsageError::new("--delay", e))?;
+    let options = tickers::Options {
+        delay_ms,
+        coins: args.coins,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the server runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| UsageError::new("--addr", format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr()?;
+        let mut stdout = io::stdout();
+        writeln!(stdout, "http://{bound}")?;
+        stdout.flush()?;
+        eprintln!(
+            "serving the tickers API on http://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
+        );
+        tickers::serve(listener, options, stop_signal()).await?;
+        Ok(Exit::Ok)
+    })
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

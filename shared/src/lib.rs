@@ -1,0 +1,9 @@
+//! What the coordinator and its workers agree on: the batch plan, URL and file-name
+//! templates, the worker configuration and the framed bincode protocol on the pipes
+//! between them.
+
+pub mod config;
+pub mod frame;
+pub mod plan;
+pub mod protocol;
+pub mod template;

@@ -1,0 +1,191 @@
+//! URL and file-name templates with `{start}`, `{end}`, `{limit}` and `{index}`
+//! placeholders, parsed once and rendered per batch without re-parsing.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A placeholder a template may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Var {
+    /// First item of the batch (inclusive).
+    Start,
+    /// End of the batch (exclusive).
+    End,
+    /// Number of items in the batch (`end - start`).
+    Limit,
+    /// Position of the batch in the plan, from 0.
+    Index,
+}
+
+impl Var {
+    const ALL: [(&'static str, Var); 4] = [
+        ("start", Var::Start),
+        ("end", Var::End),
+        ("limit", Var::Limit),
+        ("index", Var::Index),
+    ];
+
+    fn from_name(name: &str) -> Option<Var> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+}
+
+/// The values a template is rendered with: one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Values {
+    /// Position of the batch in the plan.
+    pub index: u64,
+    /// First item (inclusive).
+    pub start: u64,
+    /// Last item (exclusive).
+    pub end: u64,
+}
+
+impl Values {
+    fn get(&self, var: Var) -> u64 {
+        match var {
+            Var::Start => self.start,
+            Var::End => self.end,
+            Var::Limit => self.end - self.start,
+            Var::Index => self.index,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Piece {
+    Text(String),
+    Var(Var),
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    source: String,
+    pieces: Vec<Piece>,
+}
+
+/// Why a template was rejected.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TemplateError {
+    /// A `{name}` that is not one of the known placeholders.
+    #[error("unknown placeholder `{{{0}}}`: use {{start}}, {{end}}, {{limit}} or {{index}}")]
+    UnknownPlaceholder(String),
+    /// A `{` without its `}`.
+    #[error("`{{` at byte {0} is never closed")]
+    Unclosed(usize),
+}
+
+impl Template {
+    /// Parses `source`, checking every placeholder.
+    pub fn parse(source: &str) -> Result<Self, TemplateError> {
+        let mut pieces = Vec::new();
+        let mut rest = source;
+        let mut offset = 0;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or(TemplateError::Unclosed(offset + open))?;
+            let name = &rest[open + 1..open + close];
+            let var = Var::from_name(name)
+                .ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_owned()))?;
+            pieces.push(Piece::Var(var));
+            offset += open + close + 1;
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(Template {
+            source: source.to_owned(),
+            pieces,
+        })
+    }
+
+    /// Whether the template names `var`.
+    pub fn uses(&self, var: Var) -> bool {
+        self.pieces.contains(&Piece::Var(var))
+    }
+
+    /// Whether the template names any placeholder at all.
+    pub fn has_placeholders(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Var(_)))
+    }
+
+    /// The text the template was parsed from.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Appends the rendering for `values` to `out`.
+    pub fn render_into(&self, values: &Values, out: &mut String) {
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                // Writing to a String cannot fail.
+                Piece::Var(var) => {
+                    let _ = write!(out, "{}", values.get(*var));
+                }
+            }
+        }
+    }
+
+    /// Renders the template for `values`.
+    pub fn render(&self, values: &Values) -> String {
+        let mut out = String::with_capacity(self.source.len() + 16);
+        self.render_into(values, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V: Values = Values {
+        index: 3,
+        start: 30,
+        end: 40,
+    };
+
+    #[test]
+    fn renders_every_placeholder() {
+        let t =
+            Template::parse("http://h/api/?start={start}&limit={limit}&e={end}#{index}").unwrap();
+        assert_eq!(t.render(&V), "http://h/api/?start=30&limit=10&e=40#3");
+    }
+
+    #[test]
+    fn text_without_placeholders_renders_as_is() {
+        let t = Template::parse("http://h/static").unwrap();
+        assert!(!t.has_placeholders());
+        assert_eq!(t.render(&V), "http://h/static");
+    }
+
+    #[test]
+    fn unknown_placeholder_is_named_in_the_error() {
+        let err = Template::parse("x{stat}y").unwrap_err();
+        assert_eq!(err, TemplateError::UnknownPlaceholder("stat".into()));
+        assert!(err.to_string().contains("{stat}"));
+    }
+
+    #[test]
+    fn unclosed_brace_is_rejected() {
+        assert_eq!(
+            Template::parse("ab{start").unwrap_err(),
+            TemplateError::Unclosed(2)
+        );
+    }
+
+    #[test]
+    fn uses_reports_placeholders() {
+        let t = Template::parse("batch{start}-{end}.json").unwrap();
+        assert!(t.uses(Var::Start) && t.uses(Var::End));
+        assert!(!t.uses(Var::Index));
+    }
+}

@@ -1,0 +1,151 @@
+//! Helpers for the end-to-end tests: the real binary, a real server process, a fresh
+//! output directory, and bounded polls of real state.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `coordinator` binary under test.
+pub fn coordinator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_coordinator"))
+}
+
+/// Runs the binary to the end with no stdin.
+pub fn run(args: &[&str], cwd: &Path) -> Output {
+    coordinator()
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running coordinator")
+}
+
+/// `coordinator serve` on a free loopback port, stopped and reaped on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl Server {
+    /// Starts the built-in API with extra `serve` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let mut child = coordinator()
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting coordinator serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("reading the server address");
+        assert!(
+            line.starts_with("http://127.0.0.1:"),
+            "server said {line:?}"
+        );
+        Server {
+            child,
+            base: line.trim().to_owned(),
+        }
+    }
+
+    /// The paged tickers URL template on this server.
+    pub fn tickers_template(&self) -> String {
+        format!("{}/api/tickers/?start={{start}}&limit={{limit}}", self.base)
+    }
+
+    /// GET `path` with a plain HTTP/1.1 request; returns (head, body).
+    pub fn get(&self, path: &str, extra_headers: &str) -> (String, Vec<u8>) {
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        (head, raw[split + 4..].to_vec())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Names of the files in `dir`, sorted.
+pub fn file_names(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// The manifest's lines, parsed.
+pub fn manifest(dir: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(dir.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("manifest line is JSON"))
+        .collect()
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Worker pids named in the summary ("worker N (pid P)").
+pub fn worker_pids(stderr: &str) -> Vec<u32> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("worker ")?
+                .split("(pid ")
+                .nth(1)?
+                .split(')')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}

@@ -1,0 +1,335 @@
+//! End-to-end tests: the real `coordinator` binary, real worker processes, real HTTP over
+//! loopback sockets, real files.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+const COINS: u64 = 1_000_000_000;
+
+#[test]
+fn two_workers_scrape_ten_thousand_items_into_one_thousand_exact_files() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let url = server.tickers_template();
+    let result = run(
+        &[
+            "--workers",
+            "2",
+            "--url",
+            &url,
+            "--range",
+            "0..10000",
+            "--batch",
+            "10",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+
+    let names = file_names(&out);
+    let expected: BTreeSet<String> = (0..1000)
+        .map(|i| format!("batch{}-{}.json", i * 10, i * 10 + 10))
+        .chain(["manifest.jsonl".to_owned()])
+        .collect();
+    assert_eq!(
+        names, expected,
+        "exactly the batch files and the manifest, no temp files"
+    );
+
+    for i in 0..1000u64 {
+        let body = fs::read(out.join(format!("batch{}-{}.json", i * 10, i * 10 + 10))).unwrap();
+        assert_eq!(
+            body,
+            tickers::tickers_json(i * 10, 10, COINS).into_bytes(),
+            "batch {i}"
+        );
+    }
+    let (_, served) = server.get("/api/tickers/?start=4560&limit=10", "");
+    assert_eq!(fs::read(out.join("batch4560-4570.json")).unwrap(), served);
+
+    let lines = manifest(&out);
+    assert_eq!(lines.len(), 1000);
+    let indices: BTreeSet<u64> = lines.iter().map(|l| l["index"].as_u64().unwrap()).collect();
+    assert_eq!(
+        indices,
+        (0..1000).collect(),
+        "every batch once, no duplicates"
+    );
+    for line in &lines {
+        assert_eq!(line["status"], 200);
+        assert!(
+            line["error"].is_null() && line["file"].is_string(),
+            "{line}"
+        );
+        let file = out.join(line["file"].as_str().unwrap());
+        assert_eq!(
+            fs::metadata(file).unwrap().len(),
+            line["bytes"].as_u64().unwrap()
+        );
+    }
+    let by_worker: BTreeSet<u64> = lines
+        .iter()
+        .map(|l| l["worker"].as_u64().unwrap())
+        .collect();
+    assert_eq!(by_worker, BTreeSet::from([0, 1]), "both workers fetched");
+
+    let pids = worker_pids(&stderr);
+    assert_eq!(pids.len(), 2, "{stderr}");
+    assert_ne!(pids[0], pids[1]);
+    assert!(pids.iter().all(|&p| p != std::process::id() && p != 0));
+    assert!(
+        eventually(Duration::from_secs(5), || pids
+            .iter()
+            .all(|&p| !process_alive(p))),
+        "worker processes are gone after the run"
+    );
+}
+
+#[test]
+fn the_readme_default_command_scrapes_the_builtin_target_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = run(&[], dir.path());
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let out = dir.path().join("out");
+    assert_eq!(manifest(&out).len(), 100);
+    assert_eq!(
+        fs::read(out.join("batch990-1000.json")).unwrap(),
+        tickers::tickers_json(990, 10, COINS).into_bytes()
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("done: 100 batches ok, 0 failed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_url_list_from_stdin_is_fetched_one_file_per_line() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = coordinator()
+        .args([
+            "--workers",
+            "2",
+            "--urls",
+            "-",
+            "--name",
+            "page{index}.json",
+            "--out",
+            "out",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "# five pages\n").unwrap();
+    for i in 0..5 {
+        writeln!(
+            stdin,
+            "{}/api/tickers/?start={}&limit=3",
+            server.base,
+            i * 3
+        )
+        .unwrap();
+    }
+    drop(stdin);
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let out = dir.path().join("out");
+    for i in 0..5u64 {
+        let body = fs::read(out.join(format!("page{i}.json"))).unwrap();
+        assert_eq!(body, tickers::tickers_json(i * 3, 3, COINS).into_bytes());
+    }
+    assert_eq!(manifest(&out).len(), 5);
+}
+
+#[test]
+fn a_url_list_file_with_failing_urls_exits_one_and_lists_the_failures() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    fs::write(
+        &list,
+        format!(
+            "{0}/api/tickers/?start=0&limit=2\n{0}/no/such/page\n{0}/api/tickers/?limit=999999\n",
+            server.base
+        ),
+    )
+    .unwrap();
+    let result = run(
+        &["--urls", list.to_str().unwrap(), "--out", "out"],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    let out = dir.path().join("out");
+    let mut lines = manifest(&out);
+    lines.sort_by_key(|l| l["index"].as_u64());
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[1]["status"], 404);
+    assert_eq!(lines[2]["status"], 400);
+    assert!(lines[1]["error"].as_str().unwrap().contains("404"));
+    assert!(lines[1]["file"].is_null());
+    assert_eq!(
+        file_names(&out),
+        BTreeSet::from(["batch0-1.json".to_owned(), "manifest.jsonl".to_owned()])
+    );
+    assert!(stderr.contains("1 batches ok, 2 failed"), "{stderr}");
+}
+
+#[test]
+fn a_second_run_into_the_same_directory_needs_overwrite() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let args = [
+        "--url",
+        url.as_str(),
+        "--range",
+        "0..50",
+        "--out",
+        "out",
+        "--quiet",
+    ];
+    assert_eq!(run(&args, dir.path()).status.code(), Some(0));
+    let again = run(&args, dir.path());
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+
+    let smaller = [
+        "--url",
+        url.as_str(),
+        "--range",
+        "0..20",
+        "--out",
+        "out",
+        "--quiet",
+        "--overwrite",
+    ];
+    assert_eq!(run(&smaller, dir.path()).status.code(), Some(0));
+    let out = dir.path().join("out");
+    assert_eq!(manifest(&out).len(), 2);
+    assert_eq!(
+        file_names(&out).len(),
+        3,
+        "files of the old run are gone with its manifest"
+    );
+}
+
+#[test]
+fn headers_are_sent_but_never_written_to_the_manifest_or_stderr() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let result = run(
+        &[
+            "--url",
+            &url,
+            "--range",
+            "0..30",
+            "--out",
+            "out",
+            "-H",
+            "Authorization: Bearer s3cr3t-token",
+        ],
+        dir.path(),
+    );
+    assert_eq!(result.status.code(), Some(0));
+    let manifest_text = fs::read_to_string(dir.path().join("out/manifest.jsonl")).unwrap();
+    assert!(!manifest_text.contains("s3cr3t"));
+    assert!(!String::from_utf8_lossy(&result.stderr).contains("s3cr3t"));
+}
+
+#[test]
+fn bad_input_is_one_line_on_stderr_exit_two_and_nothing_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("empty.txt");
+    fs::write(&list, "\n# nothing\n").unwrap();
+    let empty_list = list.to_str().unwrap();
+    let t = "http://127.0.0.1:9/?s={start}";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--range", "10..5"], "reversed"),
+        (vec!["--range", "5..5"], "empty"),
+        (vec!["--range", "a..b"], "START..END"),
+        (vec!["--batch", "0"], "--batch"),
+        (vec!["--workers", "0"], "--workers"),
+        (vec!["--workers", "100000"], "--workers"),
+        (vec!["--concurrency", "0"], "--concurrency"),
+        (
+            vec!["--url", "http://127.0.0.1:9/?s={stat}", "--range", "0..10"],
+            "{stat}",
+        ),
+        (vec!["--url", t], "--range"),
+        (
+            vec!["--url", "ftp://127.0.0.1/{start}", "--range", "0..10"],
+            "scheme",
+        ),
+        (
+            vec!["--url", t, "--urls", empty_list],
+            "cannot be used with",
+        ),
+        (vec!["--urls", empty_list], "no URL"),
+        (vec!["--urls", "/nonexistent/urls.txt"], "cannot read"),
+        (vec!["--name", "../{start}.json"], "--name"),
+        (vec!["--name", "same.json"], "--name"),
+        (vec!["--timeout", "soon"], "--timeout"),
+        (vec!["--header", "no-colon"], "--header"),
+        (vec!["--header", "Bad Name: x"], "--header"),
+        (vec!["--bogus"], "--bogus"),
+    ];
+    for (args, needle) in cases {
+        let mut all = args.clone();
+        all.extend(["--out", "out"]);
+        let result = run(&all, dir.path());
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            !dir.path().join("out").exists(),
+            "{args:?} created the out dir"
+        );
+    }
+}
+
+#[test]
+fn an_out_dir_that_cannot_be_written_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("file"), b"x").unwrap();
+    let result = run(&["--out", "file/sub"], dir.path());
+    assert_eq!(result.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&result.stderr).starts_with("error: --out"));
+}
+
+#[test]
+fn serve_answers_the_same_bytes_for_the_same_page() {
+    let server = Server::start(&["--delay", "1..5"]);
+    let (head, a) = server.get("/api/tickers/?start=100&limit=10", "");
+    let (_, b) = server.get("/api/tickers/?start=100&limit=10", "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(a, b);
+    assert_eq!(a, tickers::tickers_json(100, 10, COINS).into_bytes());
+}

@@ -1,0 +1,189 @@
+//! The built-in target: a paged crypto tickers API like the one in the seed article,
+//! `GET /api/tickers/?start=S&limit=L`, answering deterministic JSON (the same query
+//! always gets the same bytes) after a configurable random delay.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use shared::plan::Span;
+use tokio::net::TcpListener;
+
+/// Largest `limit` one request may ask for.
+pub const MAX_LIMIT: u64 = 10_000;
+
+/// Fixed `info.time` so that responses are byte-for-byte reproducible.
+const EPOCH: u64 = 1_700_000_000;
+
+/// How the server behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Each response waits a uniformly random time in this span, in milliseconds.
+    pub delay_ms: Span,
+    /// Number of coins that exist; pages past the end are short or empty.
+    pub coins: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            delay_ms: Span { start: 0, end: 0 },
+            coins: 1_000_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    #[serde(default)]
+    start: u64,
+    #[serde(default = "default_limit")]
+    limit: u64,
+}
+
+fn default_limit() -> u64 {
+    100
+}
+
+/// The HTTP routes of the built-in API.
+pub fn app(options: Options) -> Router {
+    Router::new()
+        .route("/api/tickers/", get(tickers))
+        .route("/api/tickers", get(tickers))
+        .with_state(options)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, app(options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn tickers(State(options): State<Options>, Query(page): Query<Page>) -> Response {
+    if page.limit > MAX_LIMIT {
+        let msg = format!("limit must be at most {MAX_LIMIT}\n");
+        return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    let delay = random_delay(options.delay_ms);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let body = tickers_json(page.start, page.limit, options.coins);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn random_delay(span: Span) -> Duration {
+    let ms = if span.end > span.start {
+        fastrand::u64(span.start..=span.end)
+    } else {
+        span.start
+    };
+    Duration::from_millis(ms)
+}
+
+/// The exact body served for `?start=start&limit=limit` when `coins` coins exist.
+pub fn tickers_json(start: u64, limit: u64, coins: u64) -> String {
+    let end = start.saturating_add(limit).min(coins);
+    let mut out = String::with_capacity(320 * (end.saturating_sub(start) as usize) + 64);
+    out.push_str("{\"data\":[");
+    for (i, n) in (start..end).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_coin(&mut out, n);
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "],\"info\":{{\"coins_num\":{coins},\"time\":{EPOCH}}}}}"
+    );
+    out
+}
+
+/// splitmix64: a fixed, well-mixed function of the coin number.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn write_coin(out: &mut String, n: u64) {
+    let h = mix(n);
+    let symbol: String = (0..3 + (h % 2) as u32)
+        .map(|i| char::from(b'A' + ((h >> (8 * i + 8)) % 26) as u8))
+        .collect();
+    let cents = h % 10_000_000 + 1;
+    let supply = (h >> 20) % 1_000_000_000 + 1_000;
+    let change = |shift: u32| ((h >> shift) % 2001) as i64 - 1000;
+    let pct = |v: i64| {
+        format!(
+            "{}{}.{:02}",
+            if v < 0 { "-" } else { "" },
+            v.abs() / 100,
+            v.abs() % 100
+        )
+    };
+    let _ = write!(
+        out,
+        "{{\"id\":\"{id}\",\"symbol\":\"{symbol}\",\"name\":\"Coin {n}\",\"nameid\":\"coin-{n}\",\
+         \"rank\":{rank},\"price_usd\":\"{dollars}.{c:02}\",\"percent_change_24h\":\"{p24}\",\
+         \"percent_change_1h\":\"{p1}\",\"percent_change_7d\":\"{p7}\",\
+         \"market_cap_usd\":\"{cap}.00\",\"csupply\":\"{supply}.00\",\"tsupply\":\"{supply}\"}}",
+        id = n + 90,
+        rank = n + 1,
+        dollars = cents / 100,
+        c = cents % 100,
+        p24 = pct(change(11)),
+        p1 = pct(change(23)),
+        p7 = pct(change(37)),
+        cap = (cents / 100).saturating_mul(supply),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_page_gives_the_same_bytes() {
+        assert_eq!(tickers_json(100, 10, 1_000), tickers_json(100, 10, 1_000));
+        assert_ne!(tickers_json(100, 10, 1_000), tickers_json(110, 10, 1_000));
+    }
+
+    #[test]
+    fn page_holds_limit_coins_and_stops_at_the_end() {
+        let page = tickers_json(0, 10, 1_000);
+        assert_eq!(page.matches("\"nameid\"").count(), 10);
+        assert!(page.contains("\"nameid\":\"coin-9\"") && !page.contains("coin-10\""));
+        assert_eq!(
+            tickers_json(995, 10, 1_000).matches("\"nameid\"").count(),
+            5
+        );
+        assert_eq!(
+            tickers_json(2_000, 10, 1_000).matches("\"nameid\"").count(),
+            0
+        );
+    }
+
+    #[test]
+    fn delay_stays_inside_its_span() {
+        for _ in 0..100 {
+            let d = random_delay(Span { start: 2, end: 4 }).as_millis();
+            assert!((2..=4).contains(&d));
+        }
+        assert!(random_delay(Span { start: 0, end: 0 }).is_zero());
+    }
+}

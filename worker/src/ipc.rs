@@ -1,0 +1,99 @@
+//! Async framing over the worker's pipes, on top of `shared::frame`.
+
+use std::io;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::frame::{FrameError, HEADER_LEN, decode_payload, encode_into, payload_len};
+use shared::protocol::FromWorker;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// Reads frames from the coordinator.
+pub struct FrameReader<R> {
+    inner: BufReader<R>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps a pipe.
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner: BufReader::new(inner),
+        }
+    }
+
+    /// The next message; `None` on a clean EOF between frames.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        if self.inner.fill_buf().await?.is_empty() {
+            return Ok(None);
+        }
+        let mut header = [0; HEADER_LEN];
+        self.inner
+            .read_exact(&mut header)
+            .await
+            .map_err(truncated)?;
+        let mut payload = vec![0; payload_len(header)?];
+        self.inner
+            .read_exact(&mut payload)
+            .await
+            .map_err(truncated)?;
+        decode_payload(&payload).map(Some)
+    }
+}
+
+fn truncated(e: io::Error) -> FrameError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    }
+}
+
+/// Writes frames to the coordinator, several per `write` when they queue up.
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+/// Frames gathered into one write at most.
+const MAX_GATHER: usize = 256;
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// Wraps a pipe.
+    pub fn new(inner: W) -> Self {
+        FrameWriter {
+            inner,
+            buf: Vec::with_capacity(8 * 1024),
+        }
+    }
+
+    /// Writes one message and flushes.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
+        encode_into(msg, &mut self.buf)?;
+        self.flush().await
+    }
+
+    /// Writes every message from `rx` until it closes.
+    pub async fn forward(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<FromWorker>,
+    ) -> Result<(), super::WorkerError> {
+        while let Some(msg) = rx.recv().await {
+            encode_into(&msg, &mut self.buf)?;
+            for _ in 1..MAX_GATHER {
+                match rx.try_recv() {
+                    Ok(msg) => encode_into(&msg, &mut self.buf)?,
+                    Err(_) => break,
+                }
+            }
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), FrameError> {
+        self.inner.write_all(&self.buf).await?;
+        self.inner.flush().await?;
+        self.buf.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! One worker process: a single-threaded tokio event loop that receives jobs on its
+//! stdin, keeps up to `concurrency` requests in flight, stores each body atomically and
+//! reports one result per job on its stdout.
+//!
+//! The coordinator starts it by re-executing its own binary in a hidden worker mode;
+//! [`run_process`] is that mode's whole body.
+
+mod fetch;
+mod ipc;
+mod lag;
+mod process;
+mod session;
+mod store;
+
+pub use fetch::{ConfigError, Fetcher};
+pub use process::run_process;
+pub use session::{WorkerError, serve};
+pub use store::{TEMP_SUFFIX, is_temp_file};

@@ -1,0 +1,138 @@
+//! The event loop of one worker: read jobs, run them under a concurrency limit, write
+//! one report per job, and leave when told to finish.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use shared::config::WorkerConfig;
+use shared::frame::FrameError;
+use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, ToWorker, WorkerStats};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::fetch::{ConfigError, Fetcher};
+use crate::ipc::{FrameReader, FrameWriter};
+use crate::lag::LagProbe;
+
+/// Why a worker stopped before its coordinator told it to.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// A pipe failed or carried a bad frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The process could not be set up.
+    #[error("worker set-up: {0}")]
+    Io(#[from] io::Error),
+    /// The coordinator speaks another protocol version.
+    #[error("protocol version {theirs} from the coordinator, this worker speaks {ours}")]
+    Version {
+        /// This worker's version.
+        ours: u32,
+        /// The coordinator's version.
+        theirs: u32,
+    },
+    /// A message that is not valid at this point of the session.
+    #[error("unexpected message from the coordinator: {0}")]
+    Unexpected(String),
+    /// The configuration in the handshake cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The coordinator exited before this worker could tie its life to it.
+    #[error("the coordinator is gone")]
+    Orphaned,
+}
+
+/// Runs one worker session on `input`/`output` (the pipes to the coordinator), after the
+/// `Hello` has been read. Returns once `Finish` or EOF arrived and every job reported.
+pub async fn serve(
+    input: impl AsyncRead + Unpin + Send + 'static,
+    output: impl AsyncWrite + Unpin + Send + 'static,
+    config: WorkerConfig,
+) -> Result<(), WorkerError> {
+    let mut writer = FrameWriter::new(output);
+    let fetcher = match Fetcher::new(&config) {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            writer.send(&FromWorker::Fatal(e.to_string())).await?;
+            return Err(e.into());
+        }
+    };
+    let ready = FromWorker::Ready {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+    };
+    writer.send(&ready).await?;
+
+    let lag = LagProbe::start();
+    // Reports wait here only while their frames are written; at most one per job the
+    // coordinator has handed out, so the coordinator's credit bounds this queue.
+    let (report_tx, report_rx) = mpsc::unbounded_channel();
+    let reporting = tokio::spawn(writer.forward(report_rx));
+
+    let jobs = read_jobs(input);
+    let limit = config.concurrency.max(1) as usize;
+    let slots = Arc::new(Semaphore::new(limit));
+    let outcome = run_jobs(jobs, &fetcher, &slots, &report_tx).await;
+
+    // Every slot back means every job has reported.
+    let _all = slots.acquire_many(limit as u32).await;
+    let stats = WorkerStats {
+        requests: fetcher.requests.load(Ordering::Relaxed),
+        max_loop_lag_us: lag.max_us(),
+    };
+    let _ = report_tx.send(FromWorker::Bye(stats));
+    drop(report_tx);
+    let written = reporting
+        .await
+        .map_err(|e| io::Error::other(format!("report writer: {e}")))?;
+    outcome.and(written)
+}
+
+/// Reads frames on a task of its own so that the pipe is always drained, whatever the
+/// fetches are doing. The coordinator's credit bounds how many jobs can be waiting.
+fn read_jobs(
+    input: impl AsyncRead + Unpin + Send + 'static,
+) -> mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = FrameReader::new(input);
+        loop {
+            let item = match reader.next::<ToWorker>().await {
+                Ok(Some(ToWorker::Jobs(jobs))) => Ok(jobs),
+                Ok(Some(ToWorker::Finish) | None) => break,
+                Ok(Some(other)) => Err(WorkerError::Unexpected(format!("{other:?}"))),
+                Err(e) => Err(e.into()),
+            };
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn run_jobs(
+    mut jobs: mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>>,
+    fetcher: &Arc<Fetcher>,
+    slots: &Arc<Semaphore>,
+    reports: &mpsc::UnboundedSender<FromWorker>,
+) -> Result<(), WorkerError> {
+    while let Some(chunk) = jobs.recv().await {
+        for job in chunk? {
+            let Ok(slot) = Arc::clone(slots).acquire_owned().await else {
+                break;
+            };
+            let fetcher = Arc::clone(fetcher);
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                let report = fetcher.run(job).await;
+                let _ = reports.send(FromWorker::Done(report));
+                drop(slot);
+            });
+        }
+    }
+    Ok(())
+}
