@@ -40,7 +40,7 @@ fn two_workers_scrape_ten_thousand_items_into_one_thousand_exact_files() {
     let names = file_names(&out);
     let expected: BTreeSet<String> = (0..1000)
         .map(|i| format!("batch{}-{}.json", i * 10, i * 10 + 10))
-        .chain(["manifest.jsonl".to_owned()])
+        .chain(["manifest.jsonl".to_owned(), "run.json".to_owned()])
         .collect();
     assert_eq!(
         names, expected,
@@ -195,7 +195,7 @@ fn a_url_list_file_with_failing_urls_exits_one_and_lists_the_failures() {
     assert!(lines[1]["file"].is_null());
     assert_eq!(
         file_names(&out),
-        BTreeSet::from(["batch0-1.json".to_owned(), "manifest.jsonl".to_owned()])
+        BTreeSet::from(["batch0-1.json", "manifest.jsonl", "run.json"].map(String::from))
     );
     assert!(stderr.contains("1 batches ok, 2 failed"), "{stderr}");
 }
@@ -234,7 +234,7 @@ fn a_second_run_into_the_same_directory_needs_overwrite() {
     assert_eq!(manifest(&out).len(), 2);
     assert_eq!(
         file_names(&out).len(),
-        3,
+        4,
         "files of the old run are gone with its manifest"
     );
 }
@@ -332,4 +332,89 @@ fn serve_answers_the_same_bytes_for_the_same_page() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(a, b);
     assert_eq!(a, tickers::tickers_json(100, 10, COINS).into_bytes());
+}
+
+#[test]
+fn compressed_responses_are_stored_decoded() {
+    let server = Server::start(&["--compress"]);
+    let (head, _) = server.get(
+        "/api/tickers/?start=0&limit=50",
+        "Accept-Encoding: gzip\r\n",
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let (head, _) = server.get("/api/tickers/?start=0&limit=50", "Accept-Encoding: br\r\n");
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: br"),
+        "{head}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let result = run(
+        &[
+            "--url", &url, "--range", "0..500", "--batch", "50", "--out", "out",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    for i in 0..10u64 {
+        let body = fs::read(
+            dir.path()
+                .join(format!("out/batch{}-{}.json", i * 50, i * 50 + 50)),
+        )
+        .unwrap();
+        assert_eq!(body, tickers::tickers_json(i * 50, 50, COINS).into_bytes());
+    }
+}
+
+#[test]
+fn redirects_are_followed_up_to_the_limit() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    fs::write(
+        &list,
+        format!(
+            "{0}/api/tickers/?start=0&limit=2&hops=2\n{0}/api/tickers/?start=0&limit=2&hops=3\n",
+            server.base
+        ),
+    )
+    .unwrap();
+    let result = run(
+        &[
+            "--urls",
+            list.to_str().unwrap(),
+            "--max-redirects",
+            "2",
+            "--out",
+            "out",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        result.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let mut lines = manifest(&dir.path().join("out"));
+    lines.sort_by_key(|l| l["index"].as_u64());
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(
+        fs::read(dir.path().join("out/batch0-1.json")).unwrap(),
+        tickers::tickers_json(0, 2, COINS).into_bytes()
+    );
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("redirect"),
+        "{}",
+        lines[1]
+    );
 }

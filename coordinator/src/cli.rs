@@ -66,9 +66,25 @@ pub struct RunArgs {
     )]
     pub name: String,
 
-    /// Start over in an --out directory that already holds a run.
-    #[arg(long)]
+    /// Start over in an --out directory that already holds a run (its files go).
+    #[arg(long, conflicts_with_all = ["resume", "retry_failed"])]
     pub overwrite: bool,
+
+    /// Continue the run in --out: fetch only the batches its manifest does not list.
+    #[arg(long, conflicts_with = "retry_failed")]
+    pub resume: bool,
+
+    /// Fetch again only the batches the manifest in --out records as failed.
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// On SIGINT/SIGTERM, time in-flight batches get to finish before workers are stopped.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub grace: String,
+
+    /// Worker restarts allowed in one run before it gives up.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_restarts: u32,
 
     /// Requests each worker keeps in flight.
     #[arg(short, long, value_name = "C", default_value_t = 256)]
@@ -111,6 +127,9 @@ pub struct ServeArgs {
     /// Number of coins that exist; later pages are short or empty.
     #[arg(long, default_value_t = 1_000_000_000)]
     pub coins: u64,
+    /// Compress responses (gzip, brotli) for clients that accept it.
+    #[arg(long)]
+    pub compress: bool,
 }
 
 /// `coordinator __worker`.

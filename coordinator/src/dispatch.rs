@@ -2,13 +2,15 @@
 //! report in the manifest, then stop the workers and summarise.
 //!
 //! Hand-out is dynamic: each worker holds at most a window of jobs, topped up a chunk at
-//! a time as its reports come in, so a slow worker never holds the tail of the run.
+//! a time as its reports come in, so a slow worker never holds the tail of the run. The
+//! coordinator remembers what each worker holds: a worker that dies is replaced and its
+//! jobs are handed out again, so every job ends up in the manifest exactly once.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 use shared::config::WorkerConfig;
 use shared::protocol::{FromWorker, Job, JobReport, PROTOCOL_VERSION, ToWorker};
 use shared::template::Template;
@@ -18,17 +20,18 @@ use crate::manifest::{self, Entry, Manifest};
 use crate::pool::{Event, WorkerProc};
 use crate::progress::Progress;
 use crate::settings::{Settings, Target};
+use crate::signals::{Signals, StopSignal};
 use crate::source::JobSource;
 use crate::summary::RunStats;
 use crate::target::BuiltinServer;
 
-/// How often the loop wakes when nothing arrives (progress lines, a URL list that is
-/// still being read).
+/// How often the loop wakes when nothing arrives (signals, a URL list that is still
+/// being read).
 const TICK: Duration = Duration::from_millis(20);
-/// Time a worker gets to leave after its stdin closed.
+/// Time a worker gets to leave after its stdin closed at the end of a run.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs a checked scrape to the end.
+/// Runs a checked scrape to the end, or until a signal stops it.
 pub fn run(settings: Settings) -> anyhow::Result<Exit> {
     let Settings {
         workers,
@@ -36,13 +39,17 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         target,
         out_dir,
         worker: mut config,
+        filter,
+        grace,
+        max_restarts,
         quiet,
     } = settings;
+    let signals = Signals::install().context("installing signal handlers")?;
 
     // Declared first so that it is dropped last, after every worker has stopped.
     let mut builtin = None;
     let source = match target {
-        Target::Template(plan) => JobSource::plan(plan),
+        Target::Template(plan) => JobSource::plan(plan, filter),
         Target::Builtin { plan, delay_ms } => {
             let server = BuiltinServer::start(tickers::Options {
                 delay_ms,
@@ -51,47 +58,65 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
             .context("starting the built-in target")?;
             config.url = Some(Template::parse(&server.url_template())?);
             builtin = Some(server);
-            JobSource::plan(plan)
+            JobSource::plan(plan, filter)
         }
-        Target::UrlList(list) => JobSource::urls(list).context("reading the URL list")?,
+        Target::UrlList(list) => JobSource::urls(list, filter).context("reading the URL list")?,
     };
     let manifest = Manifest::open(&out_dir).context("opening the manifest")?;
     let progress = Progress::new(source.total(), quiet);
-    let mut dispatch =
-        Dispatch::start(workers as usize, &cpus, config, source, manifest, progress)?;
-    let result = dispatch.run();
+    let mut dispatch = Dispatch::new(workers as usize, cpus, config, source, manifest, progress);
+    dispatch.max_restarts = max_restarts;
+    dispatch.grace = grace;
+    let result = dispatch.start().and_then(|()| dispatch.run(&signals));
     dispatch.progress.finish();
-    result?;
+    // Whatever happened, no worker outlives the run and no temp file stays behind.
     dispatch.stop_workers();
     drop(builtin);
+    let cleaned = manifest::remove_temp_files(&out_dir).context("removing temp files");
+    let stopped_by = result?;
+    cleaned?;
 
     let stats = &dispatch.stats;
     if !quiet {
         let path = out_dir.join(manifest::FILE_NAME);
         eprint!("{}", stats.render(&path.display().to_string()));
+        if let Some(signal) = stopped_by {
+            eprintln!(
+                "stopped by {}: re-run the same command with --resume to fetch the rest",
+                match signal {
+                    StopSignal::Interrupt => "SIGINT",
+                    StopSignal::Terminate => "SIGTERM",
+                }
+            );
+        }
     }
-    Ok(if stats.all().failed > 0 {
-        Exit::SomeFailed
-    } else {
-        Exit::Ok
+    Ok(match stopped_by {
+        Some(signal) => signal.exit(),
+        None if stats.all().failed > 0 => Exit::SomeFailed,
+        None => Exit::Ok,
     })
 }
 
 /// One worker slot.
 struct Slot {
-    proc: WorkerProc,
+    proc: Option<WorkerProc>,
     /// Jobs handed out and not yet reported, by batch index.
     held: HashMap<u64, Job>,
-    /// `Finish` was sent.
+    /// `Finish` or `Stop` was sent.
     finishing: bool,
-    /// `Bye` came.
+    /// `Bye` came, or the worker is gone for good.
     done: bool,
 }
 
 struct Dispatch {
     slots: Vec<Slot>,
+    cpus: Vec<usize>,
+    config: WorkerConfig,
     source: JobSource,
+    /// Jobs of dead workers, handed out again before new ones.
+    retry: VecDeque<Job>,
     events: Receiver<Event>,
+    events_tx: Sender<Event>,
     manifest: Manifest,
     stats: RunStats,
     progress: Progress,
@@ -99,17 +124,22 @@ struct Dispatch {
     chunk: usize,
     /// Jobs one worker holds at most.
     window: usize,
+    restarts: u32,
+    max_restarts: u32,
+    grace: Duration,
+    /// Set once a signal asked for a stop: which one, and until when workers may finish.
+    stopping: Option<(StopSignal, Instant)>,
 }
 
 impl Dispatch {
-    fn start(
+    fn new(
         workers: usize,
-        cpus: &[usize],
+        cpus: Vec<usize>,
         config: WorkerConfig,
         source: JobSource,
         manifest: Manifest,
         progress: Progress,
-    ) -> anyhow::Result<Dispatch> {
+    ) -> Dispatch {
         let concurrency = config.concurrency as usize;
         let window = 2 * concurrency;
         // Small enough that every worker gets several chunks of a short run, large
@@ -118,46 +148,77 @@ impl Dispatch {
             .total()
             .map_or(u64::MAX, |t| t / (workers as u64 * 8));
         let chunk = (per_worker.min((concurrency / 2).max(1) as u64) as usize).max(1);
-
-        // Room for every job a worker can hold, so reader threads rarely wait.
-        let (tx, events) = bounded(1024);
-        let mut stats = RunStats::new(workers);
-        let mut slots = Vec::with_capacity(workers);
-        for slot in 0..workers {
-            let hello = ToWorker::Hello {
-                version: PROTOCOL_VERSION,
-                worker: slot as u32,
-                config: WorkerConfig {
-                    cpu: cpus.get(slot).copied(),
-                    ..config.clone()
-                },
-            };
-            let proc = WorkerProc::spawn(slot, &hello, tx.clone())
-                .with_context(|| format!("starting worker {slot}"))?;
-            stats.set_pid(slot, proc.pid());
-            slots.push(Slot {
-                proc,
-                held: HashMap::new(),
-                finishing: false,
-                done: false,
-            });
-        }
-        let mut dispatch = Dispatch {
-            slots,
+        // Reader threads wait when the loop falls behind; that bounds memory.
+        let (events_tx, events) = bounded(1024);
+        Dispatch {
+            slots: (0..workers)
+                .map(|_| Slot {
+                    proc: None,
+                    held: HashMap::new(),
+                    finishing: false,
+                    done: false,
+                })
+                .collect(),
+            cpus,
+            config,
             source,
+            retry: VecDeque::new(),
             events,
+            events_tx,
             manifest,
-            stats,
+            stats: RunStats::new(workers),
             progress,
             chunk,
             window,
-        };
-        dispatch.top_up_all()?;
-        Ok(dispatch)
+            restarts: 0,
+            max_restarts: 0,
+            grace: Duration::ZERO,
+            stopping: None,
+        }
     }
 
-    fn run(&mut self) -> anyhow::Result<()> {
+    fn start(&mut self) -> anyhow::Result<()> {
+        for slot in 0..self.slots.len() {
+            self.spawn(slot)?;
+        }
+        self.top_up_all()
+    }
+
+    fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
+        let hello = ToWorker::Hello {
+            version: PROTOCOL_VERSION,
+            worker: slot as u32,
+            config: WorkerConfig {
+                cpu: self.cpus.get(slot).copied(),
+                ..self.config.clone()
+            },
+        };
+        let proc = WorkerProc::spawn(slot, &hello, self.events_tx.clone())
+            .with_context(|| format!("starting worker {slot}"))?;
+        self.stats.set_pid(slot, proc.pid());
+        let s = &mut self.slots[slot];
+        s.proc = Some(proc);
+        s.finishing = false;
+        s.done = false;
+        Ok(())
+    }
+
+    /// Runs until every worker said `Bye`; returns the signal that stopped it early.
+    fn run(&mut self, signals: &Signals) -> anyhow::Result<Option<StopSignal>> {
         while !self.slots.iter().all(|s| s.done) {
+            if let Some(signal) = signals.take() {
+                if self.stopping.is_some() {
+                    // A second signal: stop at once.
+                    break;
+                }
+                self.begin_stop(signal);
+            }
+            if self
+                .stopping
+                .is_some_and(|(_, until)| Instant::now() >= until)
+            {
+                break;
+            }
             let event = match self.events.try_recv() {
                 Ok(event) => event,
                 Err(TryRecvError::Empty) => {
@@ -177,7 +238,7 @@ impl Dispatch {
             self.handle(event)?;
         }
         self.manifest.flush().context("writing the manifest")?;
-        Ok(())
+        Ok(self.stopping.map(|(signal, _)| signal))
     }
 
     fn handle(&mut self, event: Event) -> anyhow::Result<()> {
@@ -195,27 +256,66 @@ impl Dispatch {
             }
             Event::Message(slot, FromWorker::Bye(stats)) => {
                 self.stats.set_worker_stats(slot, stats);
-                self.slots[slot].done = true;
+                let s = &mut self.slots[slot];
+                s.done = true;
+                // Jobs a stopped worker never started are handed out by a later --resume.
+                s.held.clear();
             }
             Event::Message(slot, FromWorker::Fatal(error)) => bail!("worker {slot}: {error}"),
             Event::Closed(slot, error) => {
-                let s = &mut self.slots[slot];
-                if !s.done {
-                    let why = error.map_or_else(|| "exited".to_owned(), |e| e.to_string());
-                    let status = s
-                        .proc
-                        .stop(Duration::ZERO)
-                        .map(|st| st.to_string())
-                        .unwrap_or_default();
-                    bail!(
-                        "worker {slot} (pid {}) stopped unexpectedly ({why}; {status}) holding {} batches",
-                        s.proc.pid(),
-                        s.held.len()
-                    );
+                if !self.slots[slot].done {
+                    let why = error.map_or_else(|| "its pipe closed".to_owned(), |e| e.to_string());
+                    self.replace_worker(slot, &why)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A worker died (killed, crashed, or sent a frame that does not decode): reap it,
+    /// start another in its slot and hand its jobs out again.
+    fn replace_worker(&mut self, slot: usize, why: &str) -> anyhow::Result<()> {
+        let s = &mut self.slots[slot];
+        let status = match s.proc.take() {
+            Some(mut proc) => {
+                let pid = proc.pid();
+                let status = proc
+                    .stop(Duration::ZERO)
+                    .map_or_else(|e| e.to_string(), |st| st.to_string());
+                format!("pid {pid}, {status}")
+            }
+            None => "not running".to_owned(),
+        };
+        let mut orphaned: Vec<Job> = s.held.drain().map(|(_, job)| job).collect();
+        orphaned.sort_by_key(|j| j.batch.index);
+        let count = orphaned.len();
+        self.retry.extend(orphaned);
+        if self.stopping.is_some() {
+            self.slots[slot].done = true;
+            return Ok(());
+        }
+        self.restarts += 1;
+        if self.restarts > self.max_restarts {
+            bail!(
+                "worker {slot} stopped unexpectedly ({why}; {status}) and {} restarts were used up (--max-restarts)",
+                self.max_restarts
+            );
+        }
+        eprintln!(
+            "warning: worker {slot} stopped unexpectedly ({why}; {status}); restarting it and handing out its {count} batches again"
+        );
+        self.spawn(slot)?;
+        self.top_up_all()
+    }
+
+    fn begin_stop(&mut self, signal: StopSignal) {
+        self.stopping = Some((signal, Instant::now() + self.grace));
+        for s in &mut self.slots {
+            if let (false, Some(proc)) = (s.done, &mut s.proc) {
+                s.finishing = true;
+                let _ = proc.send(&ToWorker::Stop);
+            }
+        }
     }
 
     fn record(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
@@ -260,40 +360,68 @@ impl Dispatch {
 
     /// Sends `slot` one chunk if it has room for a whole one; whether it did.
     fn give_chunk(&mut self, slot: usize) -> anyhow::Result<bool> {
-        let s = &mut self.slots[slot];
-        if s.finishing || s.held.len() + self.chunk > self.window {
+        let s = &self.slots[slot];
+        if s.finishing || s.proc.is_none() || s.held.len() + self.chunk > self.window {
             return Ok(false);
         }
-        let jobs = self
-            .source
-            .take(self.chunk)
-            .context("reading the URL list")?;
+        let mut jobs: Vec<Job> = Vec::with_capacity(self.chunk);
+        while jobs.len() < self.chunk
+            && let Some(job) = self.retry.pop_front()
+        {
+            jobs.push(job);
+        }
+        if jobs.len() < self.chunk {
+            jobs.extend(
+                self.source
+                    .take(self.chunk - jobs.len())
+                    .context("reading the URL list")?,
+            );
+        }
         if jobs.is_empty() {
             return Ok(false);
         }
+        let s = &mut self.slots[slot];
         s.held
             .extend(jobs.iter().map(|j| (j.batch.index, j.clone())));
-        s.proc
-            .send(&ToWorker::Jobs(jobs))
-            .with_context(|| format!("sending jobs to worker {slot}"))?;
+        if let Some(proc) = &mut s.proc
+            && let Err(e) = proc.send(&ToWorker::Jobs(jobs))
+        {
+            // The worker is going away; its reader reports that and its jobs move on.
+            eprintln!("warning: sending jobs to worker {slot}: {e}");
+        }
         Ok(true)
     }
 
     fn finish_if_drained(&mut self, slot: usize) -> anyhow::Result<()> {
+        let drained = self.source.is_exhausted() && self.retry.is_empty();
         let s = &mut self.slots[slot];
-        if self.source.is_exhausted() && s.held.is_empty() && !s.finishing {
+        if drained
+            && s.held.is_empty()
+            && !s.finishing
+            && let Some(proc) = &mut s.proc
+        {
             s.finishing = true;
-            s.proc
-                .send(&ToWorker::Finish)
-                .with_context(|| format!("finishing worker {slot}"))?;
+            if let Err(e) = proc.send(&ToWorker::Finish) {
+                eprintln!("warning: finishing worker {slot}: {e}");
+            }
         }
         Ok(())
     }
 
+    /// Stops every worker that is still running and reaps it.
     fn stop_workers(&mut self) {
+        let grace = if self.stopping.is_some() {
+            Duration::ZERO
+        } else {
+            STOP_GRACE
+        };
         for (slot, s) in self.slots.iter_mut().enumerate() {
-            match s.proc.stop(STOP_GRACE) {
-                Ok(status) if status.success() => {}
+            let Some(mut proc) = s.proc.take() else {
+                continue;
+            };
+            let grace = if s.done { STOP_GRACE } else { grace };
+            match proc.stop(grace) {
+                Ok(status) if status.success() || !s.done => {}
                 Ok(status) => eprintln!("warning: worker {slot} {status}"),
                 Err(e) => eprintln!("warning: stopping worker {slot}: {e}"),
             }

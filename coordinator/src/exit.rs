@@ -13,8 +13,12 @@ pub enum Exit {
     SomeFailed = 1,
     /// Bad command line or input; nothing was started or written.
     Usage = 2,
-    /// The run could not go on (a worker or the disk failed).
+    /// The run could not go on (a worker kept dying, or the disk failed).
     Fatal = 3,
+    /// Stopped by SIGINT (Ctrl-C); `--resume` fetches the rest.
+    Interrupted = 130,
+    /// Stopped by SIGTERM; `--resume` fetches the rest.
+    Terminated = 143,
 }
 
 impl From<Exit> for ExitCode {

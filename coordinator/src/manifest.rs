@@ -101,6 +101,27 @@ pub fn read(dir: &Path) -> io::Result<impl Iterator<Item = Entry>> {
         .filter_map(|line| serde_json::from_str(&line).ok()))
 }
 
+/// Rewrites the manifest with the entries `keep` accepts, through a temp file and a
+/// rename; unreadable lines (a torn last line) are dropped.
+pub fn rewrite(dir: &Path, mut keep: impl FnMut(&Entry) -> bool) -> io::Result<()> {
+    let temp = worker::temp_path(dir, FILE_NAME);
+    let result = (|| {
+        let mut out = BufWriter::new(File::create(&temp)?);
+        for entry in read(dir)? {
+            if keep(&entry) {
+                serde_json::to_writer(&mut out, &entry)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&temp, dir.join(FILE_NAME))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
 /// Whether `dir` holds the manifest of an earlier run.
 pub fn holds_run(dir: &Path) -> bool {
     fs::metadata(dir.join(FILE_NAME)).is_ok_and(|m| m.len() > 0)
@@ -197,6 +218,28 @@ mod tests {
         assert!(!holds_run(dir.path()));
         assert!(!dir.path().join("b0.json").exists());
         assert!(dir.path().join("keep.txt").exists());
+    }
+
+    #[test]
+    fn rewrite_keeps_what_is_asked_and_drops_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::open(dir.path()).unwrap();
+        for i in 0..4 {
+            m.record(&Entry::new(0, &report(i, i % 2 == 0))).unwrap();
+        }
+        m.flush().unwrap();
+        drop(m);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE_NAME))
+            .unwrap();
+        f.write_all(b"{\"index\":9").unwrap();
+        rewrite(dir.path(), |e| e.file.is_some()).unwrap();
+        let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.ends_with('\n'));
+        let kept: Vec<u64> = read(dir.path()).unwrap().map(|e| e.index).collect();
+        assert_eq!(kept, [0, 2]);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use shared::template::{Template, Var};
 use thiserror::Error;
 
 use crate::cli::RunArgs;
-use crate::manifest;
+use crate::resume::{self, Mode, RunRecord};
+use crate::source::Filter;
 
 /// Most worker processes one coordinator starts.
 pub const MAX_WORKERS: u32 = 1024;
@@ -85,6 +86,12 @@ pub struct Settings {
     pub out_dir: PathBuf,
     /// Settings every worker gets; `url` is filled in once the target is known.
     pub worker: WorkerConfig,
+    /// Which jobs of the plan this run fetches (all, or what a resume leaves).
+    pub filter: Filter,
+    /// Time in-flight batches get after SIGINT/SIGTERM.
+    pub grace: Duration,
+    /// Worker restarts allowed.
+    pub max_restarts: u32,
     /// No progress and no summary.
     pub quiet: bool,
 }
@@ -110,6 +117,7 @@ impl Settings {
             ))?;
         }
         let timeout = parse_duration(&args.timeout).map_err(|e| usage("--timeout", e))?;
+        let grace = parse_duration(&args.grace).map_err(|e| usage("--grace", e))?;
         let name = name_template(&args.name)?;
         let url = match &args.url {
             Some(url) => Some(url_template(url)?),
@@ -136,7 +144,14 @@ impl Settings {
         // Building one client here catches headers HTTP does not allow.
         worker::Fetcher::new(&worker).map_err(|e| usage("--header", e))?;
 
-        prepare_out_dir(&args.out, args.overwrite)?;
+        let mode = match (args.overwrite, args.resume, args.retry_failed) {
+            (true, _, _) => Mode::Overwrite,
+            (_, true, _) => Mode::Resume,
+            (_, _, true) => Mode::RetryFailed,
+            _ => Mode::Fresh,
+        };
+        prepare_out_dir(&args.out)?;
+        let filter = resume::prepare(&args.out, mode, &record(&args, &target))?;
         let cpus = if available.len() >= workers as usize {
             available
         } else {
@@ -148,6 +163,9 @@ impl Settings {
             target,
             out_dir: args.out,
             worker,
+            filter,
+            grace,
+            max_restarts: args.max_restarts,
             quiet: args.quiet,
         })
     }
@@ -215,9 +233,6 @@ fn name_template(text: &str) -> Result<Template, UsageError> {
             "must not start with `.` (hidden and temporary files do)",
         ))?;
     }
-    if text == manifest::FILE_NAME {
-        Err(usage("--name", "would overwrite the manifest"))?;
-    }
     Ok(template)
 }
 
@@ -279,9 +294,9 @@ fn count_urls(mut reader: impl BufRead) -> io::Result<u64> {
     Ok(n)
 }
 
-/// Creates the output directory and checks it can be written; refuses one that holds a
-/// run unless told to start over. This is the first thing a run writes.
-fn prepare_out_dir(dir: &Path, overwrite: bool) -> Result<(), UsageError> {
+/// Creates the output directory and checks it can be written. This is the first thing
+/// a run writes.
+fn prepare_out_dir(dir: &Path) -> Result<(), UsageError> {
     let shown = dir.display();
     if dir.exists() && !dir.is_dir() {
         Err(usage(
@@ -294,21 +309,28 @@ fn prepare_out_dir(dir: &Path, overwrite: bool) -> Result<(), UsageError> {
     File::create(&probe)
         .and_then(|_| fs::remove_file(&probe))
         .map_err(|e| usage("--out", format!("{shown} is not writable: {e}")))?;
-    if manifest::holds_run(dir) {
-        if !overwrite {
-            Err(usage(
-                "--out",
-                format!(
-                    "{shown} already holds a run ({}); pass --overwrite to start over or use another directory",
-                    manifest::FILE_NAME
-                ),
-            ))?;
-        }
-        manifest::discard(dir).map_err(|e| usage("--out", format!("cannot clear {shown}: {e}")))?;
-    }
-    manifest::remove_temp_files(dir)
-        .map_err(|e| usage("--out", format!("cannot clean {shown}: {e}")))?;
     Ok(())
+}
+
+/// The plan as `run.json` records it.
+fn record(args: &RunArgs, target: &Target) -> RunRecord {
+    let range = |plan: &BatchPlan| (Some(plan.span().to_string()), Some(plan.size()));
+    let (kind, source, (range, batch)) = match target {
+        Target::Template(plan) => ("template", args.url.clone(), range(plan)),
+        Target::Builtin { plan, .. } => ("builtin", None, range(plan)),
+        Target::UrlList(_) => (
+            "urls",
+            args.urls.as_ref().map(|p| p.display().to_string()),
+            (None, None),
+        ),
+    };
+    RunRecord {
+        target: kind.to_owned(),
+        source,
+        range,
+        batch,
+        name: args.name.clone(),
+    }
 }
 
 /// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.

@@ -14,11 +14,87 @@ use crate::settings::{UrlList, next_url};
 /// URLs read ahead of dispatch at most.
 const READ_AHEAD: usize = 4096;
 
+/// A set of batch indices, one bit each: a plan of ten million batches costs 1.25 MB.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IndexSet {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl IndexSet {
+    /// Adds `index`.
+    pub fn insert(&mut self, index: u64) {
+        let word = (index / 64) as usize;
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        let bit = 1 << (index % 64);
+        if self.words[word] & bit == 0 {
+            self.words[word] |= bit;
+            self.len += 1;
+        }
+    }
+
+    /// Whether `index` is in the set.
+    pub fn contains(&self, index: u64) -> bool {
+        self.words
+            .get((index / 64) as usize)
+            .is_some_and(|w| w & (1 << (index % 64)) != 0)
+    }
+
+    /// Number of indices in the set.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The indices, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..64u64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w as u64 * 64 + b)
+        })
+    }
+}
+
+/// Which jobs of the plan a run fetches.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// All of them.
+    #[default]
+    All,
+    /// All but these (already done, for `--resume`).
+    Skip(IndexSet),
+    /// Only these (failed before, for `--retry-failed`).
+    Only(IndexSet),
+}
+
+impl Filter {
+    fn admits(&self, index: u64) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Skip(set) => !set.contains(index),
+            Filter::Only(set) => set.contains(index),
+        }
+    }
+
+    /// How many of `total` jobs pass.
+    fn count(&self, total: u64) -> u64 {
+        match self {
+            Filter::All => total,
+            Filter::Skip(set) => total.saturating_sub(set.len()),
+            Filter::Only(set) => set.len(),
+        }
+    }
+}
+
 /// Where jobs come from.
 pub struct JobSource {
     kind: Kind,
+    filter: Filter,
     total: Option<u64>,
-    handed_out: u64,
+    /// Position in the plan or list of the next candidate.
+    next: u64,
     exhausted: bool,
 }
 
@@ -29,17 +105,18 @@ enum Kind {
 
 impl JobSource {
     /// Every batch of `plan`, in order.
-    pub fn plan(plan: BatchPlan) -> JobSource {
+    pub fn plan(plan: BatchPlan, filter: Filter) -> JobSource {
         JobSource {
             kind: Kind::Plan(plan),
-            total: Some(plan.len()),
-            handed_out: 0,
+            total: Some(filter.count(plan.len())),
+            filter,
+            next: 0,
             exhausted: plan.is_empty(),
         }
     }
 
     /// Every URL of `list`, in order, one job each.
-    pub fn urls(list: UrlList) -> io::Result<JobSource> {
+    pub fn urls(list: UrlList, filter: Filter) -> io::Result<JobSource> {
         let (tx, rx) = bounded(READ_AHEAD);
         let UrlList {
             mut reader,
@@ -63,13 +140,14 @@ impl JobSource {
             })?;
         Ok(JobSource {
             kind: Kind::Urls(rx),
-            total,
-            handed_out: 0,
+            total: total.map(|t| filter.count(t)),
+            filter,
+            next: 0,
             exhausted: false,
         })
     }
 
-    /// Number of jobs in all, when known up front.
+    /// Number of jobs this run fetches, when known up front.
     pub fn total(&self) -> Option<u64> {
         self.total
     }
@@ -85,7 +163,7 @@ impl JobSource {
         let mut jobs = Vec::with_capacity(n);
         while jobs.len() < n && !self.exhausted {
             let job = match &self.kind {
-                Kind::Plan(plan) => match plan.batch(self.handed_out) {
+                Kind::Plan(plan) => match plan.batch(self.next) {
                     Some(batch) => Job { batch, url: None },
                     None => {
                         self.exhausted = true;
@@ -94,7 +172,7 @@ impl JobSource {
                 },
                 Kind::Urls(rx) => match rx.try_recv() {
                     Ok(Ok(url)) => Job {
-                        batch: Batch::single(self.handed_out),
+                        batch: Batch::single(self.next),
                         url: Some(url),
                     },
                     Ok(Err(e)) => {
@@ -108,8 +186,10 @@ impl JobSource {
                     }
                 },
             };
-            self.handed_out += 1;
-            jobs.push(job);
+            self.next += 1;
+            if self.filter.admits(job.batch.index) {
+                jobs.push(job);
+            }
         }
         Ok(jobs)
     }
@@ -123,7 +203,7 @@ mod tests {
     #[test]
     fn plan_jobs_come_in_chunks_until_exhausted() {
         let plan = BatchPlan::new(Span { start: 0, end: 25 }, 10).unwrap();
-        let mut source = JobSource::plan(plan);
+        let mut source = JobSource::plan(plan, Filter::All);
         assert_eq!(source.total(), Some(3));
         let first = source.take(2).unwrap();
         assert_eq!(first.len(), 2);
@@ -143,13 +223,50 @@ mod tests {
     }
 
     #[test]
+    fn filters_skip_done_batches_or_keep_only_failed_ones() {
+        let plan = BatchPlan::new(Span { start: 0, end: 100 }, 10).unwrap();
+        let mut done = IndexSet::default();
+        for i in [0, 3, 9] {
+            done.insert(i);
+        }
+        let mut resume = JobSource::plan(plan, Filter::Skip(done.clone()));
+        assert_eq!(resume.total(), Some(7));
+        let left: Vec<u64> = resume
+            .take(100)
+            .unwrap()
+            .iter()
+            .map(|j| j.batch.index)
+            .collect();
+        assert_eq!(left, [1, 2, 4, 5, 6, 7, 8]);
+        let mut retry = JobSource::plan(plan, Filter::Only(done));
+        assert_eq!(retry.total(), Some(3));
+        let again: Vec<u64> = retry
+            .take(100)
+            .unwrap()
+            .iter()
+            .map(|j| j.batch.index)
+            .collect();
+        assert_eq!(again, [0, 3, 9]);
+    }
+
+    #[test]
+    fn index_sets_count_each_index_once() {
+        let mut set = IndexSet::default();
+        for i in [5, 5, 64, 1_000_000] {
+            set.insert(i);
+        }
+        assert_eq!(set.len(), 3);
+        assert!(set.contains(64) && set.contains(1_000_000) && !set.contains(63));
+    }
+
+    #[test]
     fn url_list_jobs_carry_their_urls_in_order() {
         let list = UrlList {
             reader: Box::new(io::Cursor::new("http://a/2\n\nhttp://a/3\n")),
             first: "http://a/1".into(),
             total: Some(3),
         };
-        let mut source = JobSource::urls(list).unwrap();
+        let mut source = JobSource::urls(list, Filter::All).unwrap();
         let mut jobs = Vec::new();
         while !source.is_exhausted() {
             jobs.extend(source.take(10).unwrap());

@@ -88,6 +88,7 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     let options = tickers::Options {
         delay_ms,
         coins: args.coins,
+        compress: args.compress,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

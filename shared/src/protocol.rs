@@ -2,7 +2,8 @@
 //! the worker answers with [`FromWorker`] frames on its stdout.
 //!
 //! A session is: `Hello` → `Ready`, then any number of `Jobs` answered by one `Done` per
-//! job, then `Finish` (or EOF on stdin) → `Bye` and exit.
+//! job, then `Finish` (or EOF on stdin) → `Bye` and exit. `Stop` ends a session early:
+//! queued jobs are dropped unreported and the coordinator hands them out again later.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,9 @@ pub enum ToWorker {
     Jobs(Vec<Job>),
     /// No more jobs will come: finish what is in flight, say `Bye` and exit.
     Finish,
+    /// Stop early: start no queued job (they go unreported), finish those in flight,
+    /// say `Bye` and exit.
+    Stop,
 }
 
 /// How a batch ended.

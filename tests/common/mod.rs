@@ -149,3 +149,64 @@ pub fn worker_pids(stderr: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Direct children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Sends `signal` (e.g. "KILL", "INT") to `pid` with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -s {signal} {pid}");
+}
+
+/// Lines in the manifest so far (0 when there is none yet).
+pub fn manifest_lines(dir: &Path) -> usize {
+    fs::read_to_string(dir.join("manifest.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// Checks that `out` holds exactly the batch files of `0..items` in batches of 10, each
+/// with the bytes the built-in API serves, and a manifest with each batch once.
+pub fn assert_complete_run(out: &Path, items: u64) {
+    let batches = items / 10;
+    let lines = manifest(out);
+    let indices: BTreeSet<u64> = lines.iter().map(|l| l["index"].as_u64().unwrap()).collect();
+    assert_eq!(lines.len() as u64, batches, "one manifest line per batch");
+    assert_eq!(indices, (0..batches).collect(), "every batch once");
+    assert!(
+        lines.iter().all(|l| l["file"].is_string()),
+        "every batch stored"
+    );
+    let mut expected: BTreeSet<String> = (0..batches)
+        .map(|i| format!("batch{}-{}.json", i * 10, i * 10 + 10))
+        .collect();
+    expected.insert("manifest.jsonl".to_owned());
+    expected.insert("run.json".to_owned());
+    assert_eq!(
+        file_names(out),
+        expected,
+        "exactly the batch files, no temp files"
+    );
+    for i in 0..batches {
+        let body = fs::read(out.join(format!("batch{}-{}.json", i * 10, i * 10 + 10))).unwrap();
+        assert_eq!(
+            body,
+            tickers::tickers_json(i * 10, 10, 1_000_000_000).into_bytes(),
+            "batch {i}"
+        );
+    }
+}

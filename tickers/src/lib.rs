@@ -15,6 +15,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use shared::plan::Span;
 use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
 
 /// Largest `limit` one request may ask for.
 pub const MAX_LIMIT: u64 = 10_000;
@@ -29,6 +30,8 @@ pub struct Options {
     pub delay_ms: Span,
     /// Number of coins that exist; pages past the end are short or empty.
     pub coins: u64,
+    /// Compress responses (gzip or brotli) for clients that accept it.
+    pub compress: bool,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
         Options {
             delay_ms: Span { start: 0, end: 0 },
             coins: 1_000_000_000,
+            compress: false,
         }
     }
 }
@@ -46,6 +50,9 @@ struct Page {
     start: u64,
     #[serde(default = "default_limit")]
     limit: u64,
+    /// Redirects to answer with before the page itself, to exercise clients.
+    #[serde(default)]
+    hops: u32,
 }
 
 fn default_limit() -> u64 {
@@ -54,10 +61,15 @@ fn default_limit() -> u64 {
 
 /// The HTTP routes of the built-in API.
 pub fn app(options: Options) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/api/tickers/", get(tickers))
         .route("/api/tickers", get(tickers))
-        .with_state(options)
+        .with_state(options);
+    if options.compress {
+        router.layer(CompressionLayer::new())
+    } else {
+        router
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -75,6 +87,15 @@ async fn tickers(State(options): State<Options>, Query(page): Query<Page>) -> Re
     if page.limit > MAX_LIMIT {
         let msg = format!("limit must be at most {MAX_LIMIT}\n");
         return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    if page.hops > 0 {
+        let next = format!(
+            "/api/tickers/?start={}&limit={}&hops={}",
+            page.start,
+            page.limit,
+            page.hops - 1
+        );
+        return (StatusCode::FOUND, [(header::LOCATION, next)]).into_response();
     }
     let delay = random_delay(options.delay_ms);
     if !delay.is_zero() {

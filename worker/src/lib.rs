@@ -15,4 +15,4 @@ mod store;
 pub use fetch::{ConfigError, Fetcher};
 pub use process::run_process;
 pub use session::{WorkerError, serve};
-pub use store::{TEMP_SUFFIX, is_temp_file};
+pub use store::{TEMP_SUFFIX, is_temp_file, temp_path, write_atomic};

@@ -10,7 +10,7 @@ use shared::frame::FrameError;
 use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, ToWorker, WorkerStats};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::fetch::{ConfigError, Fetcher};
 use crate::ipc::{FrameReader, FrameWriter};
@@ -71,10 +71,11 @@ pub async fn serve(
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     let reporting = tokio::spawn(writer.forward(report_rx));
 
-    let jobs = read_jobs(input);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let jobs = read_jobs(input, stop_tx);
     let limit = config.concurrency.max(1) as usize;
     let slots = Arc::new(Semaphore::new(limit));
-    let outcome = run_jobs(jobs, &fetcher, &slots, &report_tx).await;
+    let outcome = run_jobs(jobs, stop_rx, &fetcher, &slots, &report_tx).await;
 
     // Every slot back means every job has reported.
     let _all = slots.acquire_many(limit as u32).await;
@@ -92,8 +93,10 @@ pub async fn serve(
 
 /// Reads frames on a task of its own so that the pipe is always drained, whatever the
 /// fetches are doing. The coordinator's credit bounds how many jobs can be waiting.
+/// `Stop` is signalled out of band so that it overtakes the queued jobs.
 fn read_jobs(
     input: impl AsyncRead + Unpin + Send + 'static,
+    stop: watch::Sender<bool>,
 ) -> mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -102,6 +105,10 @@ fn read_jobs(
             let item = match reader.next::<ToWorker>().await {
                 Ok(Some(ToWorker::Jobs(jobs))) => Ok(jobs),
                 Ok(Some(ToWorker::Finish) | None) => break,
+                Ok(Some(ToWorker::Stop)) => {
+                    let _ = stop.send(true);
+                    break;
+                }
                 Ok(Some(other)) => Err(WorkerError::Unexpected(format!("{other:?}"))),
                 Err(e) => Err(e.into()),
             };
@@ -116,14 +123,26 @@ fn read_jobs(
 
 async fn run_jobs(
     mut jobs: mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>>,
+    mut stop: watch::Receiver<bool>,
     fetcher: &Arc<Fetcher>,
     slots: &Arc<Semaphore>,
     reports: &mpsc::UnboundedSender<FromWorker>,
 ) -> Result<(), WorkerError> {
-    while let Some(chunk) = jobs.recv().await {
-        for job in chunk? {
-            let Ok(slot) = Arc::clone(slots).acquire_owned().await else {
-                break;
+    loop {
+        let chunk = tokio::select! {
+            chunk = jobs.recv() => match chunk {
+                Some(chunk) => chunk?,
+                None => return Ok(()),
+            },
+            _ = stopped(&mut stop) => return Ok(()),
+        };
+        for job in chunk {
+            let slot = tokio::select! {
+                slot = Arc::clone(slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return Ok(()),
+                },
+                _ = stopped(&mut stop) => return Ok(()),
             };
             let fetcher = Arc::clone(fetcher);
             let reports = reports.clone();
@@ -134,5 +153,11 @@ async fn run_jobs(
             });
         }
     }
-    Ok(())
+}
+
+/// Completes once `Stop` arrived; never, if the reader ended without one.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }

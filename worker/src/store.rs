@@ -13,6 +13,11 @@ pub fn is_temp_file(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
 }
 
+/// The temp file `name` is written to before it is renamed into place.
+pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()))
+}
+
 /// Writes `body` to `dir/name` atomically: readers see the whole file or none.
 pub async fn save(dir: PathBuf, name: String, body: bytes::Bytes) -> io::Result<()> {
     tokio::task::spawn_blocking(move || write_atomic(&dir, &name, &body))
@@ -20,8 +25,9 @@ pub async fn save(dir: PathBuf, name: String, body: bytes::Bytes) -> io::Result<
         .map_err(io::Error::other)?
 }
 
-fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
-    let temp = dir.join(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()));
+/// Writes `body` to `dir/name` through a temp file beside it and a rename; blocking.
+pub fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
+    let temp = temp_path(dir, name);
     let result = fs::write(&temp, body).and_then(|()| fs::rename(&temp, dir.join(name)));
     if result.is_err() {
         let _ = fs::remove_file(&temp);

@@ -1,0 +1,161 @@
+//! What an earlier run left in the output directory, and what this run makes of it:
+//! start fresh, start over (`--overwrite`), continue (`--resume`) or fetch only the
+//! failures again (`--retry-failed`).
+//!
+//! `run.json` records the plan of the run in a directory so that a resume cannot mix
+//! two plans; the manifest says which batches are done.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest;
+use crate::settings::UsageError;
+use crate::source::{Filter, IndexSet};
+
+/// File name of the plan record inside the output directory.
+pub const RECORD_FILE: &str = "run.json";
+
+/// The plan of a run, as recorded in `run.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `template`, `builtin` or `urls`.
+    pub target: String,
+    /// URL template (template runs) or list path (URL-list runs).
+    pub source: Option<String>,
+    /// `START..END` of a range plan.
+    pub range: Option<String>,
+    /// Items per batch of a range plan.
+    pub batch: Option<u64>,
+    /// File name template.
+    pub name: String,
+}
+
+/// How this run treats an earlier one in the same directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// There must be none.
+    Fresh,
+    /// Remove it first.
+    Overwrite,
+    /// Fetch only what it has not recorded.
+    Resume,
+    /// Fetch only what it recorded as failed.
+    RetryFailed,
+}
+
+/// Makes `dir` ready for this run and says which batches it fetches. `dir` exists and
+/// is writable.
+pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, UsageError> {
+    let shown = dir.display();
+    let io_err =
+        |what: &str, e: io::Error| UsageError::new("--out", format!("{what} {shown}: {e}"));
+    let earlier = manifest::holds_run(dir) || dir.join(RECORD_FILE).exists();
+    let filter = match mode {
+        Mode::Fresh if earlier => {
+            return Err(UsageError::new(
+                "--out",
+                format!(
+                    "{shown} already holds a run: pass --resume to continue it, --overwrite to start over, or use another directory"
+                ),
+            ));
+        }
+        Mode::Fresh => Filter::All,
+        Mode::Overwrite => {
+            if manifest::holds_run(dir) {
+                manifest::discard(dir).map_err(|e| io_err("cannot clear", e))?;
+            }
+            Filter::All
+        }
+        Mode::Resume | Mode::RetryFailed => {
+            let flag = if mode == Mode::Resume {
+                "--resume"
+            } else {
+                "--retry-failed"
+            };
+            if !earlier {
+                return Err(UsageError::new(
+                    flag,
+                    format!("{shown} holds no run to continue"),
+                ));
+            }
+            check_same_plan(dir, record, flag)?;
+            let (done, failed) =
+                sort_out(dir, mode).map_err(|e| io_err("cannot read the manifest in", e))?;
+            if mode == Mode::Resume {
+                Filter::Skip(done)
+            } else {
+                Filter::Only(failed)
+            }
+        }
+    };
+    let text = serde_json::to_string_pretty(record)
+        .map_err(|e| io_err("cannot record the plan in", e.into()))?;
+    worker::write_atomic(dir, RECORD_FILE, text.as_bytes())
+        .map_err(|e| io_err("cannot write to", e))?;
+    manifest::remove_temp_files(dir).map_err(|e| io_err("cannot clean", e))?;
+    Ok(filter)
+}
+
+fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result<(), UsageError> {
+    let path = dir.join(RECORD_FILE);
+    let earlier: Option<RunRecord> = fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    match earlier {
+        Some(earlier) if earlier == *record => Ok(()),
+        Some(earlier) => Err(UsageError::new(
+            flag,
+            format!(
+                "{} holds a run of another plan ({}); give the same --url/--urls, --range, --batch and --name",
+                dir.display(),
+                describe(&earlier)
+            ),
+        )),
+        None => Err(UsageError::new(
+            flag,
+            format!(
+                "{} has no readable {RECORD_FILE}: it was not written by this tool",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+fn describe(r: &RunRecord) -> String {
+    let mut parts = vec![r.target.clone()];
+    parts.extend(r.source.clone());
+    parts.extend(r.range.as_ref().map(|x| format!("range {x}")));
+    parts.extend(r.batch.map(|b| format!("batch {b}")));
+    parts.push(format!("name {}", r.name));
+    parts.join(", ")
+}
+
+/// Rewrites the manifest without a torn last line (and, for a retry, without the
+/// failures that are about to be fetched again); returns the done and failed indices.
+fn sort_out(dir: &Path, mode: Mode) -> io::Result<(IndexSet, IndexSet)> {
+    let mut done = IndexSet::default();
+    let mut failed = IndexSet::default();
+    let keep_failed = mode == Mode::Resume;
+    if !manifest::holds_run(dir) {
+        return Ok((done, failed));
+    }
+    manifest::rewrite(dir, |entry| {
+        if entry.file.is_some() {
+            done.insert(entry.index);
+            true
+        } else {
+            failed.insert(entry.index);
+            keep_failed
+        }
+    })?;
+    if keep_failed {
+        // A batch that failed is done for --resume: it is in the manifest.
+        for i in failed.iter() {
+            done.insert(i);
+        }
+    }
+    Ok((done, failed))
+}
