@@ -299,6 +299,17 @@ fn bad_input_is_one_line_on_stderr_exit_two_and_nothing_created() {
         (vec!["--header", "no-colon"], "--header"),
         (vec!["--header", "Bad Name: x"], "--header"),
         (vec!["--bogus"], "--bogus"),
+        (vec!["--user-agent", "bad\u{7f}agent"], "--user-agent"),
+        (
+            vec!["--url", t, "--range", "0..10", "--builtin-delay", "1..2"],
+            "cannot be used with",
+        ),
+        (vec!["--builtin-delay", "9..1"], "--builtin-delay"),
+        (vec!["--retry-on", "500,abc"], "--retry-on"),
+        (vec!["--max-body", "0"], "--max-body"),
+        (vec!["--deadline", "0s"], "--deadline"),
+        (vec!["--resume", "--overwrite"], "cannot be used with"),
+        (vec!["--resume"], "no run to continue"),
     ];
     for (args, needle) in cases {
         let mut all = args.clone();
@@ -307,6 +318,12 @@ fn bad_input_is_one_line_on_stderr_exit_two_and_nothing_created() {
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        let flag = stderr.split_whitespace().nth(1).unwrap_or("");
+        assert_eq!(
+            stderr.matches(flag).count(),
+            1,
+            "{args:?} repeats itself: {stderr}"
+        );
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(
             !dir.path().join("out").exists(),

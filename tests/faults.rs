@@ -172,3 +172,252 @@ fn resume_refuses_another_plan_and_an_empty_directory() {
     assert_eq!(nothing.status.code(), Some(2));
     assert!(!dir.path().join("fresh").join("run.json").exists());
 }
+
+/// A hostile server: 20% 500s, 5% 429 with Retry-After, 5% dropped connections, 5%
+/// truncated bodies.
+fn hostile_server() -> Server {
+    Server::start(&[
+        "--fail-rate",
+        "0.2",
+        "--throttle-rate",
+        "0.05",
+        "--retry-after",
+        "1",
+        "--drop-rate",
+        "0.05",
+        "--truncate-rate",
+        "0.05",
+    ])
+}
+
+#[test]
+fn retries_get_every_batch_through_a_hostile_server() {
+    let server = hostile_server();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let result = run(
+        &[
+            "--url",
+            &url,
+            "--range",
+            "0..2000",
+            "--out",
+            "out",
+            "--retries",
+            "20",
+            "--backoff",
+            "10ms",
+            "--backoff-max",
+            "100ms",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    let out = dir.path().join("out");
+    assert_complete_run(&out, 2000);
+    let retried = manifest(&out)
+        .iter()
+        .filter(|l| l["attempts"].as_u64().unwrap() > 1)
+        .count();
+    assert!(
+        retried > 10,
+        "only {retried} batches needed a retry: were faults injected?"
+    );
+}
+
+#[test]
+fn without_retries_failures_are_in_the_manifest_and_retry_failed_fetches_only_those() {
+    let server = hostile_server();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let first = run(
+        &[
+            "--url",
+            &url,
+            "--range",
+            "0..2000",
+            "--out",
+            "out",
+            "--retries",
+            "0",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let out = dir.path().join("out");
+    let lines = manifest(&out);
+    assert_eq!(lines.len(), 200);
+    let failed: Vec<_> = lines.iter().filter(|l| l["error"].is_string()).collect();
+    assert!(failed.len() > 20, "only {} failures", failed.len());
+    assert!(
+        failed
+            .iter()
+            .all(|l| l["file"].is_null() && l["attempts"] == 1)
+    );
+    assert!(failed.iter().any(|l| l["status"] == 500));
+    for l in &failed {
+        let name = format!("batch{}-{}.json", l["start"], l["end"]);
+        assert!(!out.join(name).exists(), "a failed batch has no file");
+    }
+
+    let again = run(
+        &[
+            "--url",
+            &url,
+            "--range",
+            "0..2000",
+            "--out",
+            "out",
+            "--retry-failed",
+            "--retries",
+            "20",
+            "--backoff",
+            "10ms",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("done: {} batches ok, 0 failed", failed.len())),
+        "{stderr}"
+    );
+    assert_complete_run(&out, 2000);
+}
+
+#[test]
+fn retry_after_is_honoured_over_a_shorter_backoff() {
+    let server = Server::start(&["--throttle-rate", "0.3", "--retry-after", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let result = run(
+        &[
+            "--url",
+            &url,
+            "--range",
+            "0..400",
+            "--out",
+            "out",
+            "--retries",
+            "30",
+            "--backoff",
+            "1ms",
+            "--backoff-max",
+            "1ms",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let lines = manifest(&dir.path().join("out"));
+    let retried: Vec<_> = lines
+        .iter()
+        .filter(|l| l["attempts"].as_u64().unwrap() > 1)
+        .collect();
+    assert!(!retried.is_empty());
+    for l in retried {
+        let waits = l["attempts"].as_u64().unwrap() - 1;
+        assert!(
+            l["elapsed_ms"].as_f64().unwrap() >= 1000.0 * waits as f64 - 50.0,
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn a_body_over_max_body_fails_its_batch_and_writes_nothing() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let result = run(
+        &[
+            "--url",
+            &url,
+            "--range",
+            "0..30",
+            "--out",
+            "out",
+            "--max-body",
+            "1KiB",
+        ],
+        dir.path(),
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let lines = manifest(&dir.path().join("out"));
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["error"].as_str().unwrap().contains("--max-body")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        file_names(&dir.path().join("out")).len(),
+        2,
+        "only manifest.jsonl and run.json"
+    );
+}
+
+#[test]
+fn a_stalled_worker_is_named_replaced_and_the_run_gives_up_after_max_restarts() {
+    let server = Server::start(&["--stall-rate", "1.0", "--stall", "60s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let result = run(
+        &[
+            "--workers",
+            "1",
+            "--url",
+            &url,
+            "--range",
+            "0..20",
+            "--out",
+            "out",
+            "--timeout",
+            "120s",
+            "--stall-timeout",
+            "2s",
+            "--max-restarts",
+            "1",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("reported nothing for"), "{stderr}");
+    assert!(
+        stderr.contains("restarting it and handing out its 2 batches again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().last().unwrap().contains("--max-restarts"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_deadline_stops_the_run_with_exit_four_and_resume_finishes_it() {
+    let server = Server::start(&["--delay", "5..15"]);
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_run(&server, dir.path(), &["--deadline", "1s"]);
+    let (code, stderr) = finish(first);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(
+        stderr.contains("--deadline") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert!(manifest_lines(&dir.path().join("out")) < 2000);
+    let (code, stderr) = finish(start_run(&server, dir.path(), &["--resume"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_complete_run(&dir.path().join("out"), 20_000);
+}

@@ -106,9 +106,57 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub max_redirects: u32,
 
-    /// Response delay of the built-in target in ms, MIN..MAX (only without --url/--urls).
-    #[arg(long, value_name = "MIN..MAX", default_value = "0..0")]
-    pub builtin_delay: String,
+    /// Connection set-up timeout.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub connect_timeout: String,
+
+    /// Attempts after the first for connect errors, resets, timeouts, cut-off bodies and
+    /// the --retry-on statuses.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+
+    /// HTTP statuses that are retried, comma-separated.
+    #[arg(
+        long,
+        value_name = "CODES",
+        default_value = "408,429,500,502,503,504,522,524"
+    )]
+    pub retry_on: String,
+
+    /// First backoff; it doubles per retry, with full jitter.
+    #[arg(long, value_name = "DURATION", default_value = "250ms")]
+    pub backoff: String,
+
+    /// Largest backoff.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub backoff_max: String,
+
+    /// Largest Retry-After honoured (seconds or HTTP date in the header).
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub retry_after_max: String,
+
+    /// Time one batch may take in all, retries included.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub retry_max_time: String,
+
+    /// Largest response body, e.g. 64MiB; a larger one fails its batch unbuffered.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
+    pub max_body: String,
+
+    /// Stop the whole run after this long (like SIGTERM: in-flight batches get --grace);
+    /// exit code 4.
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
+
+    /// A worker that holds batches and reports nothing for this long is restarted and
+    /// its batches handed out again [default: --retry-max-time + --timeout + 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub stall_timeout: Option<String>,
+
+    /// Response delay of the built-in target in ms, MIN..MAX (only without --url/--urls)
+    /// [default: 0..0].
+    #[arg(long, value_name = "MIN..MAX", conflicts_with_all = ["url", "urls"])]
+    pub builtin_delay: Option<String>,
 
     /// No progress display and no summary; errors still go to stderr.
     #[arg(short, long)]
@@ -130,6 +178,27 @@ pub struct ServeArgs {
     /// Compress responses (gzip, brotli) for clients that accept it.
     #[arg(long)]
     pub compress: bool,
+    /// Share of requests answered 500 (0.0 to 1.0), to test retries.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Share of requests answered 429 with Retry-After.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Seconds in the Retry-After of a 429.
+    #[arg(long, value_name = "SECS", default_value_t = 1)]
+    pub retry_after: u64,
+    /// Share of connections reset on accept (every response then closes its connection).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Share of responses cut off after half the announced body.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub truncate_rate: f64,
+    /// Share of responses that stall for --stall before answering.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub stall_rate: f64,
+    /// Length of a stall, e.g. 30s.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub stall: String,
 }
 
 /// `coordinator __worker`.

@@ -20,7 +20,7 @@ use crate::manifest::{self, Entry, Manifest};
 use crate::pool::{Event, WorkerProc};
 use crate::progress::Progress;
 use crate::settings::{Settings, Target};
-use crate::signals::{Signals, StopSignal};
+use crate::signals::{Signals, StopCause};
 use crate::source::JobSource;
 use crate::summary::RunStats;
 use crate::target::BuiltinServer;
@@ -42,6 +42,8 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         filter,
         grace,
         max_restarts,
+        deadline,
+        stall_timeout,
         quiet,
     } = settings;
     let signals = Signals::install().context("installing signal handlers")?;
@@ -67,6 +69,8 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
     let mut dispatch = Dispatch::new(workers as usize, cpus, config, source, manifest, progress);
     dispatch.max_restarts = max_restarts;
     dispatch.grace = grace;
+    dispatch.deadline = deadline.map(|d| Instant::now() + d);
+    dispatch.stall_timeout = stall_timeout;
     let result = dispatch.start().and_then(|()| dispatch.run(&signals));
     dispatch.progress.finish();
     // Whatever happened, no worker outlives the run and no temp file stays behind.
@@ -80,18 +84,15 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
     if !quiet {
         let path = out_dir.join(manifest::FILE_NAME);
         eprint!("{}", stats.render(&path.display().to_string()));
-        if let Some(signal) = stopped_by {
+        if let Some(cause) = stopped_by {
             eprintln!(
-                "stopped by {}: re-run the same command with --resume to fetch the rest",
-                match signal {
-                    StopSignal::Interrupt => "SIGINT",
-                    StopSignal::Terminate => "SIGTERM",
-                }
+                "{}: re-run the same command with --resume to fetch the rest",
+                cause.describe()
             );
         }
     }
     Ok(match stopped_by {
-        Some(signal) => signal.exit(),
+        Some(cause) => cause.exit(),
         None if stats.all().failed > 0 => Exit::SomeFailed,
         None => Exit::Ok,
     })
@@ -106,6 +107,10 @@ struct Slot {
     finishing: bool,
     /// `Bye` came, or the worker is gone for good.
     done: bool,
+    /// When it last reported (or was started).
+    last_report: Instant,
+    /// Whether its current silence was already warned about.
+    warned: bool,
 }
 
 struct Dispatch {
@@ -127,8 +132,11 @@ struct Dispatch {
     restarts: u32,
     max_restarts: u32,
     grace: Duration,
-    /// Set once a signal asked for a stop: which one, and until when workers may finish.
-    stopping: Option<(StopSignal, Instant)>,
+    deadline: Option<Instant>,
+    stall_timeout: Duration,
+    last_stall_check: Instant,
+    /// Set once a stop was asked for: why, and until when workers may finish.
+    stopping: Option<(StopCause, Instant)>,
 }
 
 impl Dispatch {
@@ -157,6 +165,8 @@ impl Dispatch {
                     held: HashMap::new(),
                     finishing: false,
                     done: false,
+                    last_report: Instant::now(),
+                    warned: false,
                 })
                 .collect(),
             cpus,
@@ -173,6 +183,9 @@ impl Dispatch {
             restarts: 0,
             max_restarts: 0,
             grace: Duration::ZERO,
+            deadline: None,
+            stall_timeout: Duration::MAX,
+            last_stall_check: Instant::now(),
             stopping: None,
         }
     }
@@ -188,10 +201,10 @@ impl Dispatch {
         let hello = ToWorker::Hello {
             version: PROTOCOL_VERSION,
             worker: slot as u32,
-            config: WorkerConfig {
+            config: Box::new(WorkerConfig {
                 cpu: self.cpus.get(slot).copied(),
                 ..self.config.clone()
-            },
+            }),
         };
         let proc = WorkerProc::spawn(slot, &hello, self.events_tx.clone())
             .with_context(|| format!("starting worker {slot}"))?;
@@ -200,11 +213,13 @@ impl Dispatch {
         s.proc = Some(proc);
         s.finishing = false;
         s.done = false;
+        s.last_report = Instant::now();
+        s.warned = false;
         Ok(())
     }
 
     /// Runs until every worker said `Bye`; returns the signal that stopped it early.
-    fn run(&mut self, signals: &Signals) -> anyhow::Result<Option<StopSignal>> {
+    fn run(&mut self, signals: &Signals) -> anyhow::Result<Option<StopCause>> {
         while !self.slots.iter().all(|s| s.done) {
             if let Some(signal) = signals.take() {
                 if self.stopping.is_some() {
@@ -213,6 +228,10 @@ impl Dispatch {
                 }
                 self.begin_stop(signal);
             }
+            if self.stopping.is_none() && self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.begin_stop(StopCause::Deadline);
+            }
+            self.check_stalls()?;
             if self
                 .stopping
                 .is_some_and(|(_, until)| Instant::now() >= until)
@@ -251,6 +270,9 @@ impl Dispatch {
                 }
             }
             Event::Message(slot, FromWorker::Done(report)) => {
+                let s = &mut self.slots[slot];
+                s.last_report = Instant::now();
+                s.warned = false;
                 self.record(slot, &report)?;
                 self.top_up(slot)?;
             }
@@ -308,7 +330,39 @@ impl Dispatch {
         self.top_up_all()
     }
 
-    fn begin_stop(&mut self, signal: StopSignal) {
+    /// The watchdog: a worker that holds batches and has reported nothing for half the
+    /// stall timeout is named on stderr; past the whole timeout it is replaced and its
+    /// batches are handed out again.
+    fn check_stalls(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        if now.duration_since(self.last_stall_check) < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.last_stall_check = now;
+        for slot in 0..self.slots.len() {
+            let s = &mut self.slots[slot];
+            if s.held.is_empty() || s.done || s.proc.is_none() {
+                continue;
+            }
+            let quiet = now.duration_since(s.last_report);
+            let pid = s.proc.as_ref().map_or(0, WorkerProc::pid);
+            let oldest = s.held.keys().min().copied().unwrap_or_default();
+            let what = format!(
+                "holds {} batches (oldest: batch {oldest}) and has reported nothing for {:.0}s",
+                s.held.len(),
+                quiet.as_secs_f64()
+            );
+            if quiet >= self.stall_timeout {
+                self.replace_worker(slot, &format!("stalled: it {what}, over --stall-timeout"))?;
+            } else if quiet >= self.stall_timeout / 2 && !s.warned {
+                s.warned = true;
+                eprintln!("warning: worker {slot} (pid {pid}) {what}");
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_stop(&mut self, signal: StopCause) {
         self.stopping = Some((signal, Instant::now() + self.grace));
         for s in &mut self.slots {
             if let (false, Some(proc)) = (s.done, &mut s.proc) {

@@ -15,6 +15,8 @@ pub enum Exit {
     Usage = 2,
     /// The run could not go on (a worker kept dying, or the disk failed).
     Fatal = 3,
+    /// Stopped at --deadline; `--resume` fetches the rest.
+    Deadline = 4,
     /// Stopped by SIGINT (Ctrl-C); `--resume` fetches the rest.
     Interrupted = 130,
     /// Stopped by SIGTERM; `--resume` fetches the rest.

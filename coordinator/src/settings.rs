@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sched::{CpuSet, sched_getaffinity};
 use nix::unistd::Pid;
-use shared::config::WorkerConfig;
+use shared::config::{RetryPolicy, WorkerConfig};
 use shared::plan::{BatchPlan, Span};
 use shared::template::{Template, Var};
 use thiserror::Error;
@@ -92,6 +92,10 @@ pub struct Settings {
     pub grace: Duration,
     /// Worker restarts allowed.
     pub max_restarts: u32,
+    /// Whole-run time limit.
+    pub deadline: Option<Duration>,
+    /// Silence after which a worker holding batches is restarted.
+    pub stall_timeout: Duration,
     /// No progress and no summary.
     pub quiet: bool,
 }
@@ -118,6 +122,27 @@ impl Settings {
         }
         let timeout = parse_duration(&args.timeout).map_err(|e| usage("--timeout", e))?;
         let grace = parse_duration(&args.grace).map_err(|e| usage("--grace", e))?;
+        let duration =
+            |flag: &'static str, text: &str| parse_duration(text).map_err(|e| usage(flag, e));
+        let retry_max_time = duration("--retry-max-time", &args.retry_max_time)?;
+        let retry = RetryPolicy {
+            retries: args.retries,
+            statuses: parse_statuses(&args.retry_on)?,
+            base_ms: millis(duration("--backoff", &args.backoff)?),
+            max_ms: millis(duration("--backoff-max", &args.backoff_max)?),
+            retry_after_max_ms: millis(duration("--retry-after-max", &args.retry_after_max)?),
+            max_time_ms: millis(retry_max_time),
+        };
+        let connect_timeout = duration("--connect-timeout", &args.connect_timeout)?;
+        let max_body = parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?;
+        let deadline = match &args.deadline {
+            Some(text) => Some(duration("--deadline", text)?),
+            None => None,
+        };
+        let stall_timeout = match &args.stall_timeout {
+            Some(text) => duration("--stall-timeout", text)?,
+            None => retry_max_time + timeout + Duration::from_secs(30),
+        };
         let name = name_template(&args.name)?;
         let url = match &args.url {
             Some(url) => Some(url_template(url)?),
@@ -137,12 +162,15 @@ impl Settings {
             concurrency: args.concurrency,
             headers,
             user_agent: args.user_agent.clone(),
-            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            timeout_ms: millis(timeout),
+            connect_timeout_ms: millis(connect_timeout),
+            max_body,
+            retry,
             max_redirects: args.max_redirects,
             cpu: None,
         };
         // Building one client here catches headers HTTP does not allow.
-        worker::Fetcher::new(&worker).map_err(|e| usage("--header", e))?;
+        worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;
 
         let mode = match (args.overwrite, args.resume, args.retry_failed) {
             (true, _, _) => Mode::Overwrite,
@@ -150,6 +178,17 @@ impl Settings {
             (_, _, true) => Mode::RetryFailed,
             _ => Mode::Fresh,
         };
+        if matches!(mode, Mode::Resume | Mode::RetryFailed) && !args.out.is_dir() {
+            let flag = if args.resume {
+                "--resume"
+            } else {
+                "--retry-failed"
+            };
+            Err(usage(
+                flag,
+                format!("{} holds no run to continue", args.out.display()),
+            ))?;
+        }
         prepare_out_dir(&args.out)?;
         let filter = resume::prepare(&args.out, mode, &record(&args, &target))?;
         let cpus = if available.len() >= workers as usize {
@@ -166,6 +205,8 @@ impl Settings {
             filter,
             grace,
             max_restarts: args.max_restarts,
+            deadline,
+            stall_timeout,
             quiet: args.quiet,
         })
     }
@@ -187,10 +228,12 @@ fn target(args: &RunArgs, has_url: bool) -> Result<Target, UsageError> {
     if has_url {
         return Ok(Target::Template(plan));
     }
-    let delay_ms = args
-        .builtin_delay
-        .parse::<Span>()
-        .map_err(|e| usage("--builtin-delay", e))?;
+    let delay_ms = match &args.builtin_delay {
+        Some(delay) => delay
+            .parse::<Span>()
+            .map_err(|e| usage("--builtin-delay", e))?,
+        None => Span { start: 0, end: 0 },
+    };
     Ok(Target::Builtin { plan, delay_ms })
 }
 
@@ -333,6 +376,55 @@ fn record(args: &RunArgs, target: &Target) -> RunRecord {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+fn parse_statuses(text: &str) -> Result<Vec<u16>, UsageError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<u16>() {
+            Ok(code) if (100..=599).contains(&code) => Ok(code),
+            _ => Err(usage(
+                "--retry-on",
+                format!("`{s}` is not an HTTP status (100 to 599)"),
+            )),
+        })
+        .collect()
+}
+
+/// `65536`, `64KiB`, `64MiB`, `1GiB` (also KB, MB, GB as powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 64MiB, 500KB, 1048576)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{other}`: use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    match value.checked_mul(scale) {
+        Some(0) => Err(format!("`{text}` must be more than zero")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{text}` is too large")),
+    }
+}
+
 /// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -379,6 +471,23 @@ mod tests {
         for bad in ["", "0", "-1s", "10x", "s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("500KB").unwrap(), 500_000);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        for bad in ["", "0", "12XB", "MiB", "99999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_statuses_are_checked() {
+        assert_eq!(parse_statuses("429, 503").unwrap(), [429, 503]);
+        assert!(parse_statuses("429,abc").is_err());
+        assert!(parse_statuses("700").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! SIGINT and SIGTERM, noted by flags that the dispatch loop polls: the first asks for
-//! a graceful stop, a second one for an immediate one.
+//! Why a run stops early: SIGINT and SIGTERM, noted by flags that the dispatch loop
+//! polls (the first asks for a graceful stop, a second one for an immediate one), or the
+//! run's --deadline.
 
 use std::io;
 use std::sync::Arc;
@@ -9,21 +10,33 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::exit::Exit;
 
-/// Which signal asked the run to stop.
+/// What asked the run to stop before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
+pub enum StopCause {
     /// SIGINT (Ctrl-C): exit code 130.
     Interrupt,
     /// SIGTERM: exit code 143.
     Terminate,
+    /// --deadline passed: exit code 4.
+    Deadline,
 }
 
-impl StopSignal {
-    /// The exit code a shell expects after this signal.
+impl StopCause {
+    /// The exit code for a run stopped this way.
     pub fn exit(self) -> Exit {
         match self {
-            StopSignal::Interrupt => Exit::Interrupted,
-            StopSignal::Terminate => Exit::Terminated,
+            StopCause::Interrupt => Exit::Interrupted,
+            StopCause::Terminate => Exit::Terminated,
+            StopCause::Deadline => Exit::Deadline,
+        }
+    }
+
+    /// For people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopCause::Interrupt => "stopped by SIGINT",
+            StopCause::Terminate => "stopped by SIGTERM",
+            StopCause::Deadline => "stopped at the --deadline",
         }
     }
 }
@@ -48,11 +61,11 @@ impl Signals {
     }
 
     /// A signal that arrived since the last call, if any.
-    pub fn take(&self) -> Option<StopSignal> {
+    pub fn take(&self) -> Option<StopCause> {
         if self.interrupt.swap(false, Ordering::Relaxed) {
-            Some(StopSignal::Interrupt)
+            Some(StopCause::Interrupt)
         } else if self.terminate.swap(false, Ordering::Relaxed) {
-            Some(StopSignal::Terminate)
+            Some(StopCause::Terminate)
         } else {
             None
         }

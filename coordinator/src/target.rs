@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::cli::ServeArgs;
 use crate::exit::Exit;
-use crate::settings::UsageError;
+use crate::settings::{UsageError, parse_duration};
 
 /// The built-in API on an ephemeral loopback port, served from a thread of this process
 /// for as long as the value lives.
@@ -85,10 +85,30 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
         .delay
         .parse()
         .map_err(|e| UsageError::new("--delay", e))?;
+    let share = |flag: &'static str, value: f64| {
+        if (0.0..=1.0).contains(&value) {
+            Ok(value)
+        } else {
+            Err(UsageError::new(
+                flag,
+                format!("{value} is not a share from 0.0 to 1.0"),
+            ))
+        }
+    };
+    let stall = parse_duration(&args.stall).map_err(|e| UsageError::new("--stall", e))?;
     let options = tickers::Options {
         delay_ms,
         coins: args.coins,
         compress: args.compress,
+        faults: tickers::Faults {
+            fail: share("--fail-rate", args.fail_rate)?,
+            throttle: share("--throttle-rate", args.throttle_rate)?,
+            retry_after_s: args.retry_after,
+            drop: share("--drop-rate", args.drop_rate)?,
+            truncate: share("--truncate-rate", args.truncate_rate)?,
+            stall: share("--stall-rate", args.stall_rate)?,
+            stall_ms: stall.as_millis() as u64,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

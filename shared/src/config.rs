@@ -1,6 +1,8 @@
 //! The settings a worker receives in its handshake: everything it needs to fetch and
 //! store a batch, checked by the coordinator before any worker starts.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::template::Template;
@@ -22,8 +24,85 @@ pub struct WorkerConfig {
     pub user_agent: String,
     /// Whole-request timeout in milliseconds.
     pub timeout_ms: u64,
+    /// Connection set-up timeout in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Largest body accepted, in bytes; a larger one fails the batch unbuffered.
+    pub max_body: u64,
+    /// When and how failed requests are tried again.
+    pub retry: RetryPolicy,
     /// Redirects followed at most.
     pub max_redirects: u32,
     /// CPU to pin the worker to, when there is one core per worker.
     pub cpu: Option<usize>,
+}
+
+/// Statuses retried unless told otherwise: timeouts, throttling and the 5xx family
+/// that usually passes (including Cloudflare's 522 and 524).
+pub const DEFAULT_RETRY_STATUSES: [u16; 8] = [408, 429, 500, 502, 503, 504, 522, 524];
+
+/// Retries with exponential backoff and full jitter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts after the first, at most.
+    pub retries: u32,
+    /// HTTP statuses worth another attempt.
+    pub statuses: Vec<u16>,
+    /// Backoff before the first retry, in milliseconds; it doubles each time.
+    pub base_ms: u64,
+    /// Largest backoff, in milliseconds.
+    pub max_ms: u64,
+    /// Largest `Retry-After` honoured, in milliseconds.
+    pub retry_after_max_ms: u64,
+    /// Time one batch may take in all, retries and waits included, in milliseconds.
+    pub max_time_ms: u64,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first), for a uniform random
+    /// `unit` in `[0, 1)`: full jitter over `min(max, base * 2^(retry-1))`.
+    pub fn backoff(&self, retry: u32, unit: f64) -> Duration {
+        let exp = self
+            .base_ms
+            .saturating_mul(1u64 << retry.saturating_sub(1).min(32))
+            .min(self.max_ms);
+        Duration::from_millis((exp as f64 * unit.clamp(0.0, 1.0)) as u64)
+    }
+
+    /// Whether `status` is worth another attempt.
+    pub fn retries_status(&self, status: u16) -> bool {
+        self.statuses.contains(&status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            retries: 5,
+            statuses: DEFAULT_RETRY_STATUSES.to_vec(),
+            base_ms: 100,
+            max_ms: 1_000,
+            retry_after_max_ms: 60_000,
+            max_time_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
+        let p = policy();
+        assert_eq!(p.backoff(1, 0.999_999), Duration::from_millis(99));
+        assert_eq!(p.backoff(3, 0.5), Duration::from_millis(200));
+        assert_eq!(p.backoff(10, 0.5), Duration::from_millis(500));
+        assert_eq!(p.backoff(200, 1.0), Duration::from_millis(1_000));
+        assert_eq!(p.backoff(2, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_listed_statuses_are_retried() {
+        let p = policy();
+        assert!(p.retries_status(503) && p.retries_status(429));
+        assert!(!p.retries_status(404) && !p.retries_status(200));
+    }
 }

@@ -98,7 +98,7 @@ pub enum PlanError {
     #[error("--batch must be at least 1")]
     ZeroBatch,
     /// An empty `--range`.
-    #[error("--range {0} is empty: END must be larger than START")]
+    #[error("`{0}` is empty: END must be larger than START")]
     EmptyRange(Span),
 }
 

@@ -32,7 +32,7 @@ pub enum ToWorker {
         /// The worker's slot number, from 0.
         worker: u32,
         /// Fetch and storage settings.
-        config: WorkerConfig,
+        config: Box<WorkerConfig>,
     },
     /// More batches to fetch.
     Jobs(Vec<Job>),

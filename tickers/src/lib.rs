@@ -1,21 +1,30 @@
 //! The built-in target: a paged crypto tickers API like the one in the seed article,
 //! `GET /api/tickers/?start=S&limit=L`, answering deterministic JSON (the same query
 //! always gets the same bytes) after a configurable random delay.
+//!
+//! [`Faults`] make it misbehave on purpose, over real sockets, so that clients' retries
+//! and error handling can be tested: 500s, 429 with `Retry-After`, dropped connections,
+//! truncated bodies and stalls.
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::Listener;
 use serde::Deserialize;
 use shared::plan::Span;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Largest `limit` one request may ask for.
 pub const MAX_LIMIT: u64 = 10_000;
@@ -24,7 +33,7 @@ pub const MAX_LIMIT: u64 = 10_000;
 const EPOCH: u64 = 1_700_000_000;
 
 /// How the server behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
     /// Each response waits a uniformly random time in this span, in milliseconds.
     pub delay_ms: Span,
@@ -32,6 +41,34 @@ pub struct Options {
     pub coins: u64,
     /// Compress responses (gzip or brotli) for clients that accept it.
     pub compress: bool,
+    /// Misbehaviour on purpose.
+    pub faults: Faults,
+}
+
+/// Shares of requests (0.0 to 1.0) that go wrong, each in its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Faults {
+    /// Answer 500 Internal Server Error.
+    pub fail: f64,
+    /// Answer 429 Too Many Requests with `Retry-After: retry_after_s`.
+    pub throttle: f64,
+    /// Seconds in the `Retry-After` of a 429.
+    pub retry_after_s: u64,
+    /// Close new connections before reading a request (every response then closes its
+    /// connection, so that each request meets this chance).
+    pub drop: f64,
+    /// Announce the whole body but send only half of it, then close.
+    pub truncate: f64,
+    /// Wait `stall_ms` before answering.
+    pub stall: f64,
+    /// Length of a stall in milliseconds.
+    pub stall_ms: u64,
+}
+
+impl Faults {
+    fn hit(share: f64) -> bool {
+        share > 0.0 && fastrand::f64() < share
+    }
 }
 
 impl Default for Options {
@@ -40,6 +77,7 @@ impl Default for Options {
             delay_ms: Span { start: 0, end: 0 },
             coins: 1_000_000_000,
             compress: false,
+            faults: Faults::default(),
         }
     }
 }
@@ -61,15 +99,20 @@ fn default_limit() -> u64 {
 
 /// The HTTP routes of the built-in API.
 pub fn app(options: Options) -> Router {
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/api/tickers/", get(tickers))
         .route("/api/tickers", get(tickers))
         .with_state(options);
-    if options.compress {
-        router.layer(CompressionLayer::new())
-    } else {
-        router
+    if options.faults.drop > 0.0 {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            header::CONNECTION,
+            HeaderValue::from_static("close"),
+        ));
     }
+    if options.compress {
+        router = router.layer(CompressionLayer::new());
+    }
+    router
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -78,9 +121,41 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let listener = DroppingListener {
+        inner: listener,
+        share: options.faults.drop,
+    };
     axum::serve(listener, app(options))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Accepts connections, and drops a share of them at once with a reset.
+struct DroppingListener {
+    inner: TcpListener,
+    share: f64,
+}
+
+impl Listener for DroppingListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            let (stream, addr) = Listener::accept(&mut self.inner).await;
+            if Faults::hit(self.share) {
+                // A reset rather than a clean close: what a crashed server looks like.
+                let _ = stream.set_zero_linger();
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            return (stream, addr);
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
 }
 
 async fn tickers(State(options): State<Options>, Query(page): Query<Page>) -> Response {
@@ -97,12 +172,48 @@ async fn tickers(State(options): State<Options>, Query(page): Query<Page>) -> Re
         );
         return (StatusCode::FOUND, [(header::LOCATION, next)]).into_response();
     }
-    let delay = random_delay(options.delay_ms);
+    let faults = options.faults;
+    if Faults::hit(faults.throttle) {
+        let wait = faults.retry_after_s.to_string();
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, wait)]).into_response();
+    }
+    if Faults::hit(faults.fail) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure\n").into_response();
+    }
+    let mut delay = random_delay(options.delay_ms);
+    if Faults::hit(faults.stall) {
+        delay += Duration::from_millis(faults.stall_ms);
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let body = tickers_json(page.start, page.limit, options.coins);
+    if Faults::hit(faults.truncate) {
+        return truncated(body);
+    }
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The whole length announced, half the bytes sent, then the connection fails.
+fn truncated(body: String) -> Response {
+    let len = body.len();
+    let mut half = body.into_bytes();
+    half.truncate(len / 2);
+    let chunks: Vec<io::Result<Vec<u8>>> = vec![
+        Ok(half),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "injected truncation",
+        )),
+    ];
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
 }
 
 fn random_delay(span: Span) -> Duration {

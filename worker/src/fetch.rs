@@ -3,11 +3,12 @@
 use std::error::Error as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::redirect::Policy;
-use shared::config::WorkerConfig;
+use shared::config::{RetryPolicy, WorkerConfig};
 use shared::protocol::{Job, JobReport, Outcome};
 use shared::template::Template;
 use thiserror::Error;
@@ -18,17 +19,28 @@ use crate::store;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// A `--header` whose name is not a valid HTTP header name.
-    #[error("--header: `{0}` is not a valid header name")]
+    #[error("`{0}` is not a valid header name")]
     HeaderName(String),
     /// A `--header` whose value is not a valid HTTP header value (the value is not shown).
-    #[error("--header: the value of `{0}` is not a valid header value")]
+    #[error("the value of `{0}` is not a valid header value")]
     HeaderValue(String),
     /// A `--user-agent` that is not a valid header value.
-    #[error("--user-agent is not a valid header value")]
+    #[error("not a valid header value")]
     UserAgent,
     /// The client could not be built.
-    #[error("HTTP client: {0}")]
+    #[error("the HTTP client cannot be built: {0}")]
     Client(String),
+}
+
+impl ConfigError {
+    /// The command-line flag the error is about.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            ConfigError::HeaderName(_) | ConfigError::HeaderValue(_) => "--header",
+            ConfigError::UserAgent => "--user-agent",
+            ConfigError::Client(_) => "--timeout",
+        }
+    }
 }
 
 /// Fetches jobs for one worker: one HTTP client with keep-alive, shared by all requests.
@@ -37,8 +49,43 @@ pub struct Fetcher {
     url: Option<Template>,
     name: Template,
     out_dir: PathBuf,
+    max_body: u64,
+    retry: RetryPolicy,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
+}
+
+/// Why one attempt failed, and whether another may succeed.
+struct Failure {
+    error: String,
+    retryable: bool,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn fatal(error: String, status: Option<u16>) -> Failure {
+        Failure {
+            error,
+            retryable: false,
+            status,
+            retry_after: None,
+        }
+    }
+
+    /// Connect errors, resets, timeouts and cut-off bodies pass; bad URLs and redirect
+    /// loops do not.
+    fn transport(e: reqwest::Error) -> Failure {
+        let retryable = !e.is_builder()
+            && !e.is_redirect()
+            && (e.is_connect() || e.is_timeout() || e.is_body() || e.is_decode() || e.is_request());
+        Failure {
+            error: describe(e),
+            retryable,
+            status: None,
+            retry_after: None,
+        }
+    }
 }
 
 impl Fetcher {
@@ -59,6 +106,7 @@ impl Fetcher {
             .user_agent(user_agent)
             .default_headers(headers)
             .timeout(Duration::from_millis(config.timeout_ms))
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .redirect(Policy::limited(config.max_redirects as usize))
             .pool_max_idle_per_host(config.concurrency as usize)
             .tcp_nodelay(true)
@@ -69,11 +117,14 @@ impl Fetcher {
             url: config.url.clone(),
             name: config.name.clone(),
             out_dir: PathBuf::from(&config.out_dir),
+            max_body: config.max_body,
+            retry: config.retry.clone(),
             requests: AtomicU64::new(0),
         })
     }
 
-    /// Fetches and stores one job; never fails, the report says what happened.
+    /// Fetches and stores one job, retrying as the policy allows; never fails, the
+    /// report says what happened.
     pub async fn run(&self, job: Job) -> JobReport {
         let values = job.batch.values();
         let url = match (job.url, &self.url) {
@@ -82,9 +133,32 @@ impl Fetcher {
             (None, None) => String::new(),
         };
         let started = Instant::now();
-        let mut status = None;
+        let budget = Duration::from_millis(self.retry.max_time_ms);
+        let mut attempts = 0;
+        let (status, fetched) = loop {
+            attempts += 1;
+            let failure = match self.attempt(&url).await {
+                Ok((status, body)) => break (Some(status), Ok(body)),
+                Err(failure) => failure,
+            };
+            if !failure.retryable || attempts > self.retry.retries {
+                break (failure.status, Err(failure.error));
+            }
+            let mut wait = self.retry.backoff(attempts, fastrand::f64());
+            if let Some(asked) = failure.retry_after {
+                wait = wait.max(asked.min(Duration::from_millis(self.retry.retry_after_max_ms)));
+            }
+            if started.elapsed() + wait > budget {
+                let error = format!(
+                    "{} (no retry: --retry-max-time would be exceeded)",
+                    failure.error
+                );
+                break (failure.status, Err(error));
+            }
+            tokio::time::sleep(wait).await;
+        };
         let mut bytes = 0;
-        let outcome = match self.fetch(&url, &mut status).await {
+        let outcome = match fetched {
             Ok(body) => {
                 bytes = body.len() as u64;
                 let file = self.name.render(&values);
@@ -103,20 +177,71 @@ impl Fetcher {
             status,
             bytes,
             elapsed_us: started.elapsed().as_micros() as u64,
-            attempts: 1,
+            attempts,
             outcome,
         }
     }
 
-    async fn fetch(&self, url: &str, status: &mut Option<u16>) -> Result<bytes::Bytes, String> {
+    /// One request: the status and the whole body, read chunk by chunk so that a body
+    /// over `max_body` is never buffered whole.
+    async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self.client.get(url).send().await.map_err(describe)?;
-        *status = Some(response.status().as_u16());
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
+        let mut response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(Failure::transport)?;
+        let status = response.status();
+        let code = status.as_u16();
+        if !status.is_success() {
+            return Err(Failure {
+                error: format!("HTTP {status}"),
+                retryable: self.retry.retries_status(code),
+                status: Some(code),
+                retry_after: response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after(v, SystemTime::now())),
+            });
         }
-        response.bytes().await.map_err(describe)
+        let too_big = |len: u64| {
+            Failure::fatal(
+                format!(
+                    "body of {len} bytes or more is over --max-body {}",
+                    self.max_body
+                ),
+                Some(code),
+            )
+        };
+        if let Some(len) = response.content_length()
+            && len > self.max_body
+        {
+            return Err(too_big(len));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| Failure {
+            status: Some(code),
+            ..Failure::transport(e)
+        })? {
+            if (body.len() + chunk.len()) as u64 > self.max_body {
+                return Err(too_big((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((code, body.freeze()))
     }
+}
+
+/// A `Retry-After` value, in seconds or as an HTTP date, as a wait from `now`.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The error and its causes on one line, e.g. "error sending request: connection refused".
@@ -130,4 +255,20 @@ fn describe(e: reqwest::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon", now), None);
+    }
 }

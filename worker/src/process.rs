@@ -30,7 +30,7 @@ pub fn run_process(parent: u32) -> Result<(), WorkerError> {
     let config = match read_frame::<ToWorker>(&mut handshake)? {
         Some(ToWorker::Hello {
             version, config, ..
-        }) if version == PROTOCOL_VERSION => config,
+        }) if version == PROTOCOL_VERSION => *config,
         Some(ToWorker::Hello { version, .. }) => {
             return Err(WorkerError::Version {
                 ours: PROTOCOL_VERSION,

@@ -55,7 +55,9 @@ pub async fn serve(
     let fetcher = match Fetcher::new(&config) {
         Ok(f) => Arc::new(f),
         Err(e) => {
-            writer.send(&FromWorker::Fatal(e.to_string())).await?;
+            writer
+                .send(&FromWorker::Fatal(format!("{}: {e}", e.flag())))
+                .await?;
             return Err(e.into());
         }
     };
