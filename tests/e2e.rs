@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `coordinator` binary, real worker processes, real HTTP over
 //! loopback sockets, real files.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,5 +1,7 @@
 //! End-to-end fault tests: killed workers, signals to the coordinator, resume.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 mod common;
 
 use std::process::{Child, Stdio};
@@ -420,4 +422,113 @@ fn the_deadline_stops_the_run_with_exit_four_and_resume_finishes_it() {
     let (code, stderr) = finish(start_run(&server, dir.path(), &["--resume"]));
     assert_eq!(code, Some(0), "{stderr}");
     assert_complete_run(&dir.path().join("out"), 20_000);
+}
+
+/// Runs 0..5000 with one injected worker fault (see worker/src/fault.rs).
+fn run_with_fault(kind: &str) -> (Option<i32>, String, tempfile::TempDir) {
+    let server = Server::start(&["--delay", "1..5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("fault-fired");
+    let url = server.tickers_template();
+    let output = coordinator()
+        .args([
+            "--workers",
+            "2",
+            "--concurrency",
+            "4",
+            "--url",
+            &url,
+            "--range",
+            "0..5000",
+            "--out",
+            "out",
+        ])
+        .env(
+            "COORDINATOR_WORKER_FAULT",
+            format!("{kind}:50:{}", marker.display()),
+        )
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running coordinator");
+    assert!(marker.exists(), "the fault fired");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr, dir)
+}
+
+#[test]
+fn a_worker_that_panics_is_replaced_and_no_batch_is_lost() {
+    let (code, stderr, dir) = run_with_fault("panic");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("restarting it"), "{stderr}");
+    assert_complete_run(&dir.path().join("out"), 5000);
+}
+
+#[test]
+fn a_worker_that_sends_a_frame_that_does_not_decode_is_replaced() {
+    let (code, stderr, dir) = run_with_fault("garbage");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("over the") && stderr.contains("restarting it"),
+        "{stderr}"
+    );
+    assert_complete_run(&dir.path().join("out"), 5000);
+}
+
+#[test]
+fn a_blocked_event_loop_is_reported_in_the_summary() {
+    let (code, stderr, dir) = run_with_fault("block-400");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("its event loop was blocked"), "{stderr}");
+    assert_complete_run(&dir.path().join("out"), 5000);
+}
+
+#[test]
+fn a_second_sigint_stops_at_once_without_waiting_for_the_grace() {
+    // Every response takes 20-30 s, so a graceful stop would wait that long.
+    let server = Server::start(&["--delay", "20000..30000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_run(&server, dir.path(), &["--grace", "120s"]);
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    assert!(
+        eventually(LIMIT, || children_of(child.id()).len() == 2),
+        "workers started"
+    );
+    let workers = children_of(child.id());
+    send_signal(child.id(), "INT");
+    let stopping = lines
+        .recv_timeout(LIMIT)
+        .expect("the coordinator says it is stopping");
+    assert!(
+        stopping.contains("Ctrl-C again stops at once"),
+        "{stopping}"
+    );
+    send_signal(child.id(), "INT");
+    assert!(
+        eventually(Duration::from_secs(15), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the second SIGINT did not stop the run at once"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(
+        workers.iter().all(|&p| !process_alive(p)),
+        "no worker is left"
+    );
+    assert!(
+        file_names(&dir.path().join("out"))
+            .iter()
+            .all(|n| !n.ends_with(".part"))
+    );
 }

@@ -364,6 +364,12 @@ impl Dispatch {
 
     fn begin_stop(&mut self, signal: StopCause) {
         self.stopping = Some((signal, Instant::now() + self.grace));
+        let in_flight: usize = self.slots.iter().map(|s| s.held.len()).sum();
+        eprintln!(
+            "{}: handing out no more batches; waiting up to {:.0}s for those in flight (at most {in_flight}); Ctrl-C again stops at once",
+            signal.describe(),
+            self.grace.as_secs_f64()
+        );
         for s in &mut self.slots {
             if let (false, Some(proc)) = (s.done, &mut s.proc) {
                 s.finishing = true;

@@ -48,6 +48,18 @@ fn truncated(e: io::Error) -> FrameError {
     }
 }
 
+/// What the report writer sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message, framed.
+    Message(FromWorker),
+    /// Bytes that are no frame (fault injection only).
+    Garbage,
+}
+
+/// A length prefix far over the frame limit, then noise.
+const GARBAGE: &[u8] = b"\xff\xff\xff\x7fnot a frame";
+
 /// Writes frames to the coordinator, several per `write` when they queue up.
 pub struct FrameWriter<W> {
     inner: W,
@@ -75,19 +87,29 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Writes every message from `rx` until it closes.
     pub async fn forward(
         mut self,
-        mut rx: mpsc::UnboundedReceiver<FromWorker>,
+        mut rx: mpsc::UnboundedReceiver<Outgoing>,
     ) -> Result<(), super::WorkerError> {
-        while let Some(msg) = rx.recv().await {
-            encode_into(&msg, &mut self.buf)?;
+        while let Some(item) = rx.recv().await {
+            self.add(item)?;
             for _ in 1..MAX_GATHER {
                 match rx.try_recv() {
-                    Ok(msg) => encode_into(&msg, &mut self.buf)?,
+                    Ok(item) => self.add(item)?,
                     Err(_) => break,
                 }
             }
             self.flush().await?;
         }
         Ok(())
+    }
+
+    fn add(&mut self, item: Outgoing) -> Result<(), FrameError> {
+        match item {
+            Outgoing::Message(msg) => encode_into(&msg, &mut self.buf),
+            Outgoing::Garbage => {
+                self.buf.extend_from_slice(GARBAGE);
+                Ok(())
+            }
+        }
     }
 
     async fn flush(&mut self) -> Result<(), FrameError> {

@@ -5,6 +5,7 @@
 //! The coordinator starts it by re-executing its own binary in a hidden worker mode;
 //! [`run_process`] is that mode's whole body.
 
+mod fault;
 mod fetch;
 mod ipc;
 mod lag;
@@ -12,6 +13,7 @@ mod process;
 mod session;
 mod store;
 
+pub use fault::FAULT_VAR;
 pub use fetch::{ConfigError, Fetcher};
 pub use process::run_process;
 pub use session::{WorkerError, serve};

@@ -12,8 +12,9 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::fault::{FAULT_VAR, Fault, FaultKind};
 use crate::fetch::{ConfigError, Fetcher};
-use crate::ipc::{FrameReader, FrameWriter};
+use crate::ipc::{FrameReader, FrameWriter, Outgoing};
 use crate::lag::LagProbe;
 
 /// Why a worker stopped before its coordinator told it to.
@@ -72,12 +73,13 @@ pub async fn serve(
     // coordinator has handed out, so the coordinator's credit bounds this queue.
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     let reporting = tokio::spawn(writer.forward(report_rx));
+    let fault = Fault::from_env().map(Arc::new);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let jobs = read_jobs(input, stop_tx);
     let limit = config.concurrency.max(1) as usize;
     let slots = Arc::new(Semaphore::new(limit));
-    let outcome = run_jobs(jobs, stop_rx, &fetcher, &slots, &report_tx).await;
+    let outcome = run_jobs(jobs, stop_rx, &fetcher, &slots, &report_tx, fault).await;
 
     // Every slot back means every job has reported.
     let _all = slots.acquire_many(limit as u32).await;
@@ -85,7 +87,7 @@ pub async fn serve(
         requests: fetcher.requests.load(Ordering::Relaxed),
         max_loop_lag_us: lag.max_us(),
     };
-    let _ = report_tx.send(FromWorker::Bye(stats));
+    let _ = report_tx.send(Outgoing::Message(FromWorker::Bye(stats)));
     drop(report_tx);
     let written = reporting
         .await
@@ -128,7 +130,8 @@ async fn run_jobs(
     mut stop: watch::Receiver<bool>,
     fetcher: &Arc<Fetcher>,
     slots: &Arc<Semaphore>,
-    reports: &mpsc::UnboundedSender<FromWorker>,
+    reports: &mpsc::UnboundedSender<Outgoing>,
+    fault: Option<Arc<Fault>>,
 ) -> Result<(), WorkerError> {
     loop {
         let chunk = tokio::select! {
@@ -148,9 +151,18 @@ async fn run_jobs(
             };
             let fetcher = Arc::clone(fetcher);
             let reports = reports.clone();
+            let fault = fault.clone();
             tokio::spawn(async move {
                 let report = fetcher.run(job).await;
-                let _ = reports.send(FromWorker::Done(report));
+                let _ = reports.send(Outgoing::Message(FromWorker::Done(report)));
+                match fault.and_then(|f| f.on_job_done()) {
+                    Some(FaultKind::Panic) => panic!("injected by {FAULT_VAR}"),
+                    Some(FaultKind::Block(time)) => std::thread::sleep(time),
+                    Some(FaultKind::Garbage) => {
+                        let _ = reports.send(Outgoing::Garbage);
+                    }
+                    None => {}
+                }
                 drop(slot);
             });
         }
