@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the built-in tickers API until Ctrl-C.
     Serve(ServeArgs),
+    /// Check that the runs in DIR... (one per shard) hold every batch of their plan
+    /// exactly once with its whole file; exit 0 if so, 1 if not.
+    Verify(VerifyArgs),
     /// Run as a worker process (started by the coordinator itself).
     #[command(name = "__worker", hide = true)]
     Worker(WorkerArgs),
@@ -65,6 +68,11 @@ pub struct RunArgs {
         default_value = "batch{start}-{end}.json"
     )]
     pub name: String,
+
+    /// Fetch only slice K of M of the plan (K from 0), e.g. 0/4; `auto` reads it from a
+    /// Kubernetes Indexed Job, a Slurm array or COORDINATOR_SHARD_INDEX/COUNT.
+    #[arg(long, value_name = "K/M|auto")]
+    pub shard: Option<String>,
 
     /// Start over in an --out directory that already holds a run (its files go).
     #[arg(long, conflicts_with_all = ["resume", "retry_failed"])]
@@ -199,6 +207,20 @@ pub struct ServeArgs {
     /// Length of a stall, e.g. 30s.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub stall: String,
+}
+
+/// `coordinator verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Output directories of the runs (one per shard).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Print on stdout the commands that fetch just the gaps.
+    #[arg(long)]
+    pub print_command: bool,
+    /// Print on stdout the URLs of the gaps, one per line.
+    #[arg(long)]
+    pub print_urls: bool,
 }
 
 /// `coordinator __worker`.

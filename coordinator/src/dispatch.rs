@@ -39,6 +39,7 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         target,
         out_dir,
         worker: mut config,
+        shard,
         filter,
         grace,
         max_restarts,
@@ -51,7 +52,7 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
     // Declared first so that it is dropped last, after every worker has stopped.
     let mut builtin = None;
     let source = match target {
-        Target::Template(plan) => JobSource::plan(plan, filter),
+        Target::Template(plan) => JobSource::plan(plan, shard, filter),
         Target::Builtin { plan, delay_ms } => {
             let server = BuiltinServer::start(tickers::Options {
                 delay_ms,
@@ -60,9 +61,11 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
             .context("starting the built-in target")?;
             config.url = Some(Template::parse(&server.url_template())?);
             builtin = Some(server);
-            JobSource::plan(plan, filter)
+            JobSource::plan(plan, shard, filter)
         }
-        Target::UrlList(list) => JobSource::urls(list, filter).context("reading the URL list")?,
+        Target::UrlList(list) => {
+            JobSource::urls(list, shard, filter).context("reading the URL list")?
+        }
     };
     let manifest = Manifest::open(&out_dir).context("opening the manifest")?;
     let progress = Progress::new(source.total(), quiet);

@@ -13,11 +13,13 @@ mod manifest;
 mod pool;
 mod progress;
 mod resume;
+mod scheduler;
 mod settings;
 mod signals;
 mod source;
 mod summary;
 mod target;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::Serve(args)) => target::serve_forever(&args),
+        Some(Command::Verify(args)) => verify::run(&args),
         None => settings::Settings::from_args(cli.run).and_then(dispatch::run),
     };
     exit::report(result)

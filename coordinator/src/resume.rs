@@ -31,6 +31,9 @@ pub struct RunRecord {
     pub batch: Option<u64>,
     /// File name template.
     pub name: String,
+    /// `K/M` when the run is one shard of the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// How this run treats an earlier one in the same directory.
@@ -124,12 +127,14 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
     }
 }
 
-fn describe(r: &RunRecord) -> String {
+/// The plan in a few words, for messages.
+pub fn describe(r: &RunRecord) -> String {
     let mut parts = vec![r.target.clone()];
     parts.extend(r.source.clone());
     parts.extend(r.range.as_ref().map(|x| format!("range {x}")));
     parts.extend(r.batch.map(|b| format!("batch {b}")));
     parts.push(format!("name {}", r.name));
+    parts.extend(r.shard.as_ref().map(|s| format!("shard {s}")));
     parts.join(", ")
 }
 
@@ -143,9 +148,14 @@ fn sort_out(dir: &Path, mode: Mode) -> io::Result<(IndexSet, IndexSet)> {
         return Ok((done, failed));
     }
     manifest::rewrite(dir, |entry| {
-        if entry.file.is_some() {
-            done.insert(entry.index);
-            true
+        if let Some(file) = &entry.file {
+            // A batch is done only while its file is there, whole: a deleted or altered
+            // file is fetched again.
+            let intact = fs::metadata(dir.join(file)).is_ok_and(|m| m.len() == entry.bytes);
+            if intact {
+                done.insert(entry.index);
+            }
+            intact
         } else {
             failed.insert(entry.index);
             keep_failed

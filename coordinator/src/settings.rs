@@ -9,12 +9,13 @@ use std::time::Duration;
 use nix::sched::{CpuSet, sched_getaffinity};
 use nix::unistd::Pid;
 use shared::config::{RetryPolicy, WorkerConfig};
-use shared::plan::{BatchPlan, Span};
+use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::{Template, Var};
 use thiserror::Error;
 
 use crate::cli::RunArgs;
 use crate::resume::{self, Mode, RunRecord};
+use crate::scheduler;
 use crate::source::Filter;
 
 /// Most worker processes one coordinator starts.
@@ -86,7 +87,9 @@ pub struct Settings {
     pub out_dir: PathBuf,
     /// Settings every worker gets; `url` is filled in once the target is known.
     pub worker: WorkerConfig,
-    /// Which jobs of the plan this run fetches (all, or what a resume leaves).
+    /// The slice of the plan this run owns.
+    pub shard: Shard,
+    /// Which jobs of the slice this run fetches (all, or what a resume leaves).
     pub filter: Filter,
     /// Time in-flight batches get after SIGINT/SIGTERM.
     pub grace: Duration,
@@ -154,6 +157,12 @@ impl Settings {
             .map(|h| parse_header(h))
             .collect::<Result<Vec<_>, _>>()?;
         let target = target(&args, url.is_some())?;
+        let shard = match args.shard.as_deref() {
+            None => Shard::WHOLE,
+            Some("auto") => scheduler::shard_from_env(|v| std::env::var(v).ok())
+                .map_err(|e| usage("--shard auto", e))?,
+            Some(text) => text.parse().map_err(|e| usage("--shard", e))?,
+        };
 
         let worker = WorkerConfig {
             url,
@@ -190,7 +199,7 @@ impl Settings {
             ))?;
         }
         prepare_out_dir(&args.out)?;
-        let filter = resume::prepare(&args.out, mode, &record(&args, &target))?;
+        let filter = resume::prepare(&args.out, mode, &record(&args, &target, shard))?;
         let cpus = if available.len() >= workers as usize {
             available
         } else {
@@ -202,6 +211,7 @@ impl Settings {
             target,
             out_dir: args.out,
             worker,
+            shard,
             filter,
             grace,
             max_restarts: args.max_restarts,
@@ -356,7 +366,7 @@ fn prepare_out_dir(dir: &Path) -> Result<(), UsageError> {
 }
 
 /// The plan as `run.json` records it.
-fn record(args: &RunArgs, target: &Target) -> RunRecord {
+fn record(args: &RunArgs, target: &Target, shard: Shard) -> RunRecord {
     let range = |plan: &BatchPlan| (Some(plan.span().to_string()), Some(plan.size()));
     let (kind, source, (range, batch)) = match target {
         Target::Template(plan) => ("template", args.url.clone(), range(plan)),
@@ -373,6 +383,7 @@ fn record(args: &RunArgs, target: &Target) -> RunRecord {
         range,
         batch,
         name: args.name.clone(),
+        shard: (shard != Shard::WHOLE).then(|| shard.to_string()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use std::thread;
 
 use crossbeam_channel::{Receiver, TryRecvError, bounded};
-use shared::plan::{Batch, BatchPlan};
+use shared::plan::{Batch, BatchPlan, Shard};
 use shared::protocol::Job;
 
 use crate::settings::{UrlList, next_url};
@@ -91,6 +91,7 @@ impl Filter {
 /// Where jobs come from.
 pub struct JobSource {
     kind: Kind,
+    shard: Shard,
     filter: Filter,
     total: Option<u64>,
     /// Position in the plan or list of the next candidate.
@@ -105,18 +106,19 @@ enum Kind {
 
 impl JobSource {
     /// Every batch of `plan`, in order.
-    pub fn plan(plan: BatchPlan, filter: Filter) -> JobSource {
+    pub fn plan(plan: BatchPlan, shard: Shard, filter: Filter) -> JobSource {
         JobSource {
             kind: Kind::Plan(plan),
-            total: Some(filter.count(plan.len())),
+            total: Some(filter.count(shard.len_of(plan.len()))),
+            shard,
             filter,
-            next: 0,
+            next: shard.index,
             exhausted: plan.is_empty(),
         }
     }
 
     /// Every URL of `list`, in order, one job each.
-    pub fn urls(list: UrlList, filter: Filter) -> io::Result<JobSource> {
+    pub fn urls(list: UrlList, shard: Shard, filter: Filter) -> io::Result<JobSource> {
         let (tx, rx) = bounded(READ_AHEAD);
         let UrlList {
             mut reader,
@@ -140,7 +142,8 @@ impl JobSource {
             })?;
         Ok(JobSource {
             kind: Kind::Urls(rx),
-            total: total.map(|t| filter.count(t)),
+            total: total.map(|t| filter.count(shard.len_of(t))),
+            shard,
             filter,
             next: 0,
             exhausted: false,
@@ -186,8 +189,14 @@ impl JobSource {
                     }
                 },
             };
-            self.next += 1;
-            if self.filter.admits(job.batch.index) {
+            // A plan steps from slice to slice; a list is read line by line.
+            let step = match self.kind {
+                Kind::Plan(_) => self.shard.count,
+                Kind::Urls(_) => 1,
+            };
+            self.next = self.next.saturating_add(step);
+            let index = job.batch.index;
+            if self.shard.contains(index) && self.filter.admits(index) {
                 jobs.push(job);
             }
         }
@@ -203,7 +212,7 @@ mod tests {
     #[test]
     fn plan_jobs_come_in_chunks_until_exhausted() {
         let plan = BatchPlan::new(Span { start: 0, end: 25 }, 10).unwrap();
-        let mut source = JobSource::plan(plan, Filter::All);
+        let mut source = JobSource::plan(plan, Shard::WHOLE, Filter::All);
         assert_eq!(source.total(), Some(3));
         let first = source.take(2).unwrap();
         assert_eq!(first.len(), 2);
@@ -229,7 +238,7 @@ mod tests {
         for i in [0, 3, 9] {
             done.insert(i);
         }
-        let mut resume = JobSource::plan(plan, Filter::Skip(done.clone()));
+        let mut resume = JobSource::plan(plan, Shard::WHOLE, Filter::Skip(done.clone()));
         assert_eq!(resume.total(), Some(7));
         let left: Vec<u64> = resume
             .take(100)
@@ -238,7 +247,7 @@ mod tests {
             .map(|j| j.batch.index)
             .collect();
         assert_eq!(left, [1, 2, 4, 5, 6, 7, 8]);
-        let mut retry = JobSource::plan(plan, Filter::Only(done));
+        let mut retry = JobSource::plan(plan, Shard::WHOLE, Filter::Only(done));
         assert_eq!(retry.total(), Some(3));
         let again: Vec<u64> = retry
             .take(100)
@@ -247,6 +256,34 @@ mod tests {
             .map(|j| j.batch.index)
             .collect();
         assert_eq!(again, [0, 3, 9]);
+    }
+
+    #[test]
+    fn a_shard_takes_every_mth_batch_of_a_plan_and_of_a_list() {
+        let plan = BatchPlan::new(Span { start: 0, end: 100 }, 10).unwrap();
+        let shard = Shard::new(1, 3).unwrap();
+        let mut source = JobSource::plan(plan, shard, Filter::All);
+        assert_eq!(source.total(), Some(3));
+        let got: Vec<u64> = source
+            .take(100)
+            .unwrap()
+            .iter()
+            .map(|j| j.batch.index)
+            .collect();
+        assert_eq!(got, [1, 4, 7]);
+
+        let list = UrlList {
+            reader: Box::new(io::Cursor::new("u1\nu2\nu3\nu4\nu5\n")),
+            first: "u0".into(),
+            total: Some(6),
+        };
+        let mut source = JobSource::urls(list, shard, Filter::All).unwrap();
+        assert_eq!(source.total(), Some(2));
+        let mut urls = Vec::new();
+        while !source.is_exhausted() {
+            urls.extend(source.take(10).unwrap().into_iter().map(|j| j.url.unwrap()));
+        }
+        assert_eq!(urls, ["u1", "u4"]);
     }
 
     #[test]
@@ -266,7 +303,7 @@ mod tests {
             first: "http://a/1".into(),
             total: Some(3),
         };
-        let mut source = JobSource::urls(list, Filter::All).unwrap();
+        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All).unwrap();
         let mut jobs = Vec::new();
         while !source.is_exhausted() {
             jobs.extend(source.take(10).unwrap());

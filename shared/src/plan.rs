@@ -91,6 +91,74 @@ impl Batch {
     }
 }
 
+/// One of `count` disjoint slices of a plan: the batches whose index is `index` modulo
+/// `count`. Interleaving keeps the slices even however cost varies along the plan, and
+/// the slices together cover the plan exactly once whatever `count` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Which slice, from 0.
+    pub index: u64,
+    /// How many slices.
+    pub count: u64,
+}
+
+/// Why a `K/M` shard was rejected.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ShardError {
+    /// Not of the form `K/M`.
+    #[error("`{0}` is not of the form K/M (e.g. 0/4: the first of four shards)")]
+    Malformed(String),
+    /// `K` is not below `M`, or `M` is 0.
+    #[error("`{0}`: K counts from 0 and must be below M, and M must be at least 1")]
+    OutOfRange(String),
+}
+
+impl FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (k, m) = s
+            .split_once('/')
+            .ok_or_else(|| ShardError::Malformed(s.to_owned()))?;
+        let parse = |x: &str| {
+            x.trim()
+                .parse::<u64>()
+                .map_err(|_| ShardError::Malformed(s.to_owned()))
+        };
+        Shard::new(parse(k)?, parse(m)?).ok_or_else(|| ShardError::OutOfRange(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// Slice `index` of `count`, if that is a slice.
+    pub fn new(index: u64, count: u64) -> Option<Shard> {
+        (count > 0 && index < count).then_some(Shard { index, count })
+    }
+
+    /// The whole plan as one slice.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// Whether batch `index` belongs to this slice.
+    pub fn contains(&self, index: u64) -> bool {
+        index % self.count == self.index
+    }
+
+    /// How many of the batches `0..total` belong to this slice.
+    pub fn len_of(&self, total: u64) -> u64 {
+        if total > self.index {
+            (total - self.index - 1) / self.count + 1
+        } else {
+            0
+        }
+    }
+}
+
 /// Why a plan was rejected.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -240,6 +308,44 @@ mod tests {
         let ten_million = BatchPlan::new(span("0..100000000"), 10).unwrap();
         assert_eq!(ten_million.len(), 10_000_000);
         assert_eq!(ten_million.iter().nth(9_999_999).unwrap().start, 99_999_990);
+    }
+
+    #[test]
+    fn shards_parse_and_reject_what_is_not_a_slice() {
+        assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, count: 4 }));
+        assert!(matches!(
+            "4/4".parse::<Shard>(),
+            Err(ShardError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            "0/0".parse::<Shard>(),
+            Err(ShardError::OutOfRange(_))
+        ));
+        for bad in ["", "1", "a/b", "1/", "/2", "-1/2"] {
+            assert!(
+                matches!(bad.parse::<Shard>(), Err(ShardError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn shards_cover_the_plan_exactly_once(total in 0u64..5_000, count in 1u64..40) {
+            let mut seen = vec![0u8; total as usize];
+            let mut sum = 0;
+            for k in 0..count {
+                let shard = Shard::new(k, count).unwrap();
+                let mine: Vec<u64> = (0..total).filter(|i| shard.contains(*i)).collect();
+                proptest::prop_assert_eq!(mine.len() as u64, shard.len_of(total));
+                sum += shard.len_of(total);
+                for i in mine {
+                    seen[i as usize] += 1;
+                }
+            }
+            proptest::prop_assert_eq!(sum, total);
+            proptest::prop_assert!(seen.iter().all(|&n| n == 1));
+        }
     }
 
     #[test]

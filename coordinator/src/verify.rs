@@ -1,0 +1,368 @@
+//! `coordinator verify DIR...`: do the runs in these directories (one per shard, or one
+//! for a whole plan) hold every batch of their plan exactly once, each with its whole
+//! file? Lists the gaps and duplicates, and can print the commands (or the URLs) that
+//! fetch just the gaps.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use shared::plan::{Batch, BatchPlan, Shard, Span};
+use shared::template::Template;
+
+use crate::cli::VerifyArgs;
+use crate::exit::Exit;
+use crate::manifest;
+use crate::resume::{self, RECORD_FILE, RunRecord};
+use crate::settings::{UsageError, next_url};
+use crate::source::IndexSet;
+
+/// Gaps listed one by one at most; the count is always given.
+const SHOWN_GAPS: usize = 20;
+
+/// One directory given on the command line.
+struct Run {
+    dir: PathBuf,
+    record: RunRecord,
+    shard: Shard,
+}
+
+/// Why a batch of the plan is not done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gap {
+    /// No manifest line for it.
+    Absent,
+    /// The manifest records a failure.
+    Failed(String),
+    /// The manifest lists a file that is missing or has another size.
+    FileBad(String),
+    /// No directory for its shard was given.
+    NoShard,
+}
+
+/// Runs `verify`.
+pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
+    let runs = args
+        .dirs
+        .iter()
+        .map(|d| load(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = &runs[0];
+    let plan_of = |r: &RunRecord| RunRecord {
+        shard: None,
+        ..r.clone()
+    };
+    let count = first.shard.count;
+    for run in &runs[1..] {
+        if plan_of(&run.record) != plan_of(&first.record) || run.shard.count != count {
+            return Err(UsageError::new(
+                "verify",
+                format!(
+                    "{} and {} hold runs of different plans",
+                    first.dir.display(),
+                    run.dir.display()
+                ),
+            )
+            .into());
+        }
+    }
+    let total = plan_len(&first.record)?;
+    let mut by_shard: BTreeMap<u64, &Run> = BTreeMap::new();
+    let mut report = String::new();
+    for run in &runs {
+        if let Some(other) = by_shard.insert(run.shard.index, run) {
+            let _ = writeln!(
+                report,
+                "duplicate shard {}: {} and {}",
+                run.shard,
+                other.dir.display(),
+                run.dir.display()
+            );
+        }
+    }
+
+    let mut ok = IndexSet::default();
+    let mut seen = IndexSet::default();
+    let mut duplicates = Vec::new();
+    let mut strays = 0u64;
+    let mut bad: BTreeMap<u64, Gap> = BTreeMap::new();
+    for run in by_shard.values() {
+        let entries = manifest::read(&run.dir)
+            .with_context(|| format!("reading the manifest in {}", run.dir.display()))?;
+        for entry in entries {
+            let i = entry.index;
+            if !run.shard.contains(i) || total.is_some_and(|t| i >= t) {
+                strays += 1;
+                continue;
+            }
+            if seen.contains(i) {
+                duplicates.push(i);
+                continue;
+            }
+            seen.insert(i);
+            match (&entry.file, &entry.error) {
+                (Some(file), _) => match fs::metadata(run.dir.join(file)) {
+                    Ok(m) if m.len() == entry.bytes => ok.insert(i),
+                    Ok(m) => {
+                        bad.insert(
+                            i,
+                            Gap::FileBad(format!(
+                                "{file} has {} bytes, the manifest says {}",
+                                m.len(),
+                                entry.bytes
+                            )),
+                        );
+                    }
+                    Err(_) => {
+                        bad.insert(i, Gap::FileBad(format!("{file} is missing")));
+                    }
+                },
+                (None, error) => {
+                    bad.insert(i, Gap::Failed(error.clone().unwrap_or_default()));
+                }
+            }
+        }
+    }
+
+    // Every batch of the plan that is not ok, in order, with its reason.
+    let gaps: Vec<(u64, Gap)> = match total {
+        Some(total) => (0..total)
+            .filter(|i| !ok.contains(*i))
+            .map(|i| {
+                let gap = match bad.remove(&i) {
+                    Some(gap) => gap,
+                    None if by_shard.contains_key(&(i % count)) => Gap::Absent,
+                    None => Gap::NoShard,
+                };
+                (i, gap)
+            })
+            .collect(),
+        None => bad.into_iter().collect(),
+    };
+
+    let _ = writeln!(
+        report,
+        "plan: {}: {} batches in {count} shard{}",
+        resume::describe(&plan_of(&first.record)),
+        total.map_or("an unknown number of".to_owned(), |t| t.to_string()),
+        if count == 1 { "" } else { "s" },
+    );
+    let _ = writeln!(report, "ok: {} batches, each with its whole file", ok.len());
+    let absent = gaps.iter().filter(|(_, g)| *g == Gap::Absent).count();
+    let failed = gaps
+        .iter()
+        .filter(|(_, g)| matches!(g, Gap::Failed(_)))
+        .count();
+    let file_bad = gaps
+        .iter()
+        .filter(|(_, g)| matches!(g, Gap::FileBad(_)))
+        .count();
+    let no_shard = gaps.iter().filter(|(_, g)| *g == Gap::NoShard).count();
+    let _ = writeln!(
+        report,
+        "gaps: {} ({absent} not in any manifest, {failed} failed, {file_bad} with a missing or changed file, {no_shard} in shards with no directory)",
+        gaps.len()
+    );
+    for (i, gap) in gaps.iter().take(SHOWN_GAPS) {
+        let shard = Shard {
+            index: i % count,
+            count,
+        };
+        let place = by_shard
+            .get(&shard.index)
+            .map_or("no directory".to_owned(), |r| r.dir.display().to_string());
+        let why = match gap {
+            Gap::Absent => "not in the manifest".to_owned(),
+            Gap::Failed(e) => format!("failed: {e}"),
+            Gap::FileBad(e) => e.clone(),
+            Gap::NoShard => "its shard was not given".to_owned(),
+        };
+        let _ = writeln!(report, "  batch {i} (shard {shard}, {place}): {why}");
+    }
+    if gaps.len() > SHOWN_GAPS {
+        let _ = writeln!(report, "  ... and {} more", gaps.len() - SHOWN_GAPS);
+    }
+    let _ = writeln!(report, "duplicates: {}", duplicates.len());
+    for i in duplicates.iter().take(SHOWN_GAPS) {
+        let _ = writeln!(report, "  batch {i} is in more than one manifest line");
+    }
+    if strays > 0 {
+        let _ = writeln!(
+            report,
+            "stray lines: {strays} (batches outside their shard or the plan)"
+        );
+    }
+    let complete = gaps.is_empty() && duplicates.is_empty() && strays == 0;
+    let _ = writeln!(
+        report,
+        "{}",
+        if complete { "complete" } else { "incomplete" }
+    );
+    eprint!("{report}");
+
+    let mut out = io::stdout().lock();
+    if args.print_command {
+        for run in by_shard.values() {
+            let in_shard = |g: &dyn Fn(&Gap) -> bool| {
+                gaps.iter().any(|(i, gap)| run.shard.contains(*i) && g(gap))
+            };
+            if in_shard(&|g| matches!(g, Gap::Absent | Gap::FileBad(_))) {
+                writeln!(out, "{}", command(run, "--resume"))?;
+            }
+            if in_shard(&|g| matches!(g, Gap::Failed(_))) {
+                writeln!(out, "{}", command(run, "--retry-failed"))?;
+            }
+        }
+    }
+    if args.print_urls {
+        let indices: Vec<u64> = gaps.iter().map(|(i, _)| *i).collect();
+        for url in urls_of(&first.record, &indices)? {
+            writeln!(out, "{url}")?;
+        }
+    }
+    Ok(if complete { Exit::Ok } else { Exit::SomeFailed })
+}
+
+fn load(dir: &Path) -> anyhow::Result<Run> {
+    let path = dir.join(RECORD_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| {
+        UsageError::new(
+            "verify",
+            format!(
+                "{} holds no run: cannot read {}: {e}",
+                dir.display(),
+                path.display()
+            ),
+        )
+    })?;
+    let record: RunRecord = serde_json::from_str(&text).map_err(|e| {
+        UsageError::new(
+            "verify",
+            format!("{} is not a run record: {e}", path.display()),
+        )
+    })?;
+    let shard = match &record.shard {
+        Some(s) => s
+            .parse()
+            .map_err(|e| UsageError::new("verify", format!("{}: {e}", path.display())))?,
+        None => Shard::WHOLE,
+    };
+    Ok(Run {
+        dir: dir.to_owned(),
+        record,
+        shard,
+    })
+}
+
+/// Number of batches in the plan, when it can be known.
+fn plan_len(record: &RunRecord) -> anyhow::Result<Option<u64>> {
+    if let Some(plan) = batch_plan(record)? {
+        return Ok(Some(plan.len()));
+    }
+    match record.source.as_deref() {
+        Some(path) if path != "-" => {
+            let file = File::open(path).with_context(|| format!("reading the URL list {path}"))?;
+            let mut reader = BufReader::new(file);
+            let mut n = 0;
+            while next_url(&mut reader)?.is_some() {
+                n += 1;
+            }
+            Ok(Some(n))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn batch_plan(record: &RunRecord) -> anyhow::Result<Option<BatchPlan>> {
+    let (Some(range), Some(batch)) = (&record.range, record.batch) else {
+        return Ok(None);
+    };
+    let span: Span = range.parse().map_err(|e| UsageError::new("verify", e))?;
+    Ok(Some(
+        BatchPlan::new(span, batch).map_err(|e| UsageError::new("verify", e))?,
+    ))
+}
+
+/// The command that fetches a shard's gaps: the plan's flags, the shard, the directory.
+fn command(run: &Run, mode: &str) -> String {
+    let r = &run.record;
+    let mut words = vec!["coordinator".to_owned()];
+    match (r.target.as_str(), &r.source) {
+        ("template", Some(url)) => words.extend(["--url".to_owned(), quote(url)]),
+        ("urls", Some(path)) => words.extend(["--urls".to_owned(), quote(path)]),
+        _ => {}
+    }
+    if let (Some(range), Some(batch)) = (&r.range, r.batch) {
+        words.extend([
+            "--range".to_owned(),
+            range.clone(),
+            "--batch".to_owned(),
+            batch.to_string(),
+        ]);
+    }
+    words.extend(["--name".to_owned(), quote(&r.name)]);
+    if let Some(shard) = &r.shard {
+        words.extend(["--shard".to_owned(), shard.clone()]);
+    }
+    words.extend([
+        "--out".to_owned(),
+        quote(&run.dir.display().to_string()),
+        mode.to_owned(),
+    ]);
+    words.join(" ")
+}
+
+/// Single-quotes `s` for a POSIX shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The URLs of the batches `indices` (in order).
+fn urls_of(record: &RunRecord, indices: &[u64]) -> anyhow::Result<Vec<String>> {
+    if let (Some(plan), Some(url)) = (batch_plan(record)?, &record.source) {
+        let template = Template::parse(url).map_err(|e| UsageError::new("verify", e))?;
+        return Ok(indices
+            .iter()
+            .filter_map(|i| plan.batch(*i))
+            .map(|b: Batch| template.render(&b.values()))
+            .collect());
+    }
+    let Some(path) = record
+        .source
+        .as_deref()
+        .filter(|p| *p != "-" && record.target == "urls")
+    else {
+        anyhow::bail!(
+            "--print-urls: the plan's URLs cannot be recovered (built-in target or stdin list)"
+        );
+    };
+    let mut reader = BufReader::new(File::open(path).with_context(|| format!("reading {path}"))?);
+    let mut wanted = indices.iter().peekable();
+    let mut urls = Vec::new();
+    let mut i = 0;
+    while let (Some(&&next), Some(url)) = (wanted.peek(), next_url(&mut reader)?) {
+        if i == next {
+            urls.push(url);
+            wanted.next();
+        }
+        i += 1;
+    }
+    Ok(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(quote("a'b"), r"'a'\''b'");
+        assert_eq!(
+            quote("http://h/?s={start}&l=1"),
+            "'http://h/?s={start}&l=1'"
+        );
+    }
+}

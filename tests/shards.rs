@@ -1,0 +1,361 @@
+//! End-to-end tests of shards, `verify` and the orchestration scripts in scripts/.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn script(name: &str) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts").join(name))
+        .env("COORDINATOR", env!("CARGO_BIN_EXE_coordinator"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn shard_dirs(root: &Path, m: u64) -> Vec<String> {
+    (0..m)
+        .map(|k| root.join(format!("shard-{k}")).display().to_string())
+        .collect()
+}
+
+fn verify(dirs: &[String], extra: &[&str]) -> Output {
+    coordinator()
+        .arg("verify")
+        .args(dirs)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Every batch file of 0..items in batches of 10, across the shard dirs, with its bytes.
+fn assert_union_complete(dirs: &[String], items: u64) {
+    let mut names = BTreeSet::new();
+    for dir in dirs {
+        for name in file_names(Path::new(dir)) {
+            if name.starts_with("batch") {
+                let body = fs::read(Path::new(dir).join(&name)).unwrap();
+                let start: u64 = name[5..name.find('-').unwrap()].parse().unwrap();
+                assert_eq!(
+                    body,
+                    tickers::tickers_json(start, 10, 1_000_000_000).into_bytes(),
+                    "{name}"
+                );
+                assert!(names.insert(name), "a batch file in two shards");
+            }
+        }
+    }
+    assert_eq!(names.len() as u64, items / 10);
+}
+
+#[test]
+fn four_local_shards_verify_and_a_gap_is_found_and_fixed_by_the_printed_commands() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("out");
+    let url = server.tickers_template();
+    let run = script("shards-local.sh")
+        .args([
+            "4",
+            root.to_str().unwrap(),
+            "--url",
+            &url,
+            "--range",
+            "0..2000",
+            "--workers",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("complete"));
+    let dirs = shard_dirs(&root, 4);
+    assert_union_complete(&dirs, 2000);
+    for (k, d) in dirs.iter().enumerate() {
+        let indices: Vec<u64> = manifest(Path::new(d))
+            .iter()
+            .map(|l| l["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indices.len(), 50);
+        assert!(
+            indices.iter().all(|i| i % 4 == k as u64),
+            "shard {k} holds only its slice"
+        );
+        let record = fs::read_to_string(Path::new(d).join("run.json")).unwrap();
+        assert!(
+            record.contains(&format!("\"shard\": \"{k}/4\"")),
+            "{record}"
+        );
+    }
+
+    // Break two batches: a file goes (shard 1), a manifest line goes (shard 2).
+    let shard1 = Path::new(&dirs[1]);
+    let victim = manifest(shard1)[7].clone();
+    fs::remove_file(shard1.join(victim["file"].as_str().unwrap())).unwrap();
+    let shard2 = Path::new(&dirs[2]);
+    let mut lines: Vec<String> = fs::read_to_string(shard2.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let dropped = lines.remove(3);
+    let dropped_index = serde_json::from_str::<serde_json::Value>(&dropped).unwrap()["index"]
+        .as_u64()
+        .unwrap();
+    fs::write(shard2.join("manifest.jsonl"), lines.join("\n") + "\n").unwrap();
+
+    let check = verify(&dirs, &["--print-command"]);
+    let report = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    assert!(
+        report
+            .contains("gaps: 2 (1 not in any manifest, 0 failed, 1 with a missing or changed file"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("batch {} (shard 1/4", victim["index"])),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("batch {dropped_index} (shard 2/4")),
+        "{report}"
+    );
+    let commands = text(&check.stdout);
+    assert_eq!(commands.lines().count(), 2, "{commands}");
+
+    let urls = text(&verify(&dirs, &["--print-urls"]).stdout);
+    let expected: BTreeSet<String> = [victim["index"].as_u64().unwrap(), dropped_index]
+        .iter()
+        .map(|i| format!("{}/api/tickers/?start={}&limit=10", server.base, i * 10))
+        .collect();
+    assert_eq!(
+        urls.lines().map(str::to_owned).collect::<BTreeSet<_>>(),
+        expected
+    );
+
+    for command in commands.lines() {
+        let command = command.replacen("coordinator", env!("CARGO_BIN_EXE_coordinator"), 1);
+        let fix = Command::new("sh")
+            .args(["-c", &command])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            fix.status.code(),
+            Some(0),
+            "{command}: {}",
+            text(&fix.stderr)
+        );
+        assert!(
+            text(&fix.stderr).contains("done: 1 batches ok"),
+            "{}",
+            text(&fix.stderr)
+        );
+    }
+    let again = verify(&dirs, &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("ok: 200 batches"));
+    assert_union_complete(&dirs, 2000);
+}
+
+#[test]
+fn verify_names_a_missing_shard_and_refuses_mixed_plans() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    for k in [0, 2] {
+        let out = dir.path().join(format!("shard-{k}"));
+        let shard = format!("{k}/3");
+        let r = run(
+            &[
+                "--url",
+                &url,
+                "--range",
+                "0..300",
+                "--shard",
+                &shard,
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+            dir.path(),
+        );
+        assert_eq!(r.status.code(), Some(0));
+    }
+    let dirs = [0, 2].map(|k| dir.path().join(format!("shard-{k}")).display().to_string());
+    let check = verify(&dirs, &[]);
+    let report = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(report.contains("gaps: 10 (0 not in any manifest, 0 failed, 0 with a missing or changed file, 10 in shards with no directory)"), "{report}");
+
+    let other = dir.path().join("other");
+    let r = run(
+        &[
+            "--url",
+            &url,
+            "--range",
+            "0..200",
+            "--shard",
+            "1/3",
+            "--out",
+            other.to_str().unwrap(),
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert_eq!(r.status.code(), Some(0));
+    let mixed = verify(&[dirs[0].clone(), other.display().to_string()], &[]);
+    assert_eq!(mixed.status.code(), Some(2));
+    assert!(text(&mixed.stderr).contains("different plans"));
+}
+
+fn auto_shard_run(env: &[(&str, &str)]) -> (Output, PathBuf, tempfile::TempDir, Server) {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let url = server.tickers_template();
+    let mut cmd = coordinator();
+    cmd.args([
+        "--url",
+        &url,
+        "--range",
+        "0..300",
+        "--shard",
+        "auto",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ])
+    .stdin(Stdio::null());
+    for var in [
+        "COORDINATOR_SHARD_INDEX",
+        "COORDINATOR_SHARD_COUNT",
+        "JOB_COMPLETION_INDEX",
+        "JOB_COMPLETIONS",
+    ] {
+        cmd.env_remove(var);
+    }
+    for var in [
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_ARRAY_TASK_MIN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    (cmd.output().unwrap(), out, dir, server)
+}
+
+fn indices(out: &Path) -> BTreeSet<u64> {
+    manifest(out)
+        .iter()
+        .map(|l| l["index"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn shard_auto_reads_a_kubernetes_indexed_job() {
+    let (output, out, _dir, _server) =
+        auto_shard_run(&[("JOB_COMPLETION_INDEX", "1"), ("JOB_COMPLETIONS", "3")]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(indices(&out), (0..30).filter(|i| i % 3 == 1).collect());
+}
+
+#[test]
+fn shard_auto_reads_a_slurm_array_task() {
+    let env = [
+        ("SLURM_ARRAY_TASK_ID", "3"),
+        ("SLURM_ARRAY_TASK_MIN", "1"),
+        ("SLURM_ARRAY_TASK_COUNT", "4"),
+    ];
+    let (output, out, _dir, _server) = auto_shard_run(&env);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(indices(&out), (0..30).filter(|i| i % 4 == 2).collect());
+}
+
+#[test]
+fn shard_auto_without_a_scheduler_is_a_usage_error() {
+    let (output, out, _dir, _server) = auto_shard_run(&[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("no shard in the environment"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn the_slurm_script_runs_its_shard_under_a_simulated_array_task() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    for task in ["1", "2"] {
+        let output = script("slurm-array.sh")
+            .envs([
+                ("SCRAPE_URL", url.as_str()),
+                ("SCRAPE_RANGE", "0..200"),
+                ("OUT_ROOT", dir.path().to_str().unwrap()),
+                ("SLURM_ARRAY_TASK_ID", task),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    }
+    let dirs = shard_dirs(dir.path(), 2);
+    let check = verify(&dirs, &[]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    assert_union_complete(&dirs, 200);
+}
+
+#[test]
+fn the_orchestration_examples_parse() {
+    for name in [
+        "shards-local.sh",
+        "slurm-array.sh",
+        "parallel-ssh.sh",
+        "test",
+    ] {
+        let status = Command::new("bash")
+            .arg("-n")
+            .arg(repo().join("scripts").join(name))
+            .status()
+            .unwrap();
+        assert!(status.success(), "bash -n {name}");
+    }
+    let yaml = fs::read_to_string(repo().join("scripts/k8s-indexed-job.yaml")).unwrap();
+    let job: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    let completions = job["spec"]["completions"].as_u64().unwrap();
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_sequence().unwrap();
+    let declared = env.iter().find(|e| e["name"] == "JOB_COMPLETIONS").unwrap();
+    assert_eq!(
+        declared["value"].as_str().unwrap(),
+        completions.to_string(),
+        "JOB_COMPLETIONS matches completions"
+    );
+    assert!(
+        container["args"][0]
+            .as_str()
+            .unwrap()
+            .contains("--shard auto")
+    );
+}
