@@ -57,7 +57,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value_t = 10)]
     pub batch: u64,
 
-    /// Directory for the batch files and manifest.jsonl.
+    /// Directory for the batch files and manifest.jsonl; `-` streams one JSON line per
+    /// batch to stdout instead (body embedded as JSON, or base64).
     #[arg(short, long, value_name = "DIR", default_value = "out")]
     pub out: PathBuf,
 
@@ -169,6 +170,10 @@ pub struct RunArgs {
     /// No progress display and no summary; errors still go to stderr.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Print the summary as one JSON object, on stdout (on stderr with --out -).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `coordinator serve`.

@@ -7,6 +7,7 @@
 //! jobs are handed out again, so every job ends up in the manifest exactly once.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -16,11 +17,12 @@ use shared::protocol::{FromWorker, Job, JobReport, PROTOCOL_VERSION, ToWorker};
 use shared::template::Template;
 
 use crate::exit::Exit;
-use crate::manifest::{self, Entry, Manifest};
+use crate::manifest::{self, Manifest};
 use crate::pool::{Event, WorkerProc};
 use crate::progress::Progress;
-use crate::settings::{Settings, Target};
+use crate::settings::{Output, Settings, Target};
 use crate::signals::{Signals, StopCause};
+use crate::sink::Sink;
 use crate::source::JobSource;
 use crate::summary::RunStats;
 use crate::target::BuiltinServer;
@@ -37,15 +39,14 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         workers,
         cpus,
         target,
-        out_dir,
+        output,
         worker: mut config,
         shard,
         filter,
-        grace,
+        limits,
         max_restarts,
-        deadline,
-        stall_timeout,
         quiet,
+        json,
     } = settings;
     let signals = Signals::install().context("installing signal handlers")?;
 
@@ -67,38 +68,56 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
             JobSource::urls(list, shard, filter).context("reading the URL list")?
         }
     };
-    let manifest = Manifest::open(&out_dir).context("opening the manifest")?;
-    let progress = Progress::new(source.total(), quiet);
-    let mut dispatch = Dispatch::new(workers as usize, cpus, config, source, manifest, progress);
+    let (sink, record) = match &output {
+        Output::Dir(dir) => (
+            Sink::Manifest(Manifest::open(dir).context("opening the manifest")?),
+            format!("manifest: {}", dir.join(manifest::FILE_NAME).display()),
+        ),
+        Output::Stdout => (Sink::stdout(), "batches: JSON Lines on stdout".to_owned()),
+    };
+    let progress = Progress::new(source.total(), quiet || json);
+    let mut dispatch = Dispatch::new(workers as usize, cpus, config, source, sink, progress);
     dispatch.max_restarts = max_restarts;
-    dispatch.grace = grace;
-    dispatch.deadline = deadline.map(|d| Instant::now() + d);
-    dispatch.stall_timeout = stall_timeout;
+    dispatch.grace = limits.grace;
+    dispatch.deadline = limits.deadline.map(|d| Instant::now() + d);
+    dispatch.stall_timeout = limits.stall_timeout;
     let result = dispatch.start().and_then(|()| dispatch.run(&signals));
     dispatch.progress.finish();
     // Whatever happened, no worker outlives the run and no temp file stays behind.
     dispatch.stop_workers();
     drop(builtin);
-    let cleaned = manifest::remove_temp_files(&out_dir).context("removing temp files");
+    let cleaned = match &output {
+        Output::Dir(dir) => manifest::remove_temp_files(dir).context("removing temp files"),
+        Output::Stdout => Ok(()),
+    };
     let stopped_by = result?;
     cleaned?;
 
     let stats = &dispatch.stats;
-    if !quiet {
-        let path = out_dir.join(manifest::FILE_NAME);
-        eprint!("{}", stats.render(&path.display().to_string()));
-        if let Some(cause) = stopped_by {
-            eprintln!(
-                "{}: re-run the same command with --resume to fetch the rest",
-                cause.describe()
-            );
-        }
-    }
-    Ok(match stopped_by {
+    let exit = match stopped_by {
         Some(cause) => cause.exit(),
         None if stats.all().failed > 0 => Exit::SomeFailed,
         None => Exit::Ok,
-    })
+    };
+    if json {
+        let summary = stats.to_json(stopped_by.map(StopCause::describe), exit as i32);
+        // With --out -, stdout carries the batches: the summary goes to stderr.
+        let printed = match output {
+            Output::Dir(_) => writeln!(io::stdout(), "{summary}"),
+            Output::Stdout => writeln!(io::stderr(), "{summary}"),
+        };
+        printed.context("printing the summary")?;
+    } else if !quiet {
+        eprint!("{}", stats.render(&record));
+        match stopped_by {
+            Some(StopCause::OutputClosed) | None => {}
+            Some(cause) => eprintln!(
+                "{}: re-run the same command with --resume to fetch the rest",
+                cause.describe()
+            ),
+        }
+    }
+    Ok(exit)
 }
 
 /// One worker slot.
@@ -125,7 +144,7 @@ struct Dispatch {
     retry: VecDeque<Job>,
     events: Receiver<Event>,
     events_tx: Sender<Event>,
-    manifest: Manifest,
+    sink: Sink,
     stats: RunStats,
     progress: Progress,
     /// Jobs per `Jobs` message.
@@ -148,7 +167,7 @@ impl Dispatch {
         cpus: Vec<usize>,
         config: WorkerConfig,
         source: JobSource,
-        manifest: Manifest,
+        sink: Sink,
         progress: Progress,
     ) -> Dispatch {
         let concurrency = config.concurrency as usize;
@@ -178,7 +197,7 @@ impl Dispatch {
             retry: VecDeque::new(),
             events,
             events_tx,
-            manifest,
+            sink,
             stats: RunStats::new(workers),
             progress,
             chunk,
@@ -245,7 +264,7 @@ impl Dispatch {
                 Ok(event) => event,
                 Err(TryRecvError::Empty) => {
                     // Nothing queued: a good moment to make the manifest durable.
-                    self.manifest.flush().context("writing the manifest")?;
+                    self.sink.flush().context("writing the manifest")?;
                     match self.events.recv_timeout(TICK) {
                         Ok(event) => event,
                         Err(RecvTimeoutError::Timeout) => {
@@ -259,7 +278,12 @@ impl Dispatch {
             };
             self.handle(event)?;
         }
-        self.manifest.flush().context("writing the manifest")?;
+        if self
+            .stopping
+            .is_none_or(|(cause, _)| cause != StopCause::OutputClosed)
+        {
+            self.sink.flush().context("writing the manifest")?;
+        }
         Ok(self.stopping.map(|(signal, _)| signal))
     }
 
@@ -390,9 +414,17 @@ impl Dispatch {
             );
             return Ok(());
         }
-        self.manifest
-            .record(&Entry::new(slot as u32, report))
-            .context("writing the manifest")?;
+        match self.sink.record(slot as u32, report) {
+            Err(e)
+                if e.kind() == io::ErrorKind::BrokenPipe
+                    && matches!(self.sink, Sink::Stdout(_)) =>
+            {
+                // The reader of stdout is gone (`| head`): end now, quietly.
+                self.stopping = Some((StopCause::OutputClosed, Instant::now()));
+                return Ok(());
+            }
+            recorded => recorded.context("writing the manifest")?,
+        }
         self.stats.record(slot, report);
         let all = self.stats.all();
         self.progress.update(all.ok + all.failed, all.failed);

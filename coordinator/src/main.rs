@@ -16,6 +16,7 @@ mod resume;
 mod scheduler;
 mod settings;
 mod signals;
+mod sink;
 mod source;
 mod summary;
 mod target;

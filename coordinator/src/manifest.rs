@@ -45,6 +45,7 @@ impl Entry {
     pub fn new(worker: u32, report: &JobReport) -> Entry {
         let (file, error) = match &report.outcome {
             Outcome::Saved { file } => (Some(file.clone()), None),
+            Outcome::Fetched { .. } => (None, None),
             Outcome::Failed { error } => (None, Some(error.clone())),
         };
         Entry {

@@ -75,6 +75,15 @@ pub struct UrlList {
     pub total: Option<u64>,
 }
 
+/// Where the bodies go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Batch files and manifest.jsonl in this directory (exists and is writable).
+    Dir(PathBuf),
+    /// One JSON line per batch on stdout (`--out -`).
+    Stdout,
+}
+
 /// A checked run.
 pub struct Settings {
     /// Worker processes to start.
@@ -83,25 +92,37 @@ pub struct Settings {
     pub cpus: Vec<usize>,
     /// What to fetch.
     pub target: Target,
-    /// Output directory (exists and is writable).
-    pub out_dir: PathBuf,
+    /// Where the bodies go.
+    pub output: Output,
     /// Settings every worker gets; `url` is filled in once the target is known.
     pub worker: WorkerConfig,
     /// The slice of the plan this run owns.
     pub shard: Shard,
     /// Which jobs of the slice this run fetches (all, or what a resume leaves).
     pub filter: Filter,
-    /// Time in-flight batches get after SIGINT/SIGTERM.
-    pub grace: Duration,
+    /// Time limits of the run as a whole.
+    pub limits: RunLimits,
     /// Worker restarts allowed.
     pub max_restarts: u32,
+    /// No progress and no summary.
+    pub quiet: bool,
+    /// The summary as one JSON object (on stdout, or stderr with `--out -`).
+    pub json: bool,
+}
+
+/// Time limits of the run as a whole.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Time in-flight batches get after SIGINT/SIGTERM.
+    pub grace: Duration,
     /// Whole-run time limit.
     pub deadline: Option<Duration>,
     /// Silence after which a worker holding batches is restarted.
     pub stall_timeout: Duration,
-    /// No progress and no summary.
-    pub quiet: bool,
 }
+
+/// Bodies on stdout travel inside frames: they must fit one, with room for the rest.
+const MAX_INLINE_BODY: u64 = (shared::frame::MAX_FRAME_LEN - 64 * 1024) as u64;
 
 impl Settings {
     /// Checks every flag, then prepares the output directory.
@@ -115,91 +136,45 @@ impl Settings {
             ))?;
         }
         if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
-            Err(usage(
-                "--concurrency",
-                format!(
-                    "{} is out of range: use 1 to {MAX_CONCURRENCY}",
-                    args.concurrency
-                ),
-            ))?;
+            let problem = format!(
+                "{} is out of range: use 1 to {MAX_CONCURRENCY}",
+                args.concurrency
+            );
+            Err(usage("--concurrency", problem))?;
         }
-        let timeout = parse_duration(&args.timeout).map_err(|e| usage("--timeout", e))?;
-        let grace = parse_duration(&args.grace).map_err(|e| usage("--grace", e))?;
-        let duration =
-            |flag: &'static str, text: &str| parse_duration(text).map_err(|e| usage(flag, e));
-        let retry_max_time = duration("--retry-max-time", &args.retry_max_time)?;
-        let retry = RetryPolicy {
-            retries: args.retries,
-            statuses: parse_statuses(&args.retry_on)?,
-            base_ms: millis(duration("--backoff", &args.backoff)?),
-            max_ms: millis(duration("--backoff-max", &args.backoff_max)?),
-            retry_after_max_ms: millis(duration("--retry-after-max", &args.retry_after_max)?),
-            max_time_ms: millis(retry_max_time),
+        let output = if args.out == Path::new("-") {
+            Output::Stdout
+        } else {
+            Output::Dir(args.out.clone())
         };
-        let connect_timeout = duration("--connect-timeout", &args.connect_timeout)?;
-        let max_body = parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?;
-        let deadline = match &args.deadline {
-            Some(text) => Some(duration("--deadline", text)?),
-            None => None,
-        };
-        let stall_timeout = match &args.stall_timeout {
-            Some(text) => duration("--stall-timeout", text)?,
-            None => retry_max_time + timeout + Duration::from_secs(30),
-        };
-        let name = name_template(&args.name)?;
-        let url = match &args.url {
-            Some(url) => Some(url_template(url)?),
-            None => None,
-        };
-        let headers = args
-            .headers
-            .iter()
-            .map(|h| parse_header(h))
-            .collect::<Result<Vec<_>, _>>()?;
-        let target = target(&args, url.is_some())?;
-        let shard = match args.shard.as_deref() {
-            None => Shard::WHOLE,
-            Some("auto") => scheduler::shard_from_env(|v| std::env::var(v).ok())
-                .map_err(|e| usage("--shard auto", e))?,
-            Some(text) => text.parse().map_err(|e| usage("--shard", e))?,
-        };
-
-        let worker = WorkerConfig {
-            url,
-            name,
-            out_dir: args.out.to_string_lossy().into_owned(),
-            concurrency: args.concurrency,
-            headers,
-            user_agent: args.user_agent.clone(),
-            timeout_ms: millis(timeout),
-            connect_timeout_ms: millis(connect_timeout),
-            max_body,
-            retry,
-            max_redirects: args.max_redirects,
-            cpu: None,
-        };
-        // Building one client here catches headers HTTP does not allow.
-        worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;
-
         let mode = match (args.overwrite, args.resume, args.retry_failed) {
             (true, _, _) => Mode::Overwrite,
             (_, true, _) => Mode::Resume,
             (_, _, true) => Mode::RetryFailed,
             _ => Mode::Fresh,
         };
-        if matches!(mode, Mode::Resume | Mode::RetryFailed) && !args.out.is_dir() {
-            let flag = if args.resume {
-                "--resume"
-            } else {
-                "--retry-failed"
-            };
+        if output == Output::Stdout && mode != Mode::Fresh {
             Err(usage(
-                flag,
-                format!("{} holds no run to continue", args.out.display()),
+                "--out -",
+                "writes no manifest, so it cannot be combined with --resume, --retry-failed or --overwrite",
             ))?;
         }
-        prepare_out_dir(&args.out)?;
-        let filter = resume::prepare(&args.out, mode, &record(&args, &target, shard))?;
+        let (mut worker, limits) = worker_config(&args)?;
+        if output == Output::Stdout {
+            worker.out_dir = None;
+            worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
+        }
+        let target = target(&args, worker.url.is_some())?;
+        let shard = match args.shard.as_deref() {
+            None => Shard::WHOLE,
+            Some("auto") => scheduler::shard_from_env(|v| std::env::var(v).ok())
+                .map_err(|e| usage("--shard auto", e))?,
+            Some(text) => text.parse().map_err(|e| usage("--shard", e))?,
+        };
+        let filter = match &output {
+            Output::Dir(dir) => prepare_dir(dir, mode, &record(&args, &target, shard))?,
+            Output::Stdout => Filter::All,
+        };
         let cpus = if available.len() >= workers as usize {
             available
         } else {
@@ -209,17 +184,95 @@ impl Settings {
             workers,
             cpus,
             target,
-            out_dir: args.out,
+            output,
             worker,
             shard,
             filter,
-            grace,
+            limits,
             max_restarts: args.max_restarts,
-            deadline,
-            stall_timeout,
             quiet: args.quiet,
+            json: args.json,
         })
     }
+}
+
+/// What every worker gets, and the run's time limits, from the flags.
+fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError> {
+    let duration =
+        |flag: &'static str, text: &str| parse_duration(text).map_err(|e| usage(flag, e));
+    let timeout = duration("--timeout", &args.timeout)?;
+    let retry_max_time = duration("--retry-max-time", &args.retry_max_time)?;
+    let retry = RetryPolicy {
+        retries: args.retries,
+        statuses: parse_statuses(&args.retry_on)?,
+        base_ms: millis(duration("--backoff", &args.backoff)?),
+        max_ms: millis(duration("--backoff-max", &args.backoff_max)?),
+        retry_after_max_ms: millis(duration("--retry-after-max", &args.retry_after_max)?),
+        max_time_ms: millis(retry_max_time),
+    };
+    let limits = RunLimits {
+        grace: duration("--grace", &args.grace)?,
+        deadline: match &args.deadline {
+            Some(text) => Some(duration("--deadline", text)?),
+            None => None,
+        },
+        stall_timeout: match &args.stall_timeout {
+            Some(text) => duration("--stall-timeout", text)?,
+            None => retry_max_time + timeout + Duration::from_secs(30),
+        },
+    };
+    let url = match &args.url {
+        Some(url) => Some(url_template(url)?),
+        None => None,
+    };
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let worker = WorkerConfig {
+        url,
+        name: name_template(&args.name)?,
+        out_dir: Some(args.out.to_string_lossy().into_owned()),
+        concurrency: args.concurrency,
+        headers,
+        user_agent: args.user_agent.clone(),
+        timeout_ms: millis(timeout),
+        connect_timeout_ms: millis(duration("--connect-timeout", &args.connect_timeout)?),
+        max_body: parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?,
+        retry,
+        max_redirects: args.max_redirects,
+        cpu: None,
+    };
+    // Building one client here catches headers HTTP does not allow.
+    worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;
+    Ok((worker, limits))
+}
+
+/// Creates the output directory, checks it can be written and squares it with an
+/// earlier run there. This is the first thing a run writes.
+fn prepare_dir(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, UsageError> {
+    let shown = dir.display();
+    if matches!(mode, Mode::Resume | Mode::RetryFailed) && !dir.is_dir() {
+        let flag = if mode == Mode::Resume {
+            "--resume"
+        } else {
+            "--retry-failed"
+        };
+        Err(usage(flag, format!("{shown} holds no run to continue")))?;
+    }
+    if dir.exists() && !dir.is_dir() {
+        Err(usage(
+            "--out",
+            format!("{shown} exists and is not a directory"),
+        ))?;
+    }
+    fs::create_dir_all(dir).map_err(|e| usage("--out", format!("cannot create {shown}: {e}")))?;
+    let probe = dir.join(".coordinator-write-test");
+    File::create(&probe)
+        .and_then(|_| fs::remove_file(&probe))
+        .map_err(|e| usage("--out", format!("{shown} is not writable: {e}")))?;
+    resume::prepare(dir, mode, record)
 }
 
 fn target(args: &RunArgs, has_url: bool) -> Result<Target, UsageError> {
@@ -345,24 +398,6 @@ fn count_urls(mut reader: impl BufRead) -> io::Result<u64> {
         n += 1;
     }
     Ok(n)
-}
-
-/// Creates the output directory and checks it can be written. This is the first thing
-/// a run writes.
-fn prepare_out_dir(dir: &Path) -> Result<(), UsageError> {
-    let shown = dir.display();
-    if dir.exists() && !dir.is_dir() {
-        Err(usage(
-            "--out",
-            format!("{shown} exists and is not a directory"),
-        ))?;
-    }
-    fs::create_dir_all(dir).map_err(|e| usage("--out", format!("cannot create {shown}: {e}")))?;
-    let probe = dir.join(".coordinator-write-test");
-    File::create(&probe)
-        .and_then(|_| fs::remove_file(&probe))
-        .map_err(|e| usage("--out", format!("{shown} is not writable: {e}")))?;
-    Ok(())
 }
 
 /// The plan as `run.json` records it.

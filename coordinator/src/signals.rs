@@ -19,6 +19,8 @@ pub enum StopCause {
     Terminate,
     /// --deadline passed: exit code 4.
     Deadline,
+    /// The reader of `--out -` closed the pipe: exit code 0, as for `head`.
+    OutputClosed,
 }
 
 impl StopCause {
@@ -28,6 +30,7 @@ impl StopCause {
             StopCause::Interrupt => Exit::Interrupted,
             StopCause::Terminate => Exit::Terminated,
             StopCause::Deadline => Exit::Deadline,
+            StopCause::OutputClosed => Exit::Ok,
         }
     }
 
@@ -37,6 +40,7 @@ impl StopCause {
             StopCause::Interrupt => "stopped by SIGINT",
             StopCause::Terminate => "stopped by SIGTERM",
             StopCause::Deadline => "stopped at the --deadline",
+            StopCause::OutputClosed => "stopped: the reader of stdout went away",
         }
     }
 }

@@ -36,7 +36,7 @@ impl Tally {
 
     fn record(&mut self, report: &JobReport) {
         match report.outcome {
-            Outcome::Saved { .. } => self.ok += 1,
+            Outcome::Saved { .. } | Outcome::Fetched { .. } => self.ok += 1,
             Outcome::Failed { .. } => self.failed += 1,
         }
         self.bytes += report.bytes;
@@ -116,8 +116,50 @@ impl RunStats {
         self.started.elapsed()
     }
 
-    /// The closing summary, several lines.
-    pub fn render(&self, manifest: &str) -> String {
+    /// The closing summary as one JSON object, for scripts.
+    pub fn to_json(&self, stopped_by: Option<&str>, exit_code: i32) -> serde_json::Value {
+        let wall = self.elapsed().as_secs_f64();
+        let latency = |t: &Tally| {
+            serde_json::json!({
+                "p50": t.latency(0.5).as_secs_f64() * 1e3,
+                "p90": t.latency(0.9).as_secs_f64() * 1e3,
+                "p99": t.latency(0.99).as_secs_f64() * 1e3,
+                "max": t.latency(1.0).as_secs_f64() * 1e3,
+            })
+        };
+        let workers: Vec<_> = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(slot, w)| {
+                serde_json::json!({
+                    "worker": slot,
+                    "pid": w.pid,
+                    "ok": w.tally.ok,
+                    "failed": w.tally.failed,
+                    "bytes": w.tally.bytes,
+                    "requests": w.stats.requests,
+                    "latency_ms": latency(&w.tally),
+                    "max_loop_lag_ms": w.stats.max_loop_lag_us as f64 / 1e3,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "ok": self.all.ok,
+            "failed": self.all.failed,
+            "requests": self.workers.iter().map(|w| w.stats.requests).sum::<u64>(),
+            "bytes": self.all.bytes,
+            "wall_s": wall,
+            "pages_per_s": self.all.done() as f64 / wall.max(1e-9),
+            "latency_ms": latency(&self.all),
+            "workers": workers,
+            "stopped_by": stopped_by,
+            "exit_code": exit_code,
+        })
+    }
+
+    /// The closing summary, several lines; `record` says where the batches went.
+    pub fn render(&self, record: &str) -> String {
         let wall = self.elapsed().as_secs_f64().max(1e-9);
         let all = &self.all;
         let mut out = String::new();
@@ -168,7 +210,7 @@ impl RunStats {
                 all.failed - self.failures.len() as u64
             );
         }
-        let _ = writeln!(out, "manifest: {manifest}");
+        let _ = writeln!(out, "{record}");
         out
     }
 }
@@ -226,7 +268,10 @@ mod tests {
         assert_eq!(stats.all().failed, 1);
         let p50 = stats.all().latency(0.5).as_millis();
         assert!((49..=51).contains(&p50), "{p50}");
-        let text = stats.render("out/manifest.jsonl");
+        let json = stats.to_json(None, 1);
+        assert_eq!(json["ok"], 99);
+        assert_eq!(json["workers"][1]["failed"], 1);
+        let text = stats.render("manifest: out/manifest.jsonl");
         assert!(text.contains("99 batches ok, 1 failed"));
         assert!(text.contains("failed batch 7: http://h/7: HTTP 500"));
         assert!(text.contains("worker 1 (pid 0): 49 ok, 1 failed"));

@@ -14,8 +14,9 @@ pub struct WorkerConfig {
     pub url: Option<Template>,
     /// File name template, relative to `out_dir`.
     pub name: Template,
-    /// Directory the batch files are written to.
-    pub out_dir: String,
+    /// Directory the batch files are written to; `None` sends bodies back in the
+    /// reports instead.
+    pub out_dir: Option<String>,
     /// Requests this worker keeps in flight at most.
     pub concurrency: u32,
     /// Extra request headers, `(name, value)`. Never logged.

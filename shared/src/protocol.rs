@@ -51,6 +51,12 @@ pub enum Outcome {
         /// File name.
         file: String,
     },
+    /// The body itself, when the coordinator writes it (`--out -`).
+    Fetched {
+        /// Body bytes.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
     /// No file was written.
     Failed {
         /// What went wrong, for people.

@@ -91,6 +91,8 @@ struct Page {
     /// Redirects to answer with before the page itself, to exercise clients.
     #[serde(default)]
     hops: u32,
+    /// `csv` for a CSV page instead of JSON.
+    format: Option<String>,
 }
 
 fn default_limit() -> u64 {
@@ -187,11 +189,24 @@ async fn tickers(State(options): State<Options>, Query(page): Query<Page>) -> Re
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let body = tickers_json(page.start, page.limit, options.coins);
+    let (body, kind) = match page.format.as_deref() {
+        None | Some("json") => (
+            tickers_json(page.start, page.limit, options.coins),
+            "application/json",
+        ),
+        Some("csv") => (
+            tickers_csv(page.start, page.limit, options.coins),
+            "text/csv",
+        ),
+        Some(other) => {
+            let msg = format!("unknown format `{other}`: use json or csv\n");
+            return (StatusCode::BAD_REQUEST, msg).into_response();
+        }
+    };
     if Faults::hit(faults.truncate) {
         return truncated(body);
     }
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// The whole length announced, half the bytes sent, then the connection fails.
@@ -252,11 +267,25 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+fn symbol(h: u64) -> String {
+    (0..3 + (h % 2) as u32)
+        .map(|i| char::from(b'A' + ((h >> (8 * i + 8)) % 26) as u8))
+        .collect()
+}
+
+/// The exact body served for `?start=start&limit=limit&format=csv`.
+pub fn tickers_csv(start: u64, limit: u64, coins: u64) -> String {
+    let end = start.saturating_add(limit).min(coins);
+    let mut out = String::from("rank,nameid,symbol\n");
+    for n in start..end {
+        let _ = writeln!(out, "{},coin-{n},{}", n + 1, symbol(mix(n)));
+    }
+    out
+}
+
 fn write_coin(out: &mut String, n: u64) {
     let h = mix(n);
-    let symbol: String = (0..3 + (h % 2) as u32)
-        .map(|i| char::from(b'A' + ((h >> (8 * i + 8)) % 26) as u8))
-        .collect();
+    let symbol = symbol(h);
     let cents = h % 10_000_000 + 1;
     let supply = (h >> 20) % 1_000_000_000 + 1_000;
     let change = |shift: u32| ((h >> shift) % 2001) as i64 - 1000;
@@ -307,6 +336,17 @@ mod tests {
         assert_eq!(
             tickers_json(2_000, 10, 1_000).matches("\"nameid\"").count(),
             0
+        );
+    }
+
+    #[test]
+    fn csv_pages_list_the_same_coins() {
+        let csv = tickers_csv(5, 3, 1_000);
+        assert_eq!(csv.lines().count(), 4);
+        assert!(csv.starts_with("rank,nameid,symbol\n6,coin-5,"));
+        assert!(
+            tickers_json(5, 3, 1_000)
+                .contains(csv.lines().nth(1).unwrap().rsplit(',').next().unwrap())
         );
     }
 

@@ -48,7 +48,7 @@ pub struct Fetcher {
     client: reqwest::Client,
     url: Option<Template>,
     name: Template,
-    out_dir: PathBuf,
+    out_dir: Option<PathBuf>,
     max_body: u64,
     retry: RetryPolicy,
     /// HTTP requests sent so far.
@@ -116,7 +116,7 @@ impl Fetcher {
             client,
             url: config.url.clone(),
             name: config.name.clone(),
-            out_dir: PathBuf::from(&config.out_dir),
+            out_dir: config.out_dir.as_ref().map(PathBuf::from),
             max_body: config.max_body,
             retry: config.retry.clone(),
             requests: AtomicU64::new(0),
@@ -161,12 +161,17 @@ impl Fetcher {
         let outcome = match fetched {
             Ok(body) => {
                 bytes = body.len() as u64;
-                let file = self.name.render(&values);
-                match store::save(self.out_dir.clone(), file.clone(), body).await {
-                    Ok(()) => Outcome::Saved { file },
-                    Err(e) => Outcome::Failed {
-                        error: format!("writing {file}: {e}"),
-                    },
+                match &self.out_dir {
+                    Some(dir) => {
+                        let file = self.name.render(&values);
+                        match store::save(dir.clone(), file.clone(), body).await {
+                            Ok(()) => Outcome::Saved { file },
+                            Err(e) => Outcome::Failed {
+                                error: format!("writing {file}: {e}"),
+                            },
+                        }
+                    }
+                    None => Outcome::Fetched { body: body.into() },
                 }
             }
             Err(error) => Outcome::Failed { error },
