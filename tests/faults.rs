@@ -477,7 +477,7 @@ fn a_worker_that_sends_a_frame_that_does_not_decode_is_replaced() {
 
 #[test]
 fn a_blocked_event_loop_is_reported_in_the_summary() {
-    let (code, stderr, dir) = run_with_fault("block-400");
+    let (code, stderr, dir) = run_with_fault("block-1500");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("its event loop was blocked"), "{stderr}");
     assert_complete_run(&dir.path().join("out"), 5000);

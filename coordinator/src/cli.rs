@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the built-in tickers API until Ctrl-C.
     Serve(ServeArgs),
+    /// Load-test an HTTP server: N workers drive C connections for a time, a number of
+    /// requests or at a fixed rate, and report latency histograms (like wrk, oha, hey).
+    Load(LoadArgs),
     /// Check that the runs in DIR... (one per shard) hold every batch of their plan
     /// exactly once with its whole file; exit 0 if so, 1 if not.
     Verify(VerifyArgs),
@@ -119,6 +122,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub connect_timeout: String,
 
+    /// Requests per second at most, all workers together (each keeps to its share).
+    #[arg(long, value_name = "R")]
+    pub rate: Option<String>,
+
     /// Attempts after the first for connect errors, resets, timeouts, cut-off bodies and
     /// the --retry-on statuses.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -212,6 +219,60 @@ pub struct ServeArgs {
     /// Length of a stall, e.g. 30s.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub stall: String,
+}
+
+/// `coordinator load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// URLs to request in turn (http://, one host:port).
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+    /// A URL template instead, with {start}/{end}/{limit}/{index} over --range.
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "urls")]
+    pub url: Option<String>,
+    /// START..END for --url.
+    #[arg(long, value_name = "START..END", requires = "url")]
+    pub range: Option<String>,
+    /// Items per batch for --url.
+    #[arg(long, value_name = "SIZE", default_value_t = 10, requires = "url")]
+    pub batch: u64,
+    /// Worker processes [default: the cores this process may use].
+    #[arg(short, long, value_name = "N")]
+    pub workers: Option<u32>,
+    /// Connections in all, shared out among the workers.
+    #[arg(short, long, value_name = "C", default_value_t = 50)]
+    pub connections: u32,
+    /// How long to send, e.g. 30s [default: 10s unless --requests].
+    #[arg(short = 'z', long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// How many requests to send in all.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// A constant arrival rate in requests per second, all workers together; latency
+    /// is then also measured from each request's intended send time.
+    #[arg(short = 'q', long, value_name = "R")]
+    pub rate: Option<String>,
+    /// A new connection for every request.
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Extra request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Whole-request timeout.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub timeout: String,
+    /// Write one JSON line per second (requests, errors, p50, p99) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+    /// Exit 1 when this holds, e.g. 'p99>50ms', 'errors>0.1%', 'rps<1000' (repeatable).
+    #[arg(long, value_name = "EXPR")]
+    pub fail_if: Vec<String>,
+    /// The report as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No live progress.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `coordinator verify`.

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 use shared::config::WorkerConfig;
-use shared::protocol::{FromWorker, Job, JobReport, PROTOCOL_VERSION, ToWorker};
+use shared::protocol::{FromWorker, Job, JobReport, PROTOCOL_VERSION, Task, ToWorker};
 use shared::template::Template;
 
-use crate::exit::Exit;
+use crate::exit::{Exit, print_stdout};
 use crate::manifest::{self, Manifest};
-use crate::pool::{Event, WorkerProc};
+use crate::pool::{Event, Source, WorkerProc};
 use crate::progress::Progress;
 use crate::settings::{Output, Settings, Target};
 use crate::signals::{Signals, StopCause};
@@ -103,7 +103,7 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         let summary = stats.to_json(stopped_by.map(StopCause::describe), exit as i32);
         // With --out -, stdout carries the batches: the summary goes to stderr.
         let printed = match output {
-            Output::Dir(_) => writeln!(io::stdout(), "{summary}"),
+            Output::Dir(_) => print_stdout(&format!("{summary}\n")),
             Output::Stdout => writeln!(io::stderr(), "{summary}"),
         };
         printed.context("printing the summary")?;
@@ -123,6 +123,8 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
 /// One worker slot.
 struct Slot {
     proc: Option<WorkerProc>,
+    /// Which process started in this slot is the current one.
+    spawn: u64,
     /// Jobs handed out and not yet reported, by batch index.
     held: HashMap<u64, Job>,
     /// `Finish` or `Stop` was sent.
@@ -153,6 +155,8 @@ struct Dispatch {
     window: usize,
     restarts: u32,
     max_restarts: u32,
+    /// Worker processes started so far.
+    spawned: u64,
     grace: Duration,
     deadline: Option<Instant>,
     stall_timeout: Duration,
@@ -184,6 +188,7 @@ impl Dispatch {
             slots: (0..workers)
                 .map(|_| Slot {
                     proc: None,
+                    spawn: 0,
                     held: HashMap::new(),
                     finishing: false,
                     done: false,
@@ -204,6 +209,7 @@ impl Dispatch {
             window,
             restarts: 0,
             max_restarts: 0,
+            spawned: 0,
             grace: Duration::ZERO,
             deadline: None,
             stall_timeout: Duration::MAX,
@@ -223,16 +229,20 @@ impl Dispatch {
         let hello = ToWorker::Hello {
             version: PROTOCOL_VERSION,
             worker: slot as u32,
-            config: Box::new(WorkerConfig {
-                cpu: self.cpus.get(slot).copied(),
-                ..self.config.clone()
-            }),
+            cpu: self.cpus.get(slot).copied(),
+            task: Task::Scrape(Box::new(self.config.clone())),
         };
-        let proc = WorkerProc::spawn(slot, &hello, self.events_tx.clone())
+        self.spawned += 1;
+        let source = Source {
+            slot,
+            spawn: self.spawned,
+        };
+        let proc = WorkerProc::spawn(source, &hello, self.events_tx.clone())
             .with_context(|| format!("starting worker {slot}"))?;
         self.stats.set_pid(slot, proc.pid());
         let s = &mut self.slots[slot];
         s.proc = Some(proc);
+        s.spawn = source.spawn;
         s.finishing = false;
         s.done = false;
         s.last_report = Instant::now();
@@ -288,30 +298,43 @@ impl Dispatch {
     }
 
     fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+        let source = event.source();
+        if self.slots[source.slot].spawn != source.spawn {
+            // From a worker that was already replaced: its jobs have moved on.
+            return Ok(());
+        }
         match event {
-            Event::Message(slot, FromWorker::Ready { version, pid }) => {
+            Event::Message(Source { slot, .. }, FromWorker::Ready { version, pid }) => {
                 if version != PROTOCOL_VERSION {
                     bail!(
                         "worker {slot} (pid {pid}) speaks protocol {version}, not {PROTOCOL_VERSION}"
                     );
                 }
             }
-            Event::Message(slot, FromWorker::Done(report)) => {
+            Event::Message(Source { slot, .. }, FromWorker::Done(report)) => {
                 let s = &mut self.slots[slot];
                 s.last_report = Instant::now();
                 s.warned = false;
                 self.record(slot, &report)?;
                 self.top_up(slot)?;
             }
-            Event::Message(slot, FromWorker::Bye(stats)) => {
-                self.stats.set_worker_stats(slot, stats);
+            Event::Message(Source { slot, .. }, FromWorker::Bye(stats)) => {
+                self.stats.add_worker_stats(slot, stats);
                 let s = &mut self.slots[slot];
                 s.done = true;
                 // Jobs a stopped worker never started are handed out by a later --resume.
                 s.held.clear();
             }
-            Event::Message(slot, FromWorker::Fatal(error)) => bail!("worker {slot}: {error}"),
-            Event::Closed(slot, error) => {
+            Event::Message(Source { slot, .. }, FromWorker::Fatal(error)) => {
+                bail!("worker {slot}: {error}")
+            }
+            Event::Message(
+                Source { slot, .. },
+                FromWorker::LoadTick { .. } | FromWorker::LoadDone(_),
+            ) => {
+                bail!("worker {slot} sent load-test reports in a scrape")
+            }
+            Event::Closed(Source { slot, .. }, error) => {
                 if !self.slots[slot].done {
                     let why = error.map_or_else(|| "its pipe closed".to_owned(), |e| e.to_string());
                     self.replace_worker(slot, &why)?;

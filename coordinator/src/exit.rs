@@ -1,5 +1,6 @@
 //! Exit codes, and how errors reach the user: one line on stderr.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use crate::settings::UsageError;
@@ -58,5 +59,14 @@ pub fn clap_error(e: clap::Error) -> ExitCode {
             eprintln!("{first} (see --help)");
             Exit::Usage.into()
         }
+    }
+}
+
+/// Writes `text` to stdout; a closed stdout (`| head`) is a normal end, not an error.
+pub fn print_stdout(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }

@@ -9,6 +9,7 @@
 mod cli;
 mod dispatch;
 mod exit;
+mod load;
 mod manifest;
 mod pool;
 mod progress;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => target::serve_forever(&args),
         Some(Command::Verify(args)) => verify::run(&args),
+        Some(Command::Load(args)) => load::run(&args),
         None => settings::Settings::from_args(cli.run).and_then(dispatch::run),
     };
     exit::report(result)

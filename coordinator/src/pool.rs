@@ -15,13 +15,33 @@ use nix::unistd::Pid;
 use shared::frame::{FrameError, read_frame, write_frame};
 use shared::protocol::{FromWorker, ToWorker};
 
+/// Which worker process an event comes from: its slot, and which of the processes
+/// started in that slot (a replaced worker's last events must not be taken for its
+/// successor's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The slot.
+    pub slot: usize,
+    /// Unique per process started.
+    pub spawn: u64,
+}
+
 /// What the reader threads report.
 #[derive(Debug)]
 pub enum Event {
-    /// A message from the worker in this slot.
-    Message(usize, FromWorker),
+    /// A message from a worker.
+    Message(Source, FromWorker),
     /// The worker's stdout closed: cleanly (`None`) or on a bad frame.
-    Closed(usize, Option<FrameError>),
+    Closed(Source, Option<FrameError>),
+}
+
+impl Event {
+    /// The worker it comes from.
+    pub fn source(&self) -> Source {
+        match self {
+            Event::Message(source, _) | Event::Closed(source, _) => *source,
+        }
+    }
 }
 
 /// One running worker process.
@@ -33,8 +53,13 @@ pub struct WorkerProc {
 }
 
 impl WorkerProc {
-    /// Starts the worker for `slot`, sends it `hello` and starts reading its reports.
-    pub fn spawn(slot: usize, hello: &ToWorker, events: Sender<Event>) -> io::Result<WorkerProc> {
+    /// Starts the worker for `source`, sends it `hello` and starts reading its reports.
+    pub fn spawn(
+        source: Source,
+        hello: &ToWorker,
+        events: Sender<Event>,
+    ) -> io::Result<WorkerProc> {
+        let slot = source.slot;
         let mut child = Command::new(std::env::current_exe()?)
             .arg("__worker")
             .arg("--parent")
@@ -57,9 +82,9 @@ impl WorkerProc {
                 let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
                 loop {
                     let event = match read_frame::<FromWorker>(&mut stdout) {
-                        Ok(Some(msg)) => Event::Message(slot, msg),
-                        Ok(None) => Event::Closed(slot, None),
-                        Err(e) => Event::Closed(slot, Some(e)),
+                        Ok(Some(msg)) => Event::Message(source, msg),
+                        Ok(None) => Event::Closed(source, None),
+                        Err(e) => Event::Closed(source, Some(e)),
                     };
                     let last = matches!(event, Event::Closed(..));
                     if events.send(event).is_err() || last {

@@ -160,6 +160,10 @@ impl Settings {
             ))?;
         }
         let (mut worker, limits) = worker_config(&args)?;
+        if let Some(text) = &args.rate {
+            // Each worker keeps to its share, so that all together keep to the rate.
+            worker.rate = Some(parse_rate(text).map_err(|e| usage("--rate", e))? / workers as f64);
+        }
         if output == Output::Stdout {
             worker.out_dir = None;
             worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
@@ -242,7 +246,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
         max_body: parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?,
         retry,
         max_redirects: args.max_redirects,
-        cpu: None,
+        rate: None,
     };
     // Building one client here catches headers HTTP does not allow.
     worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;
@@ -440,6 +444,16 @@ fn parse_statuses(text: &str) -> Result<Vec<u16>, UsageError> {
         .collect()
 }
 
+/// Requests per second: a positive number, e.g. `200` or `0.5`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a positive number of requests per second"
+        )),
+    }
+}
+
 /// `65536`, `64KiB`, `64MiB`, `1GiB` (also KB, MB, GB as powers of 1000).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -495,7 +509,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// CPUs this process may run on.
-fn usable_cpus() -> Vec<usize> {
+pub fn usable_cpus() -> Vec<usize> {
     match sched_getaffinity(Pid::from_raw(0)) {
         Ok(set) => (0..CpuSet::count())
             .filter(|&cpu| set.is_set(cpu).unwrap_or(false))

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,7 +14,7 @@ use shared::plan::{Batch, BatchPlan, Shard, Span};
 use shared::template::Template;
 
 use crate::cli::VerifyArgs;
-use crate::exit::Exit;
+use crate::exit::{Exit, print_stdout};
 use crate::manifest;
 use crate::resume::{self, RECORD_FILE, RunRecord};
 use crate::settings::{UsageError, next_url};
@@ -203,26 +203,27 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
     );
     eprint!("{report}");
 
-    let mut out = io::stdout().lock();
+    let mut out = String::new();
     if args.print_command {
         for run in by_shard.values() {
             let in_shard = |g: &dyn Fn(&Gap) -> bool| {
                 gaps.iter().any(|(i, gap)| run.shard.contains(*i) && g(gap))
             };
             if in_shard(&|g| matches!(g, Gap::Absent | Gap::FileBad(_))) {
-                writeln!(out, "{}", command(run, "--resume"))?;
+                let _ = writeln!(out, "{}", command(run, "--resume"));
             }
             if in_shard(&|g| matches!(g, Gap::Failed(_))) {
-                writeln!(out, "{}", command(run, "--retry-failed"))?;
+                let _ = writeln!(out, "{}", command(run, "--retry-failed"));
             }
         }
     }
     if args.print_urls {
         let indices: Vec<u64> = gaps.iter().map(|(i, _)| *i).collect();
         for url in urls_of(&first.record, &indices)? {
-            writeln!(out, "{url}")?;
+            let _ = writeln!(out, "{url}");
         }
     }
+    print_stdout(&out)?;
     Ok(if complete { Exit::Ok } else { Exit::SomeFailed })
 }
 

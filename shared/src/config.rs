@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::template::Template;
 
 /// How a worker fetches and stores its batches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerConfig {
     /// URL template for range plans; `None` when every job carries its own URL.
     pub url: Option<Template>,
@@ -33,8 +33,8 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
     /// Redirects followed at most.
     pub max_redirects: u32,
-    /// CPU to pin the worker to, when there is one core per worker.
-    pub cpu: Option<usize>,
+    /// Requests per second this worker sends at most (its share of `--rate`).
+    pub rate: Option<f64>,
 }
 
 /// Statuses retried unless told otherwise: timeouts, throttling and the 5xx family

@@ -4,10 +4,14 @@
 //! A session is: `Hello` → `Ready`, then any number of `Jobs` answered by one `Done` per
 //! job, then `Finish` (or EOF on stdin) → `Bye` and exit. `Stop` ends a session early:
 //! queued jobs are dropped unreported and the coordinator hands them out again later.
+//!
+//! A load-test session is: `Hello` with [`Task::Load`] → `Ready`, a `LoadTick` every
+//! second, then `LoadDone` and `Bye` when the spec is met or `Stop` (or EOF) arrives.
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::WorkerConfig;
+use crate::load::{LoadReport, LoadSpec, LoadStats};
 use crate::plan::Batch;
 
 /// Bumped whenever a message changes shape; both sides must agree.
@@ -23,16 +27,18 @@ pub struct Job {
 }
 
 /// Coordinator → worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// First message: who the worker is and how it works.
+    /// First message: who the worker is and what it does.
     Hello {
         /// The coordinator's [`PROTOCOL_VERSION`].
         version: u32,
         /// The worker's slot number, from 0.
         worker: u32,
-        /// Fetch and storage settings.
-        config: Box<WorkerConfig>,
+        /// CPU to pin the worker to, when there is one core per worker.
+        cpu: Option<usize>,
+        /// Scrape or load test.
+        task: Task,
     },
     /// More batches to fetch.
     Jobs(Vec<Job>),
@@ -41,6 +47,15 @@ pub enum ToWorker {
     /// Stop early: start no queued job (they go unreported), finish those in flight,
     /// say `Bye` and exit.
     Stop,
+}
+
+/// What a worker does in its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Task {
+    /// Fetch and store the jobs it is sent.
+    Scrape(Box<WorkerConfig>),
+    /// Load-test: send requests as the spec says and report statistics.
+    Load(Box<LoadSpec>),
 }
 
 /// How a batch ended.
@@ -93,7 +108,7 @@ pub struct WorkerStats {
 }
 
 /// Worker → coordinator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FromWorker {
     /// Answer to `Hello`: the worker is ready for jobs.
     Ready {
@@ -108,4 +123,13 @@ pub enum FromWorker {
     Fatal(String),
     /// Answer to `Finish`: nothing is in flight any more; the worker exits next.
     Bye(WorkerStats),
+    /// Load test: what the last second brought (`second` counts from 0).
+    LoadTick {
+        /// Seconds since the worker started sending.
+        second: u32,
+        /// That second's numbers.
+        stats: Box<LoadStats>,
+    },
+    /// Load test: the worker's closing report; `Bye` follows.
+    LoadDone(Box<LoadReport>),
 }

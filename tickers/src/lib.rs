@@ -214,19 +214,24 @@ fn truncated(body: String) -> Response {
     let len = body.len();
     let mut half = body.into_bytes();
     half.truncate(len / 2);
-    let chunks: Vec<io::Result<Vec<u8>>> = vec![
-        Ok(half),
-        Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "injected truncation",
-        )),
-    ];
+    // The failure comes a moment after the first half, so that the half is on the
+    // wire before the connection is torn down.
+    let chunks = futures_util::stream::unfold(Some(half), |half| async move {
+        match half {
+            Some(half) => Some((Ok::<_, io::Error>(half), None)),
+            None => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let cut = io::Error::new(io::ErrorKind::ConnectionAborted, "injected truncation");
+                Some((Err(cut), None))
+            }
+        }
+    });
     (
         [
             (header::CONTENT_TYPE, "application/json".to_owned()),
             (header::CONTENT_LENGTH, len.to_string()),
         ],
-        Body::from_stream(futures_util::stream::iter(chunks)),
+        Body::from_stream(chunks),
     )
         .into_response()
 }

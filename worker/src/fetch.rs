@@ -2,6 +2,7 @@
 
 use std::error::Error as _;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,8 +52,37 @@ pub struct Fetcher {
     out_dir: Option<PathBuf>,
     max_body: u64,
     retry: RetryPolicy,
+    pacer: Option<Pacer>,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
+}
+
+/// Spaces requests evenly at a fixed rate: each takes the next free send time.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(per_second: f64) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs_f64(1.0 / per_second),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this request's send time.
+    async fn wait(&self) {
+        let at = {
+            // One thread uses it, so the lock is never contended; a poisoned lock
+            // still holds a valid time.
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
 }
 
 /// Why one attempt failed, and whether another may succeed.
@@ -119,6 +149,7 @@ impl Fetcher {
             out_dir: config.out_dir.as_ref().map(PathBuf::from),
             max_body: config.max_body,
             retry: config.retry.clone(),
+            pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
             requests: AtomicU64::new(0),
         })
     }
@@ -190,6 +221,9 @@ impl Fetcher {
     /// One request: the status and the whole body, read chunk by chunk so that a body
     /// over `max_body` is never buffered whole.
     async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut response = self
             .client

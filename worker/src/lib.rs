@@ -9,6 +9,7 @@ mod fault;
 mod fetch;
 mod ipc;
 mod lag;
+mod load;
 mod process;
 mod session;
 mod store;

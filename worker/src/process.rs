@@ -9,11 +9,11 @@ use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::prctl;
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getppid};
-use shared::config::WorkerConfig;
 use shared::frame::read_frame;
-use shared::protocol::{PROTOCOL_VERSION, ToWorker};
+use shared::protocol::{PROTOCOL_VERSION, Task, ToWorker};
 use tokio::net::unix::pipe;
 
+use crate::load;
 use crate::session::{self, WorkerError};
 
 /// Runs a worker on this process's stdin and stdout until the coordinator says
@@ -27,10 +27,10 @@ pub fn run_process(parent: u32) -> Result<(), WorkerError> {
     // The handshake is read unbuffered so that no byte of the next frame is taken
     // from the pipe before the event loop owns it.
     let mut handshake = File::from(stdin);
-    let config = match read_frame::<ToWorker>(&mut handshake)? {
+    let (cpu, task) = match read_frame::<ToWorker>(&mut handshake)? {
         Some(ToWorker::Hello {
-            version, config, ..
-        }) if version == PROTOCOL_VERSION => *config,
+            version, cpu, task, ..
+        }) if version == PROTOCOL_VERSION => (cpu, task),
         Some(ToWorker::Hello { version, .. }) => {
             return Err(WorkerError::Version {
                 ours: PROTOCOL_VERSION,
@@ -40,7 +40,7 @@ pub fn run_process(parent: u32) -> Result<(), WorkerError> {
         Some(other) => return Err(WorkerError::Unexpected(format!("{other:?}"))),
         None => return Ok(()),
     };
-    pin(&config)?;
+    pin(cpu)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -49,7 +49,10 @@ pub fn run_process(parent: u32) -> Result<(), WorkerError> {
     runtime.block_on(async move {
         let input = pipe::Receiver::from_file(handshake)?;
         let output = pipe::Sender::from_owned_fd(stdout)?;
-        session::serve(input, output, config).await
+        match task {
+            Task::Scrape(config) => session::serve(input, output, *config).await,
+            Task::Load(spec) => load::run(input, output, *spec).await,
+        }
     })
 }
 
@@ -73,8 +76,8 @@ fn abort_on_panic() {
     }));
 }
 
-fn pin(config: &WorkerConfig) -> Result<(), WorkerError> {
-    let Some(cpu) = config.cpu else { return Ok(()) };
+fn pin(cpu: Option<usize>) -> Result<(), WorkerError> {
+    let Some(cpu) = cpu else { return Ok(()) };
     let mut set = CpuSet::new();
     set.set(cpu).map_err(io::Error::from)?;
     sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)?;

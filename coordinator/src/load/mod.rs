@@ -1,0 +1,300 @@
+//! `coordinator load`: an HTTP load test with one single-threaded generator per worker
+//! process. Workers send a summary of every second and a closing report with HDR
+//! histograms over the same bincode pipes as a scrape; the coordinator merges them into
+//! a live view, an optional per-second timeline and the final report.
+
+mod report;
+mod spec;
+mod thresholds;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use crossbeam_channel::{RecvTimeoutError, bounded};
+use nix::sys::resource::{UsageWho, getrusage};
+use shared::load::{LoadReport, LoadStats};
+use shared::protocol::{FromWorker, PROTOCOL_VERSION, Task, ToWorker};
+
+use self::report::{Results, WorkerResult};
+use self::spec::LoadPlan;
+use crate::cli::LoadArgs;
+use crate::exit::{Exit, print_stdout};
+use crate::pool::{Event, Source, WorkerProc};
+use crate::settings::UsageError;
+use crate::signals::{Signals, StopCause};
+
+/// Time workers get to finish their in-flight requests after a stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Time between plain progress lines when stderr is not a terminal.
+const PLAIN_EVERY: u32 = 5;
+
+/// Runs `coordinator load`.
+pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
+    let plan = LoadPlan::from_args(args)?;
+    let mut timeline = match &plan.timeline {
+        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+            UsageError::new(
+                "--timeline",
+                format!("cannot create {}: {e}", path.display()),
+            )
+        })?)),
+        None => None,
+    };
+    let signals = Signals::install().context("installing signal handlers")?;
+    let (tx, events) = bounded(1024);
+    let mut procs = Vec::with_capacity(plan.specs.len());
+    for (slot, spec) in plan.specs.iter().enumerate() {
+        let hello = ToWorker::Hello {
+            version: PROTOCOL_VERSION,
+            worker: slot as u32,
+            cpu: plan.cpus.get(slot).copied(),
+            task: Task::Load(Box::new(spec.clone())),
+        };
+        let source = Source {
+            slot,
+            spawn: slot as u64,
+        };
+        let proc = WorkerProc::spawn(source, &hello, tx.clone())
+            .with_context(|| format!("starting worker {slot}"))?;
+        procs.push(proc);
+    }
+    let workers = procs.len();
+    let pids: Vec<u32> = procs.iter().map(WorkerProc::pid).collect();
+    let mut reports: Vec<Option<LoadReport>> = vec![None; workers];
+    let mut done = vec![false; workers];
+    let mut seconds = Seconds::new(workers);
+    let mut live = Live::new(&plan);
+    let mut stopping: Option<(StopCause, Instant)> = None;
+
+    let outcome = (|| -> anyhow::Result<()> {
+        while !done.iter().all(|d| *d) {
+            if let Some(signal) = signals.take() {
+                if stopping.is_some() {
+                    break;
+                }
+                stopping = Some((signal, Instant::now() + STOP_GRACE));
+                for proc in &mut procs {
+                    let _ = proc.send(&ToWorker::Stop);
+                }
+            }
+            if stopping.is_some_and(|(_, until)| Instant::now() >= until) {
+                break;
+            }
+            let event = match events.recv_timeout(Duration::from_millis(100)) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => bail!("all workers are gone"),
+            };
+            match event {
+                Event::Message(Source { slot, .. }, FromWorker::LoadTick { second, stats }) => {
+                    seconds.add(slot, second, &stats);
+                }
+                Event::Message(Source { slot, .. }, FromWorker::LoadDone(report)) => {
+                    seconds.finished(slot);
+                    reports[slot] = Some(*report);
+                }
+                Event::Message(Source { slot, .. }, FromWorker::Bye(_)) => done[slot] = true,
+                Event::Message(_, FromWorker::Ready { .. }) => {}
+                Event::Message(Source { slot, .. }, FromWorker::Fatal(error)) => {
+                    bail!("worker {slot}: {error}")
+                }
+                Event::Message(Source { slot, .. }, other) => {
+                    bail!("worker {slot} sent {other:?} in a load test")
+                }
+                Event::Closed(Source { slot, .. }, error) => {
+                    if !done[slot] {
+                        let why =
+                            error.map_or_else(|| "its pipe closed".to_owned(), |e| e.to_string());
+                        bail!(
+                            "worker {slot} (pid {}) stopped during the load test: {why}",
+                            pids[slot]
+                        );
+                    }
+                }
+            }
+            for (second, stats) in seconds.ready() {
+                live.second(second, &stats);
+                if let Some(out) = &mut timeline {
+                    write_timeline(out, second, &stats).context("writing the timeline")?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    live.finish();
+    let grace = if stopping.is_some() {
+        Duration::ZERO
+    } else {
+        STOP_GRACE
+    };
+    for proc in &mut procs {
+        let _ = proc.stop(grace);
+    }
+    outcome?;
+    if let Some(out) = &mut timeline {
+        for (second, stats) in seconds.rest() {
+            write_timeline(out, second, &stats).context("writing the timeline")?;
+        }
+        out.flush().context("writing the timeline")?;
+    }
+
+    let own = getrusage(UsageWho::RUSAGE_SELF).ok();
+    let own_cpu = own.map_or(0, |u| {
+        let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+        us(u.user_time()) + us(u.system_time())
+    });
+    let own_rss = own.map_or(0, |u| u.max_rss().max(0) as u64);
+    let results = Results::new(
+        reports
+            .into_iter()
+            .zip(pids)
+            .filter_map(|(r, pid)| r.map(|report| WorkerResult { pid, report }))
+            .collect(),
+        own_cpu,
+        own_rss,
+    );
+    let measured = results.measured();
+    let breached: Vec<String> = plan
+        .thresholds
+        .iter()
+        .filter(|t| t.breached(&measured))
+        .map(|t| format!("{t} (measured {})", t.show(t.actual(&measured))))
+        .collect();
+    let report = if plan.json {
+        format!("{}\n", results.to_json(&plan, &breached))
+    } else {
+        results.render(&plan)
+    };
+    print_stdout(&report).context("printing the report")?;
+    for b in &breached {
+        eprintln!("threshold failed: {b}");
+    }
+    Ok(match stopping {
+        Some((cause, _)) => cause.exit(),
+        None if !breached.is_empty() => Exit::SomeFailed,
+        None => Exit::Ok,
+    })
+}
+
+/// Per-second statistics from all workers, released once every worker has reported
+/// that second (or has finished before it). Each worker reports its seconds in order.
+struct Seconds {
+    pending: BTreeMap<u32, LoadStats>,
+    /// Per worker: the next second it will report, and whether it has finished.
+    next: Vec<(u32, bool)>,
+}
+
+impl Seconds {
+    fn new(workers: usize) -> Seconds {
+        Seconds {
+            pending: BTreeMap::new(),
+            next: vec![(0, false); workers],
+        }
+    }
+
+    fn add(&mut self, worker: usize, second: u32, stats: &LoadStats) {
+        self.pending.entry(second).or_default().merge(stats);
+        self.next[worker].0 = second + 1;
+    }
+
+    fn finished(&mut self, worker: usize) {
+        self.next[worker].1 = true;
+    }
+
+    /// Seconds, in order, that every worker has accounted for.
+    fn ready(&mut self) -> Vec<(u32, LoadStats)> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            let second = *entry.key();
+            if !self
+                .next
+                .iter()
+                .all(|&(next, finished)| finished || next > second)
+            {
+                break;
+            }
+            out.push((second, entry.remove()));
+        }
+        out
+    }
+
+    /// Whatever is left, in order.
+    fn rest(&mut self) -> Vec<(u32, LoadStats)> {
+        std::mem::take(&mut self.pending).into_iter().collect()
+    }
+}
+
+fn write_timeline(out: &mut impl Write, second: u32, s: &LoadStats) -> io::Result<()> {
+    let line = serde_json::json!({
+        "second": second + 1,
+        "responses": s.responses,
+        "rps": s.responses,
+        "errors": s.errors.total(),
+        "p50_ms": s.latency.quantile(0.5) as f64 / 1e3,
+        "p99_ms": s.latency.quantile(0.99) as f64 / 1e3,
+    });
+    writeln!(out, "{line}")
+}
+
+/// The live view on stderr: a bar on a terminal, a plain line every few seconds
+/// otherwise, nothing with --quiet or --json.
+enum Live {
+    Bar(indicatif::ProgressBar),
+    Plain,
+    Off,
+}
+
+impl Live {
+    fn new(plan: &LoadPlan) -> Live {
+        if plan.quiet || plan.json {
+            return Live::Off;
+        }
+        if !io::stderr().is_terminal() {
+            return Live::Plain;
+        }
+        let len = plan.duration.map(|d| d.as_secs()).or(plan.requests);
+        let bar = indicatif::ProgressBar::with_draw_target(
+            len,
+            indicatif::ProgressDrawTarget::stderr_with_hz(4),
+        );
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Live::Bar(bar)
+    }
+
+    fn second(&mut self, second: u32, s: &LoadStats) {
+        let line = format!(
+            "{} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            s.responses,
+            s.latency.quantile(0.5) as f64 / 1e3,
+            s.latency.quantile(0.99) as f64 / 1e3,
+            s.errors.total()
+        );
+        match self {
+            Live::Bar(bar) => {
+                if bar.length().is_some_and(|l| l > 1000) {
+                    bar.inc(s.finished());
+                } else {
+                    bar.set_position(u64::from(second) + 1);
+                }
+                bar.set_message(line);
+            }
+            Live::Plain if (second + 1).is_multiple_of(PLAIN_EVERY) => {
+                eprintln!("[{:>4}s] {line}", second + 1)
+            }
+            Live::Plain | Live::Off => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Live::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}

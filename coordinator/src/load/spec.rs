@@ -1,0 +1,247 @@
+//! From `coordinator load` flags to one checked [`LoadSpec`] per worker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shared::load::{LoadSpec, Targets};
+use shared::plan::{BatchPlan, Span};
+use shared::template::Template;
+
+use super::thresholds::Threshold;
+use crate::cli::LoadArgs;
+use crate::settings::{self, MAX_WORKERS, UsageError, parse_duration, parse_rate};
+
+/// Connections one worker keeps at most.
+const MAX_CONNECTIONS: u32 = 200_000;
+
+/// A checked load test.
+pub struct LoadPlan {
+    /// One spec per worker.
+    pub specs: Vec<LoadSpec>,
+    /// CPUs to pin workers to, one each; empty when there are fewer CPUs than workers.
+    pub cpus: Vec<usize>,
+    /// What is tested, for the report.
+    pub target: String,
+    /// Connections in all.
+    pub connections: u32,
+    /// Rate in all, requests per second.
+    pub rate: Option<f64>,
+    /// Requests in all, if counted.
+    pub requests: Option<u64>,
+    /// Length, if timed.
+    pub duration: Option<Duration>,
+    /// Thresholds that fail the test.
+    pub thresholds: Vec<Threshold>,
+    /// Where the per-second lines go.
+    pub timeline: Option<PathBuf>,
+    /// Report as JSON.
+    pub json: bool,
+    /// No progress.
+    pub quiet: bool,
+}
+
+impl LoadPlan {
+    /// Checks every flag.
+    pub fn from_args(args: &LoadArgs) -> Result<LoadPlan, UsageError> {
+        let available = settings::usable_cpus();
+        let workers = args.workers.unwrap_or(available.len().max(1) as u32);
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(UsageError::new(
+                "--workers",
+                format!("{workers} is out of range: use 1 to {MAX_WORKERS}"),
+            ));
+        }
+        if args.connections == 0 || args.connections > MAX_CONNECTIONS {
+            return Err(UsageError::new(
+                "--connections",
+                format!(
+                    "{} is out of range: use 1 to {MAX_CONNECTIONS}",
+                    args.connections
+                ),
+            ));
+        }
+        // Never more workers than connections: each drives at least one.
+        let workers = workers.min(args.connections);
+        let (authority, targets, target) = targets(args)?;
+        let duration = match (&args.duration, args.requests) {
+            (Some(_), Some(_)) => {
+                return Err(UsageError::new(
+                    "--duration",
+                    "give --duration or --requests, not both",
+                ));
+            }
+            (Some(text), None) => {
+                Some(parse_duration(text).map_err(|e| UsageError::new("--duration", e))?)
+            }
+            (None, Some(0)) => return Err(UsageError::new("--requests", "must be at least 1")),
+            (None, Some(_)) => None,
+            (None, None) => Some(Duration::from_secs(10)),
+        };
+        let rate = match &args.rate {
+            Some(text) => Some(parse_rate(text).map_err(|e| UsageError::new("--rate", e))?),
+            None => None,
+        };
+        let timeout = parse_duration(&args.timeout).map_err(|e| UsageError::new("--timeout", e))?;
+        let headers = args
+            .headers
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_owned(), v.trim().to_owned()))
+                }
+                _ => Err(UsageError::new("--header", "expected 'Name: value'")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let thresholds = args
+            .fail_if
+            .iter()
+            .map(|t| t.parse().map_err(|e| UsageError::new("--fail-if", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let share = |total: u64, i: u32| {
+            total / workers as u64 + u64::from((i as u64) < total % workers as u64)
+        };
+        let specs = (0..workers)
+            .map(|i| LoadSpec {
+                authority: authority.clone(),
+                targets: targets.clone(),
+                connections: share(args.connections as u64, i) as u32,
+                requests: args.requests.map(|n| share(n, i)),
+                duration_ms: duration.map(|d| d.as_millis() as u64),
+                rate: rate.map(|r| r / workers as f64),
+                keepalive: !args.no_keepalive,
+                timeout_ms: timeout.as_millis() as u64,
+                headers: headers.clone(),
+            })
+            // A worker with no request to send would only idle.
+            .filter(|s| s.requests != Some(0))
+            .collect::<Vec<_>>();
+        let cpus = if available.len() >= specs.len() {
+            available
+        } else {
+            Vec::new()
+        };
+        Ok(LoadPlan {
+            specs,
+            cpus,
+            target,
+            connections: args.connections,
+            rate,
+            requests: args.requests,
+            duration,
+            thresholds,
+            timeline: args.timeline.clone(),
+            json: args.json,
+            quiet: args.quiet,
+        })
+    }
+}
+
+/// `host:port`, the paths, and a description.
+fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
+    if let Some(template) = &args.url {
+        let range = args
+            .range
+            .as_ref()
+            .ok_or_else(|| UsageError::new("--url", "a URL template needs --range START..END"))?;
+        let span: Span = range.parse().map_err(|e| UsageError::new("--range", e))?;
+        let plan = BatchPlan::new(span, args.batch).map_err(|e| UsageError::new("--range", e))?;
+        let (authority, path) =
+            split_http_url(template).map_err(|e| UsageError::new("--url", e))?;
+        if authority.contains('{') {
+            return Err(UsageError::new(
+                "--url",
+                "placeholders may stand in the path and query, not in the host",
+            ));
+        }
+        let template_path = Template::parse(&path).map_err(|e| UsageError::new("--url", e))?;
+        let text = format!("{template} over {range} in batches of {}", args.batch);
+        return Ok((
+            authority,
+            Targets::Plan {
+                template: template_path,
+                plan,
+            },
+            text,
+        ));
+    }
+    if args.urls.is_empty() {
+        return Err(UsageError::new(
+            "load",
+            "give a URL to test (or --url TEMPLATE --range START..END)",
+        ));
+    }
+    let mut authority = None;
+    let mut paths = Vec::new();
+    for url in &args.urls {
+        let (a, path) = split_http_url(url).map_err(|e| UsageError::new("load", e))?;
+        if authority.get_or_insert_with(|| a.clone()) != &a {
+            return Err(UsageError::new("load", "all URLs must be on one host:port"));
+        }
+        paths.push(path);
+    }
+    let text = if args.urls.len() == 1 {
+        args.urls[0].clone()
+    } else {
+        format!(
+            "{} URLs on {}",
+            args.urls.len(),
+            authority.clone().unwrap_or_default()
+        )
+    };
+    Ok((authority.unwrap_or_default(), Targets::Paths(paths), text))
+}
+
+/// `http://host[:port]/path?query` as (`host:port`, `/path?query`).
+pub fn split_http_url(url: &str) -> Result<(String, String), String> {
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(
+                "load mode speaks plain HTTP/1.1: https:// targets are not supported".to_owned(),
+            );
+        }
+        Some((scheme, _)) => return Err(format!("unsupported scheme `{scheme}`: use http")),
+        None => return Err(format!("`{url}` is not an absolute http:// URL")),
+    };
+    let (host, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("`{url}` has no plain host"));
+    }
+    let authority = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(']'))
+    {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    Ok((authority, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_http_url("http://127.0.0.1:8080/a?b=1").unwrap(),
+            ("127.0.0.1:8080".into(), "/a?b=1".into())
+        );
+        assert_eq!(
+            split_http_url("http://localhost").unwrap(),
+            ("localhost:80".into(), "/".into())
+        );
+        assert_eq!(
+            split_http_url("http://h?x=1").unwrap(),
+            ("h:80".into(), "/?x=1".into())
+        );
+        assert!(split_http_url("https://h/").unwrap_err().contains("https"));
+        assert!(split_http_url("ftp://h/").is_err());
+        assert!(split_http_url("h/x").is_err());
+    }
+}
