@@ -425,7 +425,7 @@ fn the_deadline_stops_the_run_with_exit_four_and_resume_finishes_it() {
 }
 
 /// Runs 0..5000 with one injected worker fault (see worker/src/fault.rs).
-fn run_with_fault(kind: &str) -> (Option<i32>, String, tempfile::TempDir) {
+fn run_with_fault(kind: &str, extra: &[&str]) -> (Option<i32>, String, tempfile::TempDir) {
     let server = Server::start(&["--delay", "1..5"]);
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("fault-fired");
@@ -443,6 +443,7 @@ fn run_with_fault(kind: &str) -> (Option<i32>, String, tempfile::TempDir) {
             "--out",
             "out",
         ])
+        .args(extra)
         .env(
             "COORDINATOR_WORKER_FAULT",
             format!("{kind}:50:{}", marker.display()),
@@ -458,7 +459,7 @@ fn run_with_fault(kind: &str) -> (Option<i32>, String, tempfile::TempDir) {
 
 #[test]
 fn a_worker_that_panics_is_replaced_and_no_batch_is_lost() {
-    let (code, stderr, dir) = run_with_fault("panic");
+    let (code, stderr, dir) = run_with_fault("panic", &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("restarting it"), "{stderr}");
     assert_complete_run(&dir.path().join("out"), 5000);
@@ -466,7 +467,7 @@ fn a_worker_that_panics_is_replaced_and_no_batch_is_lost() {
 
 #[test]
 fn a_worker_that_sends_a_frame_that_does_not_decode_is_replaced() {
-    let (code, stderr, dir) = run_with_fault("garbage");
+    let (code, stderr, dir) = run_with_fault("garbage", &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("over the") && stderr.contains("restarting it"),
@@ -477,7 +478,7 @@ fn a_worker_that_sends_a_frame_that_does_not_decode_is_replaced() {
 
 #[test]
 fn a_blocked_event_loop_is_reported_in_the_summary() {
-    let (code, stderr, dir) = run_with_fault("block-1500");
+    let (code, stderr, dir) = run_with_fault("block-1500", &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("its event loop was blocked"), "{stderr}");
     assert_complete_run(&dir.path().join("out"), 5000);
@@ -531,4 +532,21 @@ fn a_second_sigint_stops_at_once_without_waiting_for_the_grace() {
             .iter()
             .all(|n| !n.ends_with(".part"))
     );
+}
+
+#[test]
+fn a_worker_replaced_for_stalling_does_not_take_its_successor_down() {
+    // The first worker to finish 50 jobs blocks for 20 s: the watchdog replaces it, and
+    // the replaced worker's last events must not be taken for its successor's.
+    let (code, stderr, dir) = run_with_fault(
+        "block-20000",
+        &["--stall-timeout", "1s", "--max-restarts", "1"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("over --stall-timeout") && stderr.contains("restarting it"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("restarting it").count(), 1, "{stderr}");
+    assert_complete_run(&dir.path().join("out"), 5000);
 }
