@@ -1,5 +1,5 @@
-//! The load generator of one worker: `connections` HTTP/1.1 connections on hyper
-//! directly (no pool, no redirects, no decompression: the lean path), each sending
+//! The load generator of one worker: `connections` HTTP/1.1 connections on the lean
+//! client of [`crate::http1`] (no pool, no redirects, no decompression), each sending
 //! requests back to back, or at the times a fixed rate gives them. Every response is
 //! recorded into HDR histograms; a summary of each second goes to the coordinator, and
 //! a whole-run report at the end, so memory is the same after a minute or a day.
@@ -8,20 +8,15 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
 use nix::sys::resource::{UsageWho, getrusage};
-use shared::load::{LoadReport, LoadSpec, LoadStats};
+use shared::load::{LoadReport, LoadSpec, LoadStats, Targets};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerStats};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
+use crate::http1::{self, ReadError};
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
 use crate::lag::LagProbe;
 use crate::session::WorkerError;
@@ -43,7 +38,7 @@ pub async fn run(
     let stop = watch_for_stop(input);
     let lag = LagProbe::start();
 
-    let state = Rc::new(State::new(spec, stop)?);
+    let state = Rc::new(State::new(spec, stop));
     let local = LocalSet::new();
     let (wall, total) = local
         .run_until(async {
@@ -111,8 +106,8 @@ fn watch_for_stop(input: impl AsyncRead + Unpin + Send + 'static) -> watch::Rece
 /// What the connections of one worker share (one thread: `Rc` and `Cell` suffice).
 struct State {
     spec: LoadSpec,
-    host: HeaderValue,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whole requests, prepared once, for a list of paths.
+    prepared: Vec<Vec<u8>>,
     started: Instant,
     deadline: Option<Instant>,
     /// Number of the next request to claim.
@@ -136,33 +131,37 @@ struct Slot {
 }
 
 impl State {
-    fn new(spec: LoadSpec, stop: watch::Receiver<bool>) -> Result<State, WorkerError> {
-        let bad = |what: &str| WorkerError::Unexpected(format!("load spec: invalid {what}"));
-        let host = HeaderValue::from_str(&spec.authority).map_err(|_| bad("authority"))?;
-        let headers = spec
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad("header name"))?;
-                let mut value = HeaderValue::from_str(v).map_err(|_| bad("header value"))?;
-                value.set_sensitive(true);
-                Ok((name, value))
-            })
-            .collect::<Result<_, WorkerError>>()?;
+    fn new(spec: LoadSpec, stop: watch::Receiver<bool>) -> State {
+        let prepared = match &spec.targets {
+            Targets::Paths(paths) => paths
+                .iter()
+                .map(|path| {
+                    let mut request = Vec::new();
+                    http1::write_request(
+                        &mut request,
+                        path,
+                        &spec.authority,
+                        &spec.headers,
+                        spec.keepalive,
+                    );
+                    request
+                })
+                .collect(),
+            Targets::Plan { .. } => Vec::new(),
+        };
         let started = Instant::now();
-        Ok(State {
+        State {
             deadline: spec
                 .duration_ms
                 .map(|ms| started + Duration::from_millis(ms)),
             spec,
-            host,
-            headers,
+            prepared,
             started,
             next: Cell::new(0),
             seconds: Cell::new(0),
             stop,
             recorder: RefCell::new(Recorder::default()),
-        })
+        }
     }
 
     /// The next request to send, or `None` when the run is over.
@@ -186,18 +185,21 @@ impl State {
         Some(Slot { n, due })
     }
 
-    fn request(&self, n: u64) -> Option<Request<Empty<Bytes>>> {
-        let uri: Uri = self.spec.targets.path(n).parse().ok()?;
-        let mut req = Request::get(uri).body(Empty::new()).ok()?;
-        let headers = req.headers_mut();
-        headers.insert(HOST, self.host.clone());
-        if !self.spec.keepalive {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    /// The bytes of request number `n`: prepared, or written into `scratch`.
+    fn request<'a>(&'a self, n: u64, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        if !self.prepared.is_empty() {
+            return &self.prepared[(n % self.prepared.len() as u64) as usize];
         }
-        for (k, v) in &self.headers {
-            headers.append(k.clone(), v.clone());
-        }
-        Some(req)
+        scratch.clear();
+        let path = self.spec.targets.path(n);
+        http1::write_request(
+            scratch,
+            &path,
+            &self.spec.authority,
+            &self.spec.headers,
+            self.spec.keepalive,
+        );
+        scratch
     }
 
     fn record(&self, f: impl FnOnce(&mut LoadStats)) {
@@ -239,26 +241,35 @@ enum Failure {
     Read,
 }
 
+/// One open connection and its read buffer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
 /// One connection: claim a request, send it, record the answer, again.
 async fn drive(state: Rc<State>) {
-    let mut conn: Option<SendRequest<Empty<Bytes>>> = None;
+    let mut conn: Option<Conn> = None;
+    let mut scratch = Vec::new();
     let timeout = Duration::from_millis(state.spec.timeout_ms);
     while let Some(slot) = state.claim() {
         if let Some(due) = slot.due {
             tokio::time::sleep_until(due.into()).await;
         }
         let sent = Instant::now();
-        let result = tokio::time::timeout(timeout, exchange(&state, &mut conn, slot.n)).await;
+        let result =
+            tokio::time::timeout(timeout, exchange(&state, &mut conn, &mut scratch, slot.n)).await;
         let done = Instant::now();
         let us = |d: Duration| d.as_micros() as u64;
-        let answered = matches!(result, Ok(Ok(_)));
+        let reusable = matches!(&result, Ok(Ok(answer)) if answer.keep_alive);
         state.record(|s| match result {
             Ok(Ok(answer)) => {
                 s.responses += 1;
                 s.bytes += answer.bytes;
                 s.count_status(answer.status, 1);
                 s.latency.record(us(done - answer.sent));
-                s.ttfb.record(us(answer.head - answer.sent));
+                s.ttfb
+                    .record(us(answer.first_byte.saturating_duration_since(answer.sent)));
                 if let Some(connect) = answer.connect {
                     s.connect.record(us(connect));
                 }
@@ -272,7 +283,7 @@ async fn drive(state: Rc<State>) {
             Ok(Err(Failure::Read)) => s.errors.read += 1,
             Err(_) => s.errors.timeout += 1,
         });
-        if !answered || !state.spec.keepalive {
+        if !reusable || !state.spec.keepalive {
             conn = None;
         }
     }
@@ -282,60 +293,55 @@ async fn drive(state: Rc<State>) {
 struct Answer {
     status: u16,
     bytes: u64,
+    keep_alive: bool,
     /// When the request went out (after any connection set-up).
     sent: Instant,
-    /// When the response head arrived.
-    head: Instant,
+    /// When the first byte of the response arrived.
+    first_byte: Instant,
     /// Connection set-up time, when this request needed a new connection.
     connect: Option<Duration>,
 }
 
 async fn exchange(
     state: &State,
-    conn: &mut Option<SendRequest<Empty<Bytes>>>,
+    conn: &mut Option<Conn>,
+    scratch: &mut Vec<u8>,
     n: u64,
 ) -> Result<Answer, Failure> {
     let mut connect = None;
-    let sender = match conn {
-        Some(sender) => sender,
+    let conn = match conn {
+        Some(conn) => conn,
         None => {
             let started = Instant::now();
             let stream = TcpStream::connect(&state.spec.authority)
                 .await
                 .map_err(|_| Failure::Connect)?;
             let _ = stream.set_nodelay(true);
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|_| Failure::Connect)?;
-            tokio::task::spawn_local(async move {
-                let _ = connection.await;
-            });
             connect = Some(started.elapsed());
-            conn.insert(sender)
+            conn.insert(Conn {
+                stream,
+                buf: Vec::with_capacity(16 * 1024),
+            })
         }
     };
-    sender.ready().await.map_err(|_| Failure::Reset)?;
-    let request = state.request(n).ok_or(Failure::Connect)?;
+    let request = state.request(n, scratch);
     let sent = Instant::now();
-    let response = sender
-        .send_request(request)
+    conn.stream
+        .write_all(request)
         .await
         .map_err(|_| Failure::Reset)?;
-    let head = Instant::now();
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut bytes = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Failure::Read)?;
-        if let Some(data) = frame.data_ref() {
-            bytes += data.len() as u64;
-        }
-    }
+    let response = http1::read_response(&mut conn.stream, &mut conn.buf)
+        .await
+        .map_err(|e| match e {
+            ReadError::Closed => Failure::Reset,
+            ReadError::Incomplete | ReadError::Malformed => Failure::Read,
+        })?;
     Ok(Answer {
-        status,
-        bytes,
+        status: response.status,
+        bytes: response.body,
+        keep_alive: response.keep_alive,
         sent,
-        head,
+        first_byte: response.first_byte,
         connect,
     })
 }
