@@ -178,6 +178,24 @@ fn thresholds_set_the_exit_code() {
     assert_eq!(passing.status.code(), Some(0));
     let bad = load(&[&url, "--fail-if", "p99 fast"]);
     assert_eq!(bad.status.code(), Some(2));
+
+    let failing_server = Server::start(&["--fail-rate", "1.0"]);
+    let five_hundreds = load(&[
+        &page(&failing_server),
+        "-w",
+        "1",
+        "-c",
+        "2",
+        "-n",
+        "50",
+        "--fail-if",
+        "errors>0",
+    ]);
+    assert_eq!(
+        five_hundreds.status.code(),
+        Some(1),
+        "5xx responses count as errors for --fail-if"
+    );
 }
 
 #[test]
@@ -261,6 +279,7 @@ fn load_mode_rejects_what_it_cannot_do() {
         ),
         (vec![], "give a URL"),
         (vec!["http://127.0.0.1:1/", "-c", "0"], "--connections"),
+        (vec!["http://127.0.0.1:1/", "--range", "0..10"], "--range"),
     ] {
         let out = load(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);

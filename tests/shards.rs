@@ -201,10 +201,48 @@ fn verify_names_a_missing_shard_and_refuses_mixed_plans() {
         assert_eq!(r.status.code(), Some(0));
     }
     let dirs = [0, 2].map(|k| dir.path().join(format!("shard-{k}")).display().to_string());
-    let check = verify(&dirs, &[]);
+    let check = verify(&dirs, &["--print-command"]);
     let report = text(&check.stderr);
     assert_eq!(check.status.code(), Some(1));
     assert!(report.contains("gaps: 10 (0 not in any manifest, 0 failed, 0 with a missing or changed file, 10 in shards with no directory)"), "{report}");
+    let command = text(&check.stdout);
+    assert!(
+        command.contains("--shard 1/3")
+            && command.contains("shard-1'")
+            && !command.contains("--resume"),
+        "{command}"
+    );
+    let command = command
+        .trim()
+        .replacen("coordinator", env!("CARGO_BIN_EXE_coordinator"), 1);
+    let fix = Command::new("sh")
+        .args(["-c", &command])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        fix.status.code(),
+        Some(0),
+        "{command}: {}",
+        text(&fix.stderr)
+    );
+    let all = [0, 1, 2].map(|k| dir.path().join(format!("shard-{k}")).display().to_string());
+    assert_eq!(verify(&all, &[]).status.code(), Some(0));
+    let twice = verify(
+        &[
+            all[0].clone(),
+            all[0].clone(),
+            all[1].clone(),
+            all[2].clone(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        twice.status.code(),
+        Some(1),
+        "a shard given twice is not a complete set"
+    );
 
     let other = dir.path().join("other");
     let r = run(

@@ -265,6 +265,8 @@ pub struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     pub timeline: Option<PathBuf>,
     /// Exit 1 when this holds, e.g. 'p99>50ms', 'errors>0.1%', 'rps<1000' (repeatable).
+    /// Latency is from the intended send time with --rate, else service time; errors
+    /// are failed requests and 5xx responses.
     #[arg(long, value_name = "EXPR")]
     pub fail_if: Vec<String>,
     /// The report as one JSON object on stdout.

@@ -4,6 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use shared::protocol::{JobReport, Outcome};
@@ -32,6 +33,9 @@ pub struct Entry {
     pub attempts: u32,
     /// Worker slot that fetched it.
     pub worker: u32,
+    /// When the coordinator recorded it, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub at_ms: u64,
     /// File name inside the output directory, when stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -58,6 +62,9 @@ impl Entry {
             elapsed_ms: report.elapsed_us as f64 / 1000.0,
             attempts: report.attempts,
             worker,
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             file,
             error,
         }

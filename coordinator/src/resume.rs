@@ -112,7 +112,7 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
         Some(earlier) => Err(UsageError::new(
             flag,
             format!(
-                "{} holds a run of another plan ({}); give the same --url/--urls, --range, --batch and --name",
+                "{} holds a run of another plan ({}); give the same --url/--urls, --range, --batch, --name and --shard",
                 dir.display(),
                 describe(&earlier)
             ),

@@ -410,9 +410,15 @@ fn record(args: &RunArgs, target: &Target, shard: Shard) -> RunRecord {
     let (kind, source, (range, batch)) = match target {
         Target::Template(plan) => ("template", args.url.clone(), range(plan)),
         Target::Builtin { plan, .. } => ("builtin", None, range(plan)),
+        // Absolute, so that verify finds the list from anywhere.
         Target::UrlList(_) => (
             "urls",
-            args.urls.as_ref().map(|p| p.display().to_string()),
+            args.urls.as_ref().map(|p| {
+                std::fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            }),
             (None, None),
         ),
     };

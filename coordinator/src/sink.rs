@@ -25,9 +25,29 @@ struct Line<'a> {
     #[serde(flatten)]
     entry: Entry,
     #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a RawValue>,
+    body: Option<JsonBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body_base64: Option<String>,
+}
+
+/// A JSON body: as received when it is on one line, else re-written on one line so
+/// that every record stays one line.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JsonBody<'a> {
+    Raw(&'a RawValue),
+    Compact(serde_json::Value),
+}
+
+impl<'a> JsonBody<'a> {
+    fn of(bytes: &'a [u8]) -> Option<JsonBody<'a>> {
+        let raw = serde_json::from_slice::<&RawValue>(bytes).ok()?;
+        if raw.get().contains('\n') {
+            serde_json::from_str(raw.get()).ok().map(JsonBody::Compact)
+        } else {
+            Some(JsonBody::Raw(raw))
+        }
+    }
 }
 
 impl Sink {
@@ -47,16 +67,15 @@ impl Sink {
                     Outcome::Fetched { body } => Some(body.as_slice()),
                     _ => None,
                 };
-                let json = body.and_then(|b| serde_json::from_slice::<&RawValue>(b).ok());
+                let json = body.and_then(JsonBody::of);
+                let body_base64 = match (&json, body) {
+                    (None, Some(b)) => Some(base64::engine::general_purpose::STANDARD.encode(b)),
+                    _ => None,
+                };
                 let line = Line {
                     entry,
                     body: json,
-                    body_base64: match (json, body) {
-                        (None, Some(b)) => {
-                            Some(base64::engine::general_purpose::STANDARD.encode(b))
-                        }
-                        _ => None,
-                    },
+                    body_base64,
                 };
                 serde_json::to_writer(&mut *out, &line)?;
                 out.write_all(b"\n")?;
@@ -71,5 +90,24 @@ impl Sink {
             Sink::Manifest(manifest) => manifest.flush(),
             Sink::Stdout(out) => out.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_bodies_stay_on_one_line() {
+        let pretty = b"{\n  \"a\": [1, 2],\n  \"b\": \"x\"\n}\n";
+        let line = serde_json::to_string(&JsonBody::of(pretty).unwrap()).unwrap();
+        assert_eq!(line, r#"{"a":[1,2],"b":"x"}"#);
+        let compact = br#"{"z":1,"a":2}"#;
+        let line = serde_json::to_string(&JsonBody::of(compact).unwrap()).unwrap();
+        assert_eq!(
+            line, r#"{"z":1,"a":2}"#,
+            "one-line bodies are kept as received"
+        );
+        assert!(JsonBody::of(b"rank,nameid\n1,coin-0\n").is_none());
     }
 }

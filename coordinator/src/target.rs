@@ -2,7 +2,7 @@
 //! with `coordinator serve`.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::thread::{self, JoinHandle};
 
 use anyhow::Context;
@@ -24,18 +24,19 @@ pub struct BuiltinServer {
 impl BuiltinServer {
     /// Binds `127.0.0.1:0` and starts serving.
     pub fn start(options: tickers::Options) -> io::Result<BuiltinServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let listener = {
+            let _inside = runtime.enter();
+            tickers::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?
+        };
+        let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = thread::Builder::new()
             .name("builtin-target".into())
             .spawn(move || {
                 let served = runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
                     tickers::serve(listener, options, async {
                         let _ = stopped.await;
                     })
@@ -115,8 +116,7 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
         .build()
         .context("starting the server runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = tickers::listen(addr)
             .map_err(|e| UsageError::new("--addr", format!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr()?;
         let mut stdout = io::stdout();

@@ -72,8 +72,10 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
     let total = plan_len(&first.record)?;
     let mut by_shard: BTreeMap<u64, &Run> = BTreeMap::new();
     let mut report = String::new();
+    let mut duplicate_shards = 0;
     for run in &runs {
         if let Some(other) = by_shard.insert(run.shard.index, run) {
+            duplicate_shards += 1;
             let _ = writeln!(
                 report,
                 "duplicate shard {}: {} and {}",
@@ -195,7 +197,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
             "stray lines: {strays} (batches outside their shard or the plan)"
         );
     }
-    let complete = gaps.is_empty() && duplicates.is_empty() && strays == 0;
+    let complete = gaps.is_empty() && duplicates.is_empty() && strays == 0 && duplicate_shards == 0;
     let _ = writeln!(
         report,
         "{}",
@@ -205,6 +207,18 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
 
     let mut out = String::new();
     if args.print_command {
+        // A shard with no directory starts afresh, beside the directories given.
+        for index in (0..count).filter(|k| !by_shard.contains_key(k)) {
+            if gaps.iter().any(|(i, _)| i % count == index) {
+                let shard = Shard { index, count };
+                let dir = sibling_dir(&first.dir, first.shard.index, index);
+                let record = RunRecord {
+                    shard: Some(shard.to_string()),
+                    ..first.record.clone()
+                };
+                let _ = writeln!(out, "{}", command(&Run { dir, record, shard }, ""));
+            }
+        }
         for run in by_shard.values() {
             let in_shard = |g: &dyn Fn(&Gap) -> bool| {
                 gaps.iter().any(|(i, gap)| run.shard.contains(*i) && g(gap))
@@ -217,7 +231,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
             }
         }
     }
-    if args.print_urls {
+    if args.print_urls && !gaps.is_empty() {
         let indices: Vec<u64> = gaps.iter().map(|(i, _)| *i).collect();
         for url in urls_of(&first.record, &indices)? {
             let _ = writeln!(out, "{url}");
@@ -308,12 +322,27 @@ fn command(run: &Run, mode: &str) -> String {
     if let Some(shard) = &r.shard {
         words.extend(["--shard".to_owned(), shard.clone()]);
     }
-    words.extend([
-        "--out".to_owned(),
-        quote(&run.dir.display().to_string()),
-        mode.to_owned(),
-    ]);
+    words.extend(["--out".to_owned(), quote(&run.dir.display().to_string())]);
+    if !mode.is_empty() {
+        words.push(mode.to_owned());
+    }
     words.join(" ")
+}
+
+/// The directory for shard `index` beside `dir` of shard `of`: `out/shard-1` gives
+/// `out/shard-3`; any other name gets `-shard-3` appended.
+fn sibling_dir(dir: &Path, of: u64, index: u64) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let of = of.to_string();
+    let stem = name.strip_suffix(of.as_str()).filter(|s| !s.is_empty());
+    let sibling = match stem {
+        Some(stem) => format!("{stem}{index}"),
+        None => format!("{name}-shard-{index}"),
+    };
+    dir.with_file_name(sibling)
 }
 
 /// Single-quotes `s` for a POSIX shell.
@@ -357,6 +386,18 @@ fn urls_of(record: &RunRecord, indices: &[u64]) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_shards_get_a_directory_beside_the_others() {
+        assert_eq!(
+            sibling_dir(Path::new("out/shard-1"), 1, 3),
+            Path::new("out/shard-3")
+        );
+        assert_eq!(
+            sibling_dir(Path::new("/x/run"), 0, 2),
+            Path::new("/x/run-shard-2")
+        );
+    }
 
     #[test]
     fn quoting_survives_single_quotes() {

@@ -117,6 +117,23 @@ pub fn app(options: Options) -> Router {
     router
 }
 
+/// Connections waiting to be accepted at most (the kernel caps it at `somaxconn`).
+/// tokio's default of 1024 drops SYNs when ten thousand clients connect at once, and
+/// each dropped SYN costs its client a one-second retransmission.
+const BACKLOG: u32 = 65_535;
+
+/// Listens on `addr` with a deep accept backlog. Call within a tokio runtime.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,

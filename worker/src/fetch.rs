@@ -187,6 +187,8 @@ impl Fetcher {
                 break (failure.status, Err(error));
             }
             tokio::time::sleep(wait).await;
+            // Retries keep to the rate too.
+            self.pace().await;
         };
         let mut bytes = 0;
         let outcome = match fetched {
@@ -220,10 +222,15 @@ impl Fetcher {
 
     /// One request: the status and the whole body, read chunk by chunk so that a body
     /// over `max_body` is never buffered whole.
-    async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
+    /// Waits for the next send time under `--rate` (at once without one). The session
+    /// waits here before it starts a job, so that a stop cuts the wait short.
+    pub async fn pace(&self) {
         if let Some(pacer) = &self.pacer {
             pacer.wait().await;
         }
+    }
+
+    async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut response = self
             .client

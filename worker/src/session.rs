@@ -149,6 +149,10 @@ async fn run_jobs(
                 },
                 _ = stopped(&mut stop) => return Ok(()),
             };
+            tokio::select! {
+                () = fetcher.pace() => {}
+                _ = stopped(&mut stop) => return Ok(()),
+            }
             let fetcher = Arc::clone(fetcher);
             let reports = reports.clone();
             let fault = fault.clone();

@@ -156,7 +156,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         own_cpu,
         own_rss,
     );
-    let measured = results.measured();
+    let measured = results.measured(plan.rate.is_some());
     let breached: Vec<String> = plan
         .thresholds
         .iter()

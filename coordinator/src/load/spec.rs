@@ -138,6 +138,9 @@ impl LoadPlan {
 
 /// `host:port`, the paths, and a description.
 fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
+    if args.url.is_none() && args.range.is_some() {
+        return Err(UsageError::new("--range", "goes with --url TEMPLATE"));
+    }
     if let Some(template) = &args.url {
         let range = args
             .range

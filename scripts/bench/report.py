@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Renders BENCHMARKS.md from the rows scripts/bench.sh measured.
+
+Usage (by bench.sh): report.py RESULTS.jsonl CRITERION.txt --seconds S --reps N
+                     --body-bytes B --static-url URL > BENCHMARKS.md
+Every figure is the median over the repetitions of one run of the suite; ratios
+compare tools measured in that same run.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return "?"
+
+
+def median(rows, key):
+    values = [key(r) for r in rows]
+    return statistics.median(values) if values else float("nan")
+
+
+def cpu_per(r, count_key):
+    return r["cpu_s"] * 1e6 / max(r[count_key], 1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("criterion")
+    ap.add_argument("--seconds", type=int)
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--body-bytes", type=int)
+    ap.add_argument("--static-url")
+    a = ap.parse_args()
+    rows = [json.loads(line) for line in open(a.results)]
+
+    def group(g, name=None):
+        return [r for r in rows if r["group"] == g and (name is None or r["name"] == name)]
+
+    out = []
+    p = out.append
+    p("# Benchmarks\n")
+    p(f"Measured by `scripts/bench.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+      "Every figure is the median of "
+      f"{a.reps} repetitions within one run of the suite; the machine is shared and noisy, so compare "
+      "the ratios between tools measured in the same run, not absolute numbers across runs.\n")
+    p("## Machine\n")
+    model = sh("lscpu | sed -n 's/^Model name: *//p'")
+    mem = sh("free -g | awk '/Mem/ {print $2}'")
+    aiohttp = sh("python3 -c 'import aiohttp; print(aiohttp.__version__)'")
+    tools = [sh("rustc --version"), sh("nginx -v 2>&1"), sh("wrk --version 2>&1 | head -1"), sh("oha --version"),
+             f"Python {platform.python_version()} with aiohttp {aiohttp}", sh("curl --version | head -1")]
+    p(f"- {os.cpu_count()} cores ({model}), {mem} GiB, Linux {platform.release()}")
+    p("- " + "; ".join(tools))
+    p("- Client and server share the same 2 cores, so requests per second mostly show how much CPU "
+      "the client left to the server; CPU time per request (user + system, all processes of the "
+      "client, from `getrusage` of its children) is the figure to compare.\n")
+
+    p("## Load mode (client CPU per request, against nginx)\n")
+    p(f"Target: nginx 1 worker serving a {a.body_bytes}-byte JSON file at `{a.static_url}`; 50 connections, "
+      f"{a.seconds} s per run.\n")
+    p("```")
+    p(f"wrk -t2 -c50 -d{a.seconds}s [-H Connection:close] URL")
+    p(f"oha --no-tui --output-format json -z {a.seconds}s -c 50 [--disable-keepalive] [-q R] URL")
+    p(f"coordinator load -w 2 -c 50 -z {a.seconds}s --json --quiet [--no-keepalive] [--rate R] URL")
+    p("```\n")
+    verdicts = []
+    for g, title in (("keepalive", "keep-alive"), ("close", "a new connection per request")):
+        p(f"### {title}\n")
+        p("| tool | requests/s | client CPU µs/request | vs wrk | peak RSS (all processes) |")
+        p("|---|---:|---:|---:|---:|")
+        wrk = median(group(g, "wrk"), lambda r: cpu_per(r, "requests"))
+        per = {}
+        for name in ("wrk", "oha", "coordinator"):
+            rs = group(g, name)
+            if not rs:
+                continue
+            cpu = median(rs, lambda r: cpu_per(r, "requests"))
+            per[name] = cpu
+            rps = median(rs, lambda r: r["requests"] / r["wall_s"])
+            rss = median(rs, lambda r: r.get("peak_rss_kib_tree") or r["max_rss_kib_single"])
+            p(f"| {name} | {rps:,.0f} | {cpu:.1f} | {cpu / wrk:.2f}x | {rss / 1024:.1f} MiB |")
+        p("")
+        if "coordinator" in per:
+            ok = per["coordinator"] <= 1.2 * per["wrk"] and per["coordinator"] < per.get("oha", float("inf"))
+            verdicts.append(f"Load mode, {title}: CPU/request {per['coordinator']:.1f} µs vs wrk {per['wrk']:.1f} "
+                            f"({per['coordinator'] / per['wrk']:.2f}x, target ≤ 1.2x) and oha {per.get('oha', float('nan')):.1f} "
+                            f"(target: below): **{'met' if ok else 'missed'}**")
+
+    rate_rows = group("rate")
+    if rate_rows:
+        r = rate_rows[0]["rate"]
+        p(f"### --rate path ({r:,} requests/s) against the saturating path\n")
+        p("| tool | requests/s sent | CPU µs/request at the rate | saturating | rate/saturating |")
+        p("|---|---:|---:|---:|---:|")
+        for name in ("oha", "coordinator"):
+            at = median(group("rate", name), lambda x: cpu_per(x, "requests"))
+            sent = median(group("rate", name), lambda x: x["requests"] / x["wall_s"])
+            sat = median(group("keepalive", name), lambda x: cpu_per(x, "requests"))
+            p(f"| {name} | {sent:,.0f} | {at:.1f} | {sat:.1f} | {at / sat:.2f}x |")
+            if name == "coordinator":
+                verdicts.append(f"--rate path: {at / sat:.2f}x the saturating path's CPU/request (target ≤ 1.5x): "
+                                f"**{'met' if at / sat <= 1.5 else 'missed'}**")
+        p("")
+
+    sc = group("scaling")
+    if sc:
+        p("### Scaling with workers (same nginx, keep-alive)\n")
+        p("| workers | requests/s | client CPU µs/request |")
+        p("|---|---:|---:|")
+        for r in sc:
+            p(f"| {r['name'].split()[-1]} | {r['requests'] / r['wall_s']:,.0f} | {cpu_per(r, 'requests'):.1f} |")
+        p("\nOn 2 cores shared with the server, a second worker mostly takes CPU from nginx; "
+          "the figure to watch is that CPU per request does not grow with workers.\n")
+
+    p("## Scrape mode (10,000 pages of the tickers API to files)\n")
+    p("Target: `coordinator serve` (no delay). Each tool writes every page to its own file.\n")
+    p("```")
+    p("coordinator --workers 2 --url 'http://127.0.0.1:PORT/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --json --quiet")
+    p("python3 scripts/bench/peer_asyncio.py --url-template ... --range 0..100000 --batch 10 --concurrency 256 --out DIR")
+    p("curl -s --parallel --parallel-max 256 -K urls.cfg   # url/output pairs")
+    p("```\n")
+    p("| tool | pages/s | CPU µs/page | pages/s vs Python | CPU/page vs Python |")
+    p("|---|---:|---:|---:|---:|")
+    py_rate = median(group("scrape", "python asyncio+aiohttp"), lambda r: r["pages"] / r["wall_s"])
+    py_cpu = median(group("scrape", "python asyncio+aiohttp"), lambda r: cpu_per(r, "pages"))
+    for name in ("coordinator", "python asyncio+aiohttp", "curl --parallel"):
+        rs = group("scrape", name)
+        if not rs:
+            continue
+        rate = median(rs, lambda r: r["pages"] / r["wall_s"])
+        cpu = median(rs, lambda r: cpu_per(r, "pages"))
+        p(f"| {name} | {rate:,.0f} | {cpu:.1f} | {rate / py_rate:.1f}x | {cpu / py_cpu:.2f}x |")
+        if name == "coordinator":
+            ok = rate >= 10 * py_rate and cpu <= py_cpu / 10
+            verdicts.append(f"Scrape mode: {rate / py_rate:.1f}x the Python peer's pages/s (target ≥ 10x) at "
+                            f"{cpu / py_cpu:.2f}x its CPU/page (target ≤ 0.1x): **{'met' if ok else 'missed'}**")
+    p("")
+
+    for r in group("scrape_rate"):
+        p("### --rate in scrape mode\n")
+        p("`coordinator --workers 2 --url ... --range 0..1000000 --batch 10 --rate 200 --deadline 10s --grace 0.5s --out DIR`\n")
+        p(f"{r['requests']:,} requests recorded in the 10 s (expected 2,000); busiest one-second window "
+          f"{r['max_window']}, quietest {r['min_window']} (windows counted from the manifest's `at_ms`).\n")
+        ok = abs(r["requests"] - 2000) <= 40 and r["max_window"] <= 220
+        verdicts.append(f"Scrape --rate 200 for 10 s: {r['requests']:,} requests (target 2,000 ± 2%), busiest second "
+                        f"{r['max_window']} (target ≤ 220): **{'met' if ok else 'missed'}**")
+
+    p("## The seed's experiment: requests in flight, each answered after 2-4 s\n")
+    p("Target: `coordinator serve --delay 2000..4000` (the article's 2-4 s jobs, over real HTTP).\n")
+    p("```")
+    p("coordinator --workers 2 --concurrency 5000 --url 'http://127.0.0.1:PORT/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --timeout 60s")
+    p("python3 scripts/bench/inflight.py --url '...start={start}&limit=10' --count 10000")
+    p("```\n")
+    p("| tool | requests | ok | wall s | peak RSS, all processes | RSS vs Python |")
+    p("|---|---:|---:|---:|---:|---:|")
+    py_rss = median(group("inflight10k", "python asyncio+aiohttp"), lambda r: r["peak_rss_kib_tree"])
+    for name in ("coordinator", "python asyncio+aiohttp"):
+        rs = group("inflight10k", name)
+        if not rs:
+            continue
+        wall = median(rs, lambda r: r["wall_s"])
+        rss = median(rs, lambda r: r["peak_rss_kib_tree"])
+        okc = median(rs, lambda r: r["pages"])
+        p(f"| {name} | 10,000 | {okc:,.0f} | {wall:.2f} | {rss / 1024:.1f} MiB | {rss / py_rss:.2f}x |")
+        if name == "coordinator":
+            verdicts.append(f"10,000 in flight: {wall:.2f} s wall (target < 4.2 s): **{'met' if wall < 4.2 and okc == 10000 else 'missed'}**")
+            verdicts.append(f"Memory per 10,000 in flight: {rss / py_rss:.2f}x the Python peer's (target ≤ 0.2x): "
+                            f"**{'met' if rss <= 0.2 * py_rss else 'missed'}**")
+    for r in group("inflight100k"):
+        p(f"| coordinator, 4 servers | 100,000 | {r['pages']:,} | {r['wall_s']:.2f} | {r['peak_rss_kib_tree'] / 1024:.1f} MiB | |")
+        verdicts.append(f"100,000 in flight: {r['wall_s']:.2f} s wall, {r['pages']:,} ok (target < 5 s): "
+                        f"**{'met' if r['wall_s'] < 5 and r['pages'] == 100000 else 'missed'}**")
+    p("\nOne source address reaches one server port through about 28K ephemeral ports, so the "
+      "100,000-request run spreads its URLs over four servers on four ports; the file-descriptor "
+      "limit is raised to the hard limit (`ulimit -n $(ulimit -Hn)`).\n")
+
+    p("## Targets\n")
+    for v in verdicts:
+        p(f"- {v}")
+    p("")
+
+    p("## Micro-benchmarks (criterion)\n")
+    p("`cargo bench -p shared --bench ipc -- --warm-up-time 1 --measurement-time 3`\n")
+    p("```")
+    text = open(a.criterion).read().strip()
+    p(text if text else "(not run)")
+    p("```")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
