@@ -96,21 +96,27 @@ wrk_requests() { python3 -c 'import re,sys; print(re.search(r"(\d+) requests in"
 oha_requests() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(d["statusCodeDistribution"].values()))' "$1"; }
 ours_requests() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["responses"])' "$1"; }
 
-load_round() { # group wrk_extra oha_extra ours_extra
+load_round() { # group: keepalive or close
     local group=$1 o=$work/out
+    local wrk_extra=() oha_extra=() ours_extra=()
+    if [ "$group" = close ]; then
+        wrk_extra=(-H "Connection: close")
+        oha_extra=(--disable-keepalive)
+        ours_extra=(--no-keepalive)
+    fi
     for rep in $(seq "$reps"); do
-        u=$(measure "$o" wrk -t2 -c50 -d"${secs}s" $2 "$static")
+        u=$(measure "$o" wrk -t2 -c50 -d"${secs}s" "${wrk_extra[@]}" "$static")
         record "$group" wrk "$u" "{\"requests\": $(wrk_requests "$o"), \"rep\": $rep}"
-        u=$(measure "$o" oha --no-tui --output-format json -z "${secs}s" -c 50 $3 "$static")
+        u=$(measure "$o" oha --no-tui --output-format json -z "${secs}s" -c 50 "${oha_extra[@]}" "$static")
         record "$group" oha "$u" "{\"requests\": $(oha_requests "$o"), \"rep\": $rep}"
-        u=$(measure "$o" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet $4 "$static")
+        u=$(measure "$o" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet "${ours_extra[@]}" "$static")
         record "$group" coordinator "$u" "{\"requests\": $(ours_requests "$o"), \"rep\": $rep}"
     done
 }
 note "load mode, keep-alive"
-load_round keepalive "" "" ""
+load_round keepalive
 note "load mode, a new connection per request"
-load_round close "-H Connection:close" "--disable-keepalive" "--no-keepalive"
+load_round close
 
 # The --rate path against the saturating path, each tool against itself.
 ours_rps=$(python3 - "$results" <<'PY'

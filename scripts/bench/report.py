@@ -69,7 +69,7 @@ def main():
     p(f"Target: nginx 1 worker serving a {a.body_bytes}-byte JSON file at `{a.static_url}`; 50 connections, "
       f"{a.seconds} s per run.\n")
     p("```")
-    p(f"wrk -t2 -c50 -d{a.seconds}s [-H Connection:close] URL")
+    p(f"wrk -t2 -c50 -d{a.seconds}s [-H 'Connection: close'] URL")
     p(f"oha --no-tui --output-format json -z {a.seconds}s -c 50 [--disable-keepalive] [-q R] URL")
     p(f"coordinator load -w 2 -c 50 -z {a.seconds}s --json --quiet [--no-keepalive] [--rate R] URL")
     p("```\n")
