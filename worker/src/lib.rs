@@ -14,9 +14,11 @@ mod load;
 mod process;
 mod session;
 mod store;
+mod usage;
 
 pub use fault::FAULT_VAR;
 pub use fetch::{ConfigError, Fetcher};
 pub use process::run_process;
 pub use session::{WorkerError, serve};
 pub use store::{TEMP_SUFFIX, is_temp_file, temp_path, write_atomic};
+pub use usage::own_usage;

@@ -8,7 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{UsageWho, getrusage};
 use shared::load::{LoadReport, LoadSpec, LoadStats, Targets};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerStats};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -64,15 +63,11 @@ pub async fn run(
     // The aborted ticker still holds a report sender until its LocalSet goes.
     drop(local);
 
-    let usage = getrusage(UsageWho::RUSAGE_SELF).ok();
-    let cpu_us = usage.map_or(0, |u| {
-        let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-        us(u.user_time()) + us(u.system_time())
-    });
+    let (cpu_us, max_rss_kib) = crate::usage::own_usage();
     let report = LoadReport {
         stats: total,
         cpu_us,
-        max_rss_kib: usage.map_or(0, |u| u.max_rss().max(0) as u64),
+        max_rss_kib,
         wall_us: wall.as_micros() as u64,
     };
     let requests = report.stats.finished();

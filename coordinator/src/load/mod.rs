@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use crossbeam_channel::{RecvTimeoutError, bounded};
-use nix::sys::resource::{UsageWho, getrusage};
 use shared::load::{LoadReport, LoadStats};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, Task, ToWorker};
 
@@ -141,12 +140,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         out.flush().context("writing the timeline")?;
     }
 
-    let own = getrusage(UsageWho::RUSAGE_SELF).ok();
-    let own_cpu = own.map_or(0, |u| {
-        let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-        us(u.user_time()) + us(u.system_time())
-    });
-    let own_rss = own.map_or(0, |u| u.max_rss().max(0) as u64);
+    let (own_cpu, own_rss) = worker::own_usage();
     let results = Results::new(
         reports
             .into_iter()
