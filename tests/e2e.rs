@@ -374,7 +374,15 @@ fn compressed_responses_are_stored_decoded() {
     let url = server.tickers_template();
     let result = run(
         &[
-            "--url", &url, "--range", "0..500", "--batch", "50", "--out", "out",
+            "--url",
+            &url,
+            "--range",
+            "0..500",
+            "--batch",
+            "50",
+            "--out",
+            "out",
+            "--compressed",
         ],
         dir.path(),
     );

@@ -118,6 +118,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub max_redirects: u32,
 
+    /// Ask for gzip or brotli bodies and store them decoded. Without it, plain http://
+    /// URLs take a lean HTTP/1.1 client and bodies come as the server sends them.
+    #[arg(long)]
+    pub compressed: bool,
+
     /// Connection set-up timeout.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub connect_timeout: String,

@@ -247,6 +247,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
         retry,
         max_redirects: args.max_redirects,
         rate: None,
+        compressed: args.compressed,
     };
     // Building one client here catches headers HTTP does not allow.
     worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub max_redirects: u32,
     /// Requests per second this worker sends at most (its share of `--rate`).
     pub rate: Option<f64>,
+    /// Ask for gzip/brotli bodies and decode them (always through the full client);
+    /// otherwise plain `http://` URLs take the lean client.
+    pub compressed: bool,
 }
 
 /// Statuses retried unless told otherwise: timeouts, throttling and the 5xx family

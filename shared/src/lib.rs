@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod frame;
+pub mod http_url;
 pub mod load;
 pub mod plan;
 pub mod protocol;

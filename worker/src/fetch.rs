@@ -14,6 +14,7 @@ use shared::protocol::{Job, JobReport, Outcome};
 use shared::template::Template;
 use thiserror::Error;
 
+use crate::plain::{PlainClient, PlainError};
 use crate::store;
 
 /// A configuration that cannot be turned into an HTTP client.
@@ -53,6 +54,9 @@ pub struct Fetcher {
     max_body: u64,
     retry: RetryPolicy,
     pacer: Option<Pacer>,
+    /// The lean client for plain `http://` URLs, unless compressed bodies are asked for.
+    plain: Option<PlainClient>,
+    timeout: Duration,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
 }
@@ -94,6 +98,30 @@ struct Failure {
 }
 
 impl Failure {
+    fn retryable(error: String) -> Failure {
+        Failure {
+            error,
+            retryable: true,
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    /// Connect errors, resets and cut-off bodies pass; a body over the limit and a
+    /// redirect that cannot be followed do not.
+    fn plain(e: PlainError, max_body: u64) -> Failure {
+        match e {
+            PlainError::Connect(m) | PlainError::Reset(m) | PlainError::Read(m) => {
+                Failure::retryable(m)
+            }
+            PlainError::TooLarge(n) => Failure::fatal(
+                format!("body of {n} bytes or more is over --max-body {max_body}"),
+                None,
+            ),
+            PlainError::Redirect(m) | PlainError::NeedsFullClient(m) => Failure::fatal(m, None),
+        }
+    }
+
     fn fatal(error: String, status: Option<u16>) -> Failure {
         Failure {
             error,
@@ -150,6 +178,8 @@ impl Fetcher {
             max_body: config.max_body,
             retry: config.retry.clone(),
             pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
+            plain: (!config.compressed).then(|| PlainClient::new(config)),
+            timeout: Duration::from_millis(config.timeout_ms),
             requests: AtomicU64::new(0),
         })
     }
@@ -232,6 +262,46 @@ impl Fetcher {
 
     async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let plain = self.plain.as_ref().filter(|_| {
+            url.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        });
+        let Some(plain) = plain else {
+            return self.attempt_full(url).await;
+        };
+        let fetched = match tokio::time::timeout(self.timeout, plain.get(url, self.max_body)).await
+        {
+            Ok(Ok(fetched)) => fetched,
+            Ok(Err(PlainError::NeedsFullClient(next))) => return self.attempt_full(&next).await,
+            Ok(Err(e)) => return Err(Failure::plain(e, self.max_body)),
+            Err(_) => {
+                return Err(Failure::retryable(format!(
+                    "no whole response within --timeout {:?}",
+                    self.timeout
+                )));
+            }
+        };
+        let code = fetched.status;
+        if !(200..300).contains(&code) {
+            return Err(self.status_failure(code, fetched.retry_after.as_deref()));
+        }
+        Ok((code, Bytes::from(fetched.body)))
+    }
+
+    /// A failure for a response with a status other than 2xx.
+    fn status_failure(&self, code: u16, retry_after_header: Option<&str>) -> Failure {
+        let status = reqwest::StatusCode::from_u16(code)
+            .map_or_else(|_| code.to_string(), |s| s.to_string());
+        Failure {
+            error: format!("HTTP {status}"),
+            retryable: self.retry.retries_status(code),
+            status: Some(code),
+            retry_after: retry_after_header.and_then(|v| retry_after(v, SystemTime::now())),
+        }
+    }
+
+    /// One request through reqwest: TLS, decompression, its own redirect handling.
+    async fn attempt_full(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         let mut response = self
             .client
             .get(url)
@@ -241,16 +311,11 @@ impl Fetcher {
         let status = response.status();
         let code = status.as_u16();
         if !status.is_success() {
-            return Err(Failure {
-                error: format!("HTTP {status}"),
-                retryable: self.retry.retries_status(code),
-                status: Some(code),
-                retry_after: response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry_after(v, SystemTime::now())),
-            });
+            let header = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok());
+            return Err(self.status_failure(code, header));
         }
         let too_big = |len: u64| {
             Failure::fatal(

@@ -1,21 +1,21 @@
-//! A lean HTTP/1.1 client exchange for load tests, in the manner of wrk: the request is
-//! bytes prepared ahead, the response head is parsed in place with `httparse`, and the
-//! body is counted, not kept (Content-Length, chunked, or up to the close). One read
-//! buffer per connection is reused for every response.
+//! A lean HTTP/1.1 client exchange, in the manner of wrk: the request is bytes prepared
+//! ahead, the response head is parsed in place with `httparse`, and the body
+//! (Content-Length, chunked, or up to the close) is counted, or kept up to a limit.
+//! Load tests count; scrapes of `http://` URLs keep.
 
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes read from the socket at a time, at least.
-const READ_SIZE: usize = 16 * 1024;
+const READ_SIZE: usize = 8 * 1024;
 /// Response heads with more headers than this are refused.
 const MAX_HEADERS: usize = 64;
 /// Response heads longer than this are refused.
 const MAX_HEAD: usize = 64 * 1024;
 
 /// A whole response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// HTTP status.
     pub status: u16,
@@ -25,11 +25,19 @@ pub struct Response {
     pub keep_alive: bool,
     /// When the first byte of the response arrived.
     pub first_byte: Instant,
+    /// The `Location` header of a redirect (3xx).
+    pub location: Option<String>,
+    /// The `Retry-After` header of a 429 or 503.
+    pub retry_after: Option<String>,
+    /// Whether the body came with a `Content-Encoding` other than identity.
+    pub encoded: bool,
 }
 
 /// How reading a response failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadError {
+    /// The body is longer than the limit it was to be kept under.
+    TooLarge(u64),
     /// The connection ended (or failed) before any byte of a response.
     Closed,
     /// The connection ended (or failed) inside the response.
@@ -44,15 +52,24 @@ enum Framing {
     UntilClose,
 }
 
+/// Where body bytes go: counted only, or also kept under a limit.
+pub enum Keep<'a> {
+    /// Count them.
+    Count,
+    /// Append them to this vector, failing past `max` bytes.
+    Into(&'a mut Vec<u8>, u64),
+}
+
 /// Reads one response from `io`, using `buf` (emptied first) as the read buffer.
 pub async fn read_response(
     io: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
+    keep: Keep<'_>,
 ) -> Result<Response, ReadError> {
     buf.clear();
     let mut first_byte = None;
     // The head.
-    let (status, keep_alive, framing, head_len) = loop {
+    let (head, framing, head_len) = loop {
         if fill(io, buf).await? == 0 {
             return Err(if buf.is_empty() {
                 ReadError::Closed
@@ -65,48 +82,48 @@ pub async fn read_response(
         let mut head = httparse::Response::new(&mut headers);
         match head.parse(buf) {
             Ok(httparse::Status::Complete(len)) => {
-                let parsed = interpret(&head).ok_or(ReadError::Malformed)?;
-                break (parsed.0, parsed.1, parsed.2, len);
+                let (parsed, framing) = interpret(&head).ok_or(ReadError::Malformed)?;
+                break (parsed, framing, len);
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
             _ => return Err(ReadError::Malformed),
         }
     };
-    let first_byte = first_byte.unwrap_or_else(Instant::now);
+    let mut head = head;
+    head.first_byte = first_byte.unwrap_or_else(Instant::now);
+    if let (Keep::Into(_, max), Framing::Length(len)) = (&keep, &framing)
+        && len > max
+    {
+        return Err(ReadError::TooLarge(*len));
+    }
     let mut body = Body {
         buf,
         pos: head_len,
         count: 0,
+        keep,
     };
-    let keep_alive = match framing {
-        Framing::Length(len) => {
-            body.exactly(io, len).await?;
-            keep_alive
-        }
-        Framing::Chunked => {
-            body.chunked(io).await?;
-            keep_alive
-        }
-        Framing::UntilClose => {
-            body.count += (body.buf.len() - body.pos) as u64;
+    if let (Keep::Into(out, _), Framing::Length(len)) = (&mut body.keep, &framing) {
+        out.reserve(*len as usize);
+    }
+    match framing {
+        Framing::Length(len) => body.exactly(io, len).await?,
+        Framing::Chunked => body.chunked(io).await?,
+        Framing::UntilClose => loop {
+            let all = body.available() as u64;
+            body.take(all)?;
             body.buf.clear();
-            while fill(io, body.buf).await? > 0 {
-                body.count += body.buf.len() as u64;
-                body.buf.clear();
+            body.pos = 0;
+            if fill(io, body.buf).await? == 0 {
+                break;
             }
-            false
-        }
-    };
-    Ok(Response {
-        status,
-        body: body.count,
-        keep_alive,
-        first_byte,
-    })
+        },
+    }
+    head.body = body.count;
+    Ok(head)
 }
 
-/// Status, keep-alive and framing of a parsed head.
-fn interpret(head: &httparse::Response<'_, '_>) -> Option<(u16, bool, Framing)> {
+/// What the head says, and how the body is framed.
+fn interpret(head: &httparse::Response<'_, '_>) -> Option<(Response, Framing)> {
     let status = head.code?;
     let mut keep_alive = head.version? == 1;
     let mut framing = if status == 204 || status == 304 || (100..200).contains(&status) {
@@ -114,19 +131,22 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Option<(u16, bool, Framing)> 
     } else {
         Framing::UntilClose
     };
+    let (mut location, mut retry_after, mut encoded) = (None, None, false);
+    let text = |v: &[u8]| std::str::from_utf8(v).ok().map(|t| t.trim().to_owned());
     for h in head.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
             if !matches!(framing, Framing::Chunked) {
                 framing = Framing::Length(std::str::from_utf8(h.value).ok()?.trim().parse().ok()?);
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if h.value
                 .windows(7)
                 .any(|w| w.eq_ignore_ascii_case(b"chunked"))
             {
                 framing = Framing::Chunked;
             }
-        } else if h.name.eq_ignore_ascii_case("connection") {
+        } else if name.eq_ignore_ascii_case("connection") {
             if h.value.windows(5).any(|w| w.eq_ignore_ascii_case(b"close")) {
                 keep_alive = false;
             } else if h
@@ -136,12 +156,27 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Option<(u16, bool, Framing)> 
             {
                 keep_alive = true;
             }
+        } else if name.eq_ignore_ascii_case("location") && (300..400).contains(&status) {
+            location = text(h.value);
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = text(h.value);
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            encoded |= !h.value.eq_ignore_ascii_case(b"identity");
         }
     }
     if matches!(framing, Framing::UntilClose) {
         keep_alive = false;
     }
-    Some((status, keep_alive, framing))
+    let response = Response {
+        status,
+        body: 0,
+        keep_alive,
+        first_byte: Instant::now(),
+        location,
+        retry_after,
+        encoded,
+    };
+    Some((response, framing))
 }
 
 /// Appends what the socket has to `buf`; 0 at the end of the stream.
@@ -150,16 +185,31 @@ async fn fill(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Result<us
     io.read_buf(buf).await.map_err(|_| ReadError::Incomplete)
 }
 
-/// The body being counted: `buf[pos..]` is read and not yet consumed.
-struct Body<'a> {
+/// The body being read: `buf[pos..]` is read and not yet consumed.
+struct Body<'a, 'k> {
     buf: &'a mut Vec<u8>,
     pos: usize,
     count: u64,
+    keep: Keep<'k>,
 }
 
-impl Body<'_> {
+impl Body<'_, '_> {
     fn available(&self) -> usize {
         self.buf.len() - self.pos
+    }
+
+    /// Consumes `n` available bytes of body: counted, and kept if asked.
+    fn take(&mut self, n: u64) -> Result<(), ReadError> {
+        let bytes = &self.buf[self.pos..self.pos + n as usize];
+        if let Keep::Into(out, max) = &mut self.keep {
+            if out.len() as u64 + n > *max {
+                return Err(ReadError::TooLarge(out.len() as u64 + n));
+            }
+            out.extend_from_slice(bytes);
+        }
+        self.pos += n as usize;
+        self.count += n;
+        Ok(())
     }
 
     /// Drops what was consumed and reads more; the end of the stream is an error here.
@@ -180,8 +230,7 @@ impl Body<'_> {
     ) -> Result<(), ReadError> {
         loop {
             let take = (self.available() as u64).min(len);
-            self.pos += take as usize;
-            self.count += take;
+            self.take(take)?;
             len -= take;
             if len == 0 {
                 return Ok(());
@@ -267,7 +316,7 @@ mod tests {
         // A reader that hands out 3 bytes at a time, to exercise every partial path.
         let mut io = tokio_test_reader(wire);
         let mut buf = Vec::new();
-        let first = read_response(&mut io, &mut buf).await;
+        let first = read_response(&mut io, &mut buf, Keep::Count).await;
         (first, buf.len())
     }
 
@@ -357,6 +406,33 @@ mod tests {
             .0,
             Err(ReadError::Malformed)
         );
+    }
+
+    #[test]
+    fn kept_bodies_are_whole_and_bounded() {
+        let wire: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let mut body = Vec::new();
+        let r = run(async {
+            let mut io = tokio_test_reader(wire);
+            read_response(&mut io, &mut Vec::new(), Keep::Into(&mut body, 100)).await
+        });
+        assert_eq!(r.unwrap().body, 11);
+        assert_eq!(body, b"hello world");
+        let mut small = Vec::new();
+        let r = run(async {
+            let mut io =
+                tokio_test_reader(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world");
+            read_response(&mut io, &mut Vec::new(), Keep::Into(&mut small, 10)).await
+        });
+        assert_eq!(r, Err(ReadError::TooLarge(11)));
+        let r = run(async {
+            let mut io = tokio_test_reader(
+                b"HTTP/1.1 302 Found\r\nLocation: /next?a=1\r\nContent-Length: 0\r\n\r\n",
+            );
+            read_response(&mut io, &mut Vec::new(), Keep::Count).await
+        })
+        .unwrap();
+        assert_eq!((r.status, r.location.as_deref()), (302, Some("/next?a=1")));
     }
 
     #[test]

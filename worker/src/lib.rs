@@ -11,6 +11,7 @@ mod http1;
 mod ipc;
 mod lag;
 mod load;
+mod plain;
 mod process;
 mod session;
 mod store;

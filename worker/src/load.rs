@@ -325,11 +325,11 @@ async fn exchange(
         .write_all(request)
         .await
         .map_err(|_| Failure::Reset)?;
-    let response = http1::read_response(&mut conn.stream, &mut conn.buf)
+    let response = http1::read_response(&mut conn.stream, &mut conn.buf, http1::Keep::Count)
         .await
         .map_err(|e| match e {
             ReadError::Closed => Failure::Reset,
-            ReadError::Incomplete | ReadError::Malformed => Failure::Read,
+            ReadError::Incomplete | ReadError::Malformed | ReadError::TooLarge(_) => Failure::Read,
         })?;
     Ok(Answer {
         status: response.status,

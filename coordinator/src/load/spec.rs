@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shared::http_url::split_http_url;
 use shared::load::{LoadSpec, Targets};
 use shared::plan::{BatchPlan, Span};
 use shared::template::Template;
@@ -192,59 +193,4 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
         )
     };
     Ok((authority.unwrap_or_default(), Targets::Paths(paths), text))
-}
-
-/// `http://host[:port]/path?query` as (`host:port`, `/path?query`).
-pub fn split_http_url(url: &str) -> Result<(String, String), String> {
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            return Err(
-                "load mode speaks plain HTTP/1.1: https:// targets are not supported".to_owned(),
-            );
-        }
-        Some((scheme, _)) => return Err(format!("unsupported scheme `{scheme}`: use http")),
-        None => return Err(format!("`{url}` is not an absolute http:// URL")),
-    };
-    let (host, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/".to_owned()),
-    };
-    if host.is_empty() || host.contains('@') {
-        return Err(format!("`{url}` has no plain host"));
-    }
-    let authority = if host
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(']'))
-    {
-        host.to_owned()
-    } else {
-        format!("{host}:80")
-    };
-    Ok((authority, path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_urls_split_into_authority_and_path() {
-        assert_eq!(
-            split_http_url("http://127.0.0.1:8080/a?b=1").unwrap(),
-            ("127.0.0.1:8080".into(), "/a?b=1".into())
-        );
-        assert_eq!(
-            split_http_url("http://localhost").unwrap(),
-            ("localhost:80".into(), "/".into())
-        );
-        assert_eq!(
-            split_http_url("http://h?x=1").unwrap(),
-            ("h:80".into(), "/?x=1".into())
-        );
-        assert!(split_http_url("https://h/").unwrap_err().contains("https"));
-        assert!(split_http_url("ftp://h/").is_err());
-        assert!(split_http_url("h/x").is_err());
-    }
 }

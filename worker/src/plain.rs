@@ -1,0 +1,255 @@
+//! Scrape fetches of plain `http://` URLs on the lean HTTP/1.1 client of
+//! [`crate::http1`]: a keep-alive pool per worker, no read buffer while a response is
+//! awaited (ten thousand requests in flight cost their sockets, not 16 KiB each), and
+//! redirects followed by hand. `https://` URLs, and runs that ask for compressed bodies,
+//! go through reqwest instead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shared::config::WorkerConfig;
+use shared::http_url::split_http_url;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::http1::{self, Keep, ReadError};
+
+/// A response kept whole.
+pub struct Fetched {
+    /// HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Its `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+}
+
+/// How a plain fetch failed.
+#[derive(Debug)]
+pub enum PlainError {
+    /// No connection could be made.
+    Connect(String),
+    /// The connection failed before a whole response head came.
+    Reset(String),
+    /// The response was cut off or garbled.
+    Read(String),
+    /// The body is over the limit.
+    TooLarge(u64),
+    /// A redirect that cannot be followed (too many, or a bad `Location`).
+    Redirect(String),
+    /// The URL (first or after a redirect) needs the full client: TLS or a
+    /// compressed body.
+    NeedsFullClient(String),
+}
+
+/// The client of one worker.
+pub struct PlainClient {
+    /// Idle keep-alive connections by `host:port`.
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// Header lines sent with every request (`User-Agent`, `--header`s).
+    extra: Vec<u8>,
+    connect_timeout: Duration,
+    max_redirects: u32,
+    max_idle: usize,
+}
+
+impl PlainClient {
+    /// A client for `config` (whose headers were checked by the coordinator).
+    pub fn new(config: &WorkerConfig) -> PlainClient {
+        let mut extra = Vec::new();
+        let mut line = |name: &str, value: &str| {
+            extra.extend_from_slice(name.as_bytes());
+            extra.extend_from_slice(b": ");
+            extra.extend_from_slice(value.as_bytes());
+            extra.extend_from_slice(b"\r\n");
+        };
+        line("User-Agent", &config.user_agent);
+        for (name, value) in &config.headers {
+            line(name, value);
+        }
+        PlainClient {
+            idle: Mutex::new(HashMap::new()),
+            extra,
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            max_redirects: config.max_redirects,
+            max_idle: config.concurrency as usize,
+        }
+    }
+
+    /// GETs `url` (an `http://` URL), following redirects.
+    pub async fn get(&self, url: &str, max_body: u64) -> Result<Fetched, PlainError> {
+        let mut url = url.to_owned();
+        let mut hops = 0;
+        loop {
+            let (authority, path) =
+                split_http_url(&url).map_err(|_| PlainError::NeedsFullClient(url.clone()))?;
+            let (fetched, location) = self.exchange(&authority, &path, max_body).await?;
+            let Some(location) = location else {
+                return Ok(fetched);
+            };
+            if hops == self.max_redirects {
+                return Err(PlainError::Redirect(format!(
+                    "more than {} redirects (--max-redirects)",
+                    self.max_redirects
+                )));
+            }
+            hops += 1;
+            url = resolve(&authority, &path, &location)?;
+        }
+    }
+
+    /// One request and response; a pooled connection that turns out to be closed is
+    /// replaced by a fresh one once.
+    async fn exchange(
+        &self,
+        authority: &str,
+        path: &str,
+        max_body: u64,
+    ) -> Result<(Fetched, Option<String>), PlainError> {
+        if let Some(mut stream) = self.take_idle(authority) {
+            match self.once(&mut stream, authority, path, max_body).await {
+                Err(PlainError::Reset(_)) => {}
+                result => return self.settle(authority, stream, result),
+            }
+        }
+        let mut stream = self.connect(authority).await?;
+        let result = self.once(&mut stream, authority, path, max_body).await;
+        self.settle(authority, stream, result)
+    }
+
+    fn settle(
+        &self,
+        authority: &str,
+        stream: TcpStream,
+        result: Result<(Fetched, Option<String>, bool), PlainError>,
+    ) -> Result<(Fetched, Option<String>), PlainError> {
+        let (fetched, location, keep_alive) = result?;
+        if keep_alive {
+            self.put_idle(authority, stream);
+        }
+        Ok((fetched, location))
+    }
+
+    async fn once(
+        &self,
+        stream: &mut TcpStream,
+        authority: &str,
+        path: &str,
+        max_body: u64,
+    ) -> Result<(Fetched, Option<String>, bool), PlainError> {
+        let mut request = Vec::with_capacity(64 + path.len() + authority.len() + self.extra.len());
+        request.extend_from_slice(b"GET ");
+        request.extend_from_slice(path.as_bytes());
+        request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        request.extend_from_slice(authority.as_bytes());
+        request.extend_from_slice(b"\r\n");
+        request.extend_from_slice(&self.extra);
+        request.extend_from_slice(b"\r\n");
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| PlainError::Reset(e.to_string()))?;
+        drop(request);
+        // Nothing is allocated for the response until it starts to arrive.
+        stream
+            .readable()
+            .await
+            .map_err(|e| PlainError::Reset(e.to_string()))?;
+        let mut buf = Vec::new();
+        let mut body = Vec::new();
+        let response = http1::read_response(stream, &mut buf, Keep::Into(&mut body, max_body))
+            .await
+            .map_err(|e| match e {
+                ReadError::Closed => {
+                    PlainError::Reset("connection closed before the response".to_owned())
+                }
+                ReadError::Incomplete => {
+                    PlainError::Read("connection closed inside the response".to_owned())
+                }
+                ReadError::Malformed => PlainError::Read("not an HTTP/1.x response".to_owned()),
+                ReadError::TooLarge(n) => PlainError::TooLarge(n),
+            })?;
+        if response.encoded {
+            return Err(PlainError::NeedsFullClient(format!(
+                "http://{authority}{path}"
+            )));
+        }
+        let location = match response.status {
+            301 | 302 | 303 | 307 | 308 => response.location,
+            _ => None,
+        };
+        let fetched = Fetched {
+            status: response.status,
+            body,
+            retry_after: response.retry_after,
+        };
+        Ok((fetched, location, response.keep_alive))
+    }
+
+    async fn connect(&self, authority: &str) -> Result<TcpStream, PlainError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
+            .map_err(|e| PlainError::Connect(format!("connecting to {authority}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn take_idle(&self, authority: &str) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(authority)?.pop()
+    }
+
+    fn put_idle(&self, authority: &str, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = idle.entry(authority.to_owned()).or_default();
+        if conns.len() < self.max_idle {
+            conns.push(stream);
+        }
+    }
+}
+
+/// The URL a `Location` header points to, from a request to `authority` + `path`.
+fn resolve(authority: &str, path: &str, location: &str) -> Result<String, PlainError> {
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("http://") {
+        Ok(location.to_owned())
+    } else if lower.starts_with("https://") {
+        Err(PlainError::NeedsFullClient(location.to_owned()))
+    } else if let Some(rest) = location.strip_prefix("//") {
+        Ok(format!("http://{rest}"))
+    } else if location.starts_with('/') {
+        Ok(format!("http://{authority}{location}"))
+    } else if location.contains("://") {
+        Err(PlainError::Redirect(format!(
+            "redirect to an unsupported URL `{location}`"
+        )))
+    } else {
+        let dir = path.split('?').next().unwrap_or("/");
+        let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
+        Ok(format!(
+            "http://{authority}{}{location}",
+            if dir.is_empty() { "/" } else { dir }
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_locations_resolve_like_a_browser_would() {
+        let at = |loc: &str| resolve("h:80", "/a/b?x=1", loc);
+        assert_eq!(at("http://o:81/z").unwrap(), "http://o:81/z");
+        assert_eq!(at("/z?q").unwrap(), "http://h:80/z?q");
+        assert_eq!(at("//o/z").unwrap(), "http://o/z");
+        assert_eq!(at("c").unwrap(), "http://h:80/a/c");
+        assert!(matches!(
+            at("https://o/z"),
+            Err(PlainError::NeedsFullClient(_))
+        ));
+        assert!(matches!(at("ftp://o/z"), Err(PlainError::Redirect(_))));
+    }
+}
