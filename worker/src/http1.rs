@@ -283,19 +283,13 @@ impl Body<'_, '_> {
     }
 }
 
-/// Writes the request line and headers of a GET for `path` to `out`.
-pub fn write_request(
-    out: &mut Vec<u8>,
-    path: &str,
-    host: &str,
-    headers: &[(String, String)],
+/// `Name: value` lines for `headers`, to send with every request of a connection
+/// (with `Connection: close` when it is not to be kept).
+pub fn header_lines<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     keep_alive: bool,
-) {
-    out.extend_from_slice(b"GET ");
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\n");
+) -> Vec<u8> {
+    let mut out = Vec::new();
     for (name, value) in headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -305,6 +299,18 @@ pub fn write_request(
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
+    out
+}
+
+/// Writes a GET for `path` on `host` with the prepared `header_lines` to `out`.
+pub fn write_request(out: &mut Vec<u8>, path: &str, host: &str, header_lines: &[u8]) {
+    out.reserve(32 + path.len() + host.len() + header_lines.len());
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(header_lines);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -442,8 +448,7 @@ mod tests {
             &mut out,
             "/a?b=1",
             "h:80",
-            &[("X-K".into(), "v".into())],
-            false,
+            &header_lines([("X-K", "v")], false),
         );
         assert_eq!(
             out,

@@ -103,6 +103,8 @@ struct State {
     spec: LoadSpec,
     /// Whole requests, prepared once, for a list of paths.
     prepared: Vec<Vec<u8>>,
+    /// Header lines of every request, for paths rendered per request.
+    header_lines: Vec<u8>,
     started: Instant,
     deadline: Option<Instant>,
     /// Number of the next request to claim.
@@ -127,18 +129,14 @@ struct Slot {
 
 impl State {
     fn new(spec: LoadSpec, stop: watch::Receiver<bool>) -> State {
+        let headers = spec.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let header_lines = http1::header_lines(headers, spec.keepalive);
         let prepared = match &spec.targets {
             Targets::Paths(paths) => paths
                 .iter()
                 .map(|path| {
                     let mut request = Vec::new();
-                    http1::write_request(
-                        &mut request,
-                        path,
-                        &spec.authority,
-                        &spec.headers,
-                        spec.keepalive,
-                    );
+                    http1::write_request(&mut request, path, &spec.authority, &header_lines);
                     request
                 })
                 .collect(),
@@ -151,6 +149,7 @@ impl State {
                 .map(|ms| started + Duration::from_millis(ms)),
             spec,
             prepared,
+            header_lines,
             started,
             next: Cell::new(0),
             seconds: Cell::new(0),
@@ -187,13 +186,7 @@ impl State {
         }
         scratch.clear();
         let path = self.spec.targets.path(n);
-        http1::write_request(
-            scratch,
-            &path,
-            &self.spec.authority,
-            &self.spec.headers,
-            self.spec.keepalive,
-        );
+        http1::write_request(scratch, &path, &self.spec.authority, &self.header_lines);
         scratch
     }
 

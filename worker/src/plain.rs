@@ -57,17 +57,9 @@ pub struct PlainClient {
 impl PlainClient {
     /// A client for `config` (whose headers were checked by the coordinator).
     pub fn new(config: &WorkerConfig) -> PlainClient {
-        let mut extra = Vec::new();
-        let mut line = |name: &str, value: &str| {
-            extra.extend_from_slice(name.as_bytes());
-            extra.extend_from_slice(b": ");
-            extra.extend_from_slice(value.as_bytes());
-            extra.extend_from_slice(b"\r\n");
-        };
-        line("User-Agent", &config.user_agent);
-        for (name, value) in &config.headers {
-            line(name, value);
-        }
+        let agent = std::iter::once(("User-Agent", config.user_agent.as_str()));
+        let headers = config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let extra = http1::header_lines(agent.chain(headers), true);
         PlainClient {
             idle: Mutex::new(HashMap::new()),
             extra,
@@ -138,14 +130,8 @@ impl PlainClient {
         path: &str,
         max_body: u64,
     ) -> Result<(Fetched, Option<String>, bool), PlainError> {
-        let mut request = Vec::with_capacity(64 + path.len() + authority.len() + self.extra.len());
-        request.extend_from_slice(b"GET ");
-        request.extend_from_slice(path.as_bytes());
-        request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        request.extend_from_slice(authority.as_bytes());
-        request.extend_from_slice(b"\r\n");
-        request.extend_from_slice(&self.extra);
-        request.extend_from_slice(b"\r\n");
+        let mut request = Vec::new();
+        http1::write_request(&mut request, path, authority, &self.extra);
         stream
             .write_all(&request)
             .await
