@@ -246,17 +246,10 @@ fn headers_are_sent_but_never_written_to_the_manifest_or_stderr() {
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
-    let result = run(
-        &[
-            "--url",
-            &url,
-            "--range",
-            "0..30",
-            "--out",
-            "out",
-            "-H",
-            "Authorization: Bearer s3cr3t-token",
-        ],
+    let result = scrape(
+        &url,
+        "0..30",
+        &["-H", "Authorization: Bearer s3cr3t-token"],
         dir.path(),
     );
     assert_eq!(result.status.code(), Some(0));

@@ -197,14 +197,10 @@ fn retries_get_every_batch_through_a_hostile_server() {
     let server = hostile_server();
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
-    let result = run(
+    let result = scrape(
+        &url,
+        "0..2000",
         &[
-            "--url",
-            &url,
-            "--range",
-            "0..2000",
-            "--out",
-            "out",
             "--retries",
             "20",
             "--backoff",
@@ -233,19 +229,7 @@ fn without_retries_failures_are_in_the_manifest_and_retry_failed_fetches_only_th
     let server = hostile_server();
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
-    let first = run(
-        &[
-            "--url",
-            &url,
-            "--range",
-            "0..2000",
-            "--out",
-            "out",
-            "--retries",
-            "0",
-        ],
-        dir.path(),
-    );
+    let first = scrape(&url, "0..2000", &["--retries", "0"], dir.path());
     assert_eq!(
         first.status.code(),
         Some(1),
@@ -268,20 +252,10 @@ fn without_retries_failures_are_in_the_manifest_and_retry_failed_fetches_only_th
         assert!(!out.join(name).exists(), "a failed batch has no file");
     }
 
-    let again = run(
-        &[
-            "--url",
-            &url,
-            "--range",
-            "0..2000",
-            "--out",
-            "out",
-            "--retry-failed",
-            "--retries",
-            "20",
-            "--backoff",
-            "10ms",
-        ],
+    let again = scrape(
+        &url,
+        "0..2000",
+        &["--retry-failed", "--retries", "20", "--backoff", "10ms"],
         dir.path(),
     );
     let stderr = String::from_utf8_lossy(&again.stderr);
@@ -298,14 +272,10 @@ fn retry_after_is_honoured_over_a_shorter_backoff() {
     let server = Server::start(&["--throttle-rate", "0.3", "--retry-after", "1"]);
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
-    let result = run(
+    let result = scrape(
+        &url,
+        "0..400",
         &[
-            "--url",
-            &url,
-            "--range",
-            "0..400",
-            "--out",
-            "out",
             "--retries",
             "30",
             "--backoff",
@@ -341,19 +311,7 @@ fn a_body_over_max_body_fails_its_batch_and_writes_nothing() {
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
-    let result = run(
-        &[
-            "--url",
-            &url,
-            "--range",
-            "0..30",
-            "--out",
-            "out",
-            "--max-body",
-            "1KiB",
-        ],
-        dir.path(),
-    );
+    let result = scrape(&url, "0..30", &["--max-body", "1KiB"], dir.path());
     assert_eq!(result.status.code(), Some(1));
     let lines = manifest(&dir.path().join("out"));
     assert_eq!(lines.len(), 3);

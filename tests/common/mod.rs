@@ -210,3 +210,10 @@ pub fn assert_complete_run(out: &Path, items: u64) {
         );
     }
 }
+
+/// Scrapes `url` (a template) over `range` into `cwd/out` with `extra` flags.
+pub fn scrape(url: &str, range: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut args = vec!["--url", url, "--range", range, "--out", "out"];
+    args.extend_from_slice(extra);
+    run(&args, cwd)
+}
