@@ -102,12 +102,7 @@ fn two_workers_scrape_ten_thousand_items_into_one_thousand_exact_files() {
 fn the_readme_default_command_scrapes_the_builtin_target_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let result = run(&[], dir.path());
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_exit(&result, 0);
     let out = dir.path().join("out");
     assert_eq!(manifest(&out).len(), 100);
     assert_eq!(
@@ -154,12 +149,7 @@ fn a_url_list_from_stdin_is_fetched_one_file_per_line() {
     }
     drop(stdin);
     let result = child.wait_with_output().unwrap();
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_exit(&result, 0);
     let out = dir.path().join("out");
     for i in 0..5u64 {
         let body = fs::read(out.join(format!("page{i}.json"))).unwrap();
@@ -379,12 +369,7 @@ fn compressed_responses_are_stored_decoded() {
         ],
         dir.path(),
     );
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_exit(&result, 0);
     for i in 0..10u64 {
         let body = fs::read(
             dir.path()
@@ -419,12 +404,7 @@ fn redirects_are_followed_up_to_the_limit() {
         ],
         dir.path(),
     );
-    assert_eq!(
-        result.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_exit(&result, 1);
     let mut lines = manifest(&dir.path().join("out"));
     lines.sort_by_key(|l| l["index"].as_u64());
     assert_eq!(lines[0]["status"], 200);
@@ -437,4 +417,122 @@ fn redirects_are_followed_up_to_the_limit() {
         "{}",
         lines[1]
     );
+}
+
+/// The binary under `sh` with the open-file limits set first (`ulimit` needs no
+/// privilege to lower them).
+fn run_with_open_files(
+    soft: u32,
+    hard: u32,
+    args: &[&str],
+    cwd: &std::path::Path,
+) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_coordinator"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn more_connections_than_open_files_allow_is_a_usage_error_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "http://127.0.0.1:9/?s={start}";
+    let cases: [&[&str]; 3] = [
+        &[
+            "--url",
+            t,
+            "--range",
+            "0..100000",
+            "--concurrency",
+            "1000",
+            "--out",
+            "out",
+        ],
+        // The built-in target holds the other end of every connection, in-process.
+        &[
+            "--workers",
+            "2",
+            "--concurrency",
+            "200",
+            "--range",
+            "0..100000",
+            "--out",
+            "out",
+        ],
+        &[
+            "load",
+            "-w",
+            "1",
+            "-c",
+            "1000",
+            "-n",
+            "10",
+            "http://127.0.0.1:9/",
+        ],
+    ];
+    for args in cases {
+        let result = run_with_open_files(300, 300, args, dir.path());
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("limit is 300"), "{args:?}: {stderr}");
+        assert!(!dir.path().join("out").exists(), "{args:?}");
+    }
+    // A short list needs no more connections than it has URLs.
+    let list = dir.path().join("urls.txt");
+    fs::write(&list, "http://127.0.0.1:9/a\n").unwrap();
+    let result = run_with_open_files(
+        300,
+        300,
+        &[
+            "--urls",
+            list.to_str().unwrap(),
+            "--concurrency",
+            "5000",
+            "--retries",
+            "0",
+            "--out",
+            "out",
+        ],
+        dir.path(),
+    );
+    assert_exit(&result, 1);
+}
+
+#[test]
+fn a_low_soft_open_file_limit_is_raised_to_the_hard_one() {
+    // 300 requests held open at once by one worker need more descriptors than the soft
+    // limit of 100 gives; without raising it they would fail with EMFILE.
+    let server = Server::start(&["--delay", "300..300"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let result = run_with_open_files(
+        100,
+        2000,
+        &[
+            "--workers",
+            "1",
+            "--concurrency",
+            "300",
+            "--retries",
+            "0",
+            "--url",
+            &url,
+            "--range",
+            "0..3000",
+            "--out",
+            "out",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert_exit(&result, 0);
+    assert_complete_run(&dir.path().join("out"), 3000);
 }

@@ -230,12 +230,7 @@ fn without_retries_failures_are_in_the_manifest_and_retry_failed_fetches_only_th
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
     let first = scrape(&url, "0..2000", &["--retries", "0"], dir.path());
-    assert_eq!(
-        first.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_exit(&first, 1);
     let out = dir.path().join("out");
     let lines = manifest(&out);
     assert_eq!(lines.len(), 200);
@@ -285,12 +280,7 @@ fn retry_after_is_honoured_over_a_shorter_backoff() {
         ],
         dir.path(),
     );
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_exit(&result, 0);
     let lines = manifest(&dir.path().join("out"));
     let retried: Vec<_> = lines
         .iter()

@@ -29,12 +29,7 @@ fn page(server: &Server) -> String {
 fn a_counted_load_test_sends_exactly_n_requests_over_all_workers() {
     let server = Server::start(&[]);
     let out = load(&[&page(&server), "-w", "2", "-c", "8", "-n", "2000", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r = json(&out);
     assert_eq!(r["requests"], 2000);
     assert_eq!(r["responses"], 2000);
@@ -217,12 +212,7 @@ fn a_fixed_rate_never_sends_more_than_the_schedule_and_writes_a_timeline() {
         "--timeline",
         timeline.to_str().unwrap(),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r = json(&out);
     let sent = r["requests"].as_u64().unwrap();
     assert!((1..=400).contains(&sent), "{sent} requests in 2 s at 200/s");

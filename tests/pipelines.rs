@@ -24,12 +24,7 @@ fn out_dash_streams_one_json_line_per_batch_with_the_body_inside() {
         &["--url", &url, "--range", "0..500", "--out", "-"],
         dir.path(),
     );
-    assert_eq!(
-        result.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_exit(&result, 0);
     let stdout = String::from_utf8(result.stdout).unwrap();
     let mut seen = Vec::new();
     for line in stdout.lines() {

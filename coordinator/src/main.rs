@@ -11,6 +11,7 @@ mod dispatch;
 mod exit;
 mod load;
 mod manifest;
+mod open_files;
 mod pool;
 mod progress;
 mod resume;

@@ -14,6 +14,7 @@ use shared::template::{Template, Var};
 use thiserror::Error;
 
 use crate::cli::RunArgs;
+use crate::open_files;
 use crate::resume::{self, Mode, RunRecord};
 use crate::scheduler;
 use crate::source::Filter;
@@ -169,6 +170,7 @@ impl Settings {
             worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
         }
         let target = target(&args, worker.url.is_some())?;
+        check_open_files(&target, workers, args.concurrency)?;
         let shard = match args.shard.as_deref() {
             None => Shard::WHOLE,
             Some("auto") => scheduler::shard_from_env(|v| std::env::var(v).ok())
@@ -303,6 +305,24 @@ fn target(args: &RunArgs, has_url: bool) -> Result<Target, UsageError> {
         None => Span { start: 0, end: 0 },
     };
     Ok(Target::Builtin { plan, delay_ms })
+}
+
+/// Checks that each worker can hold its connections, after raising the limit as far
+/// as allowed; the built-in target also holds the server's end of every one of them.
+fn check_open_files(target: &Target, workers: u32, concurrency: u32) -> Result<(), UsageError> {
+    let limit = open_files::raise();
+    let total = match target {
+        Target::Template(plan) | Target::Builtin { plan, .. } => Some(plan.len()),
+        Target::UrlList(list) => list.total,
+    };
+    let per_worker = total.map_or(concurrency as u64, |t| {
+        t.div_ceil(workers as u64).min(concurrency as u64)
+    });
+    open_files::check("--concurrency", per_worker, limit)?;
+    if matches!(target, Target::Builtin { .. }) {
+        open_files::check("--concurrency", per_worker * workers as u64, limit)?;
+    }
+    Ok(())
 }
 
 fn url_template(text: &str) -> Result<Template, UsageError> {

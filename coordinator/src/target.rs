@@ -111,6 +111,8 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
             stall_ms: stall.as_millis() as u64,
         },
     };
+    // Every client connection is a descriptor here too.
+    crate::open_files::raise();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -217,3 +217,14 @@ pub fn scrape(url: &str, range: &str, extra: &[&str], cwd: &Path) -> Output {
     args.extend_from_slice(extra);
     run(&args, cwd)
 }
+
+/// Asserts the exit code of a finished run, showing its stderr when it differs.
+#[track_caller]
+pub fn assert_exit(result: &Output, code: i32) {
+    assert_eq!(
+        result.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}

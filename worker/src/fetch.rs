@@ -260,6 +260,14 @@ impl Fetcher {
         }
     }
 
+    /// Tells the fetcher whether more jobs are queued behind the running ones: only then
+    /// are finished keep-alive connections worth keeping open.
+    pub fn expect_more_jobs(&self, more: bool) {
+        if let Some(plain) = &self.plain {
+            plain.retain_connections(more);
+        }
+    }
+
     async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let plain = self.plain.as_ref().filter(|_| {

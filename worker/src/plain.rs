@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shared::config::WorkerConfig;
@@ -47,6 +48,8 @@ pub enum PlainError {
 pub struct PlainClient {
     /// Idle keep-alive connections by `host:port`.
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// Whether connections are worth keeping: only while more jobs are waiting.
+    retain: AtomicBool,
     /// Header lines sent with every request (`User-Agent`, `--header`s).
     extra: Vec<u8>,
     connect_timeout: Duration,
@@ -62,6 +65,7 @@ impl PlainClient {
         let extra = http1::header_lines(agent.chain(headers), true);
         PlainClient {
             idle: Mutex::new(HashMap::new()),
+            retain: AtomicBool::new(true),
             extra,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
@@ -105,7 +109,7 @@ impl PlainClient {
                 result => return self.settle(authority, stream, result),
             }
         }
-        let mut stream = self.connect(authority).await?;
+        let mut stream = Box::pin(self.connect(authority)).await?;
         let result = self.once(&mut stream, authority, path, max_body).await;
         self.settle(authority, stream, result)
     }
@@ -144,18 +148,24 @@ impl PlainClient {
             .map_err(|e| PlainError::Reset(e.to_string()))?;
         let mut buf = Vec::new();
         let mut body = Vec::new();
-        let response = http1::read_response(stream, &mut buf, Keep::Into(&mut body, max_body))
-            .await
-            .map_err(|e| match e {
-                ReadError::Closed => {
-                    PlainError::Reset("connection closed before the response".to_owned())
-                }
-                ReadError::Incomplete => {
-                    PlainError::Read("connection closed inside the response".to_owned())
-                }
-                ReadError::Malformed => PlainError::Read("not an HTTP/1.x response".to_owned()),
-                ReadError::TooLarge(n) => PlainError::TooLarge(n),
-            })?;
+        // Boxed: the reader's state exists only while a response streams in, not for the
+        // seconds a slow server takes to answer.
+        let response = Box::pin(http1::read_response(
+            stream,
+            &mut buf,
+            Keep::Into(&mut body, max_body),
+        ))
+        .await
+        .map_err(|e| match e {
+            ReadError::Closed => {
+                PlainError::Reset("connection closed before the response".to_owned())
+            }
+            ReadError::Incomplete => {
+                PlainError::Read("connection closed inside the response".to_owned())
+            }
+            ReadError::Malformed => PlainError::Read("not an HTTP/1.x response".to_owned()),
+            ReadError::TooLarge(n) => PlainError::TooLarge(n),
+        })?;
         if response.encoded {
             return Err(PlainError::NeedsFullClient(format!(
                 "http://{authority}{path}"
@@ -182,12 +192,24 @@ impl PlainClient {
         Ok(stream)
     }
 
+    /// Keeps finished connections for reuse (`true`), or closes them (`false`, which
+    /// also closes the idle ones). Ten thousand connections left idle at the end of a
+    /// run would otherwise all be closed at once when the worker exits.
+    pub fn retain_connections(&self, retain: bool) {
+        if self.retain.swap(retain, Ordering::Relaxed) != retain && !retain {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
     fn take_idle(&self, authority: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.get_mut(authority)?.pop()
     }
 
     fn put_idle(&self, authority: &str, stream: TcpStream) {
+        if !self.retain.load(Ordering::Relaxed) {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let conns = idle.entry(authority.to_owned()).or_default();
         if conns.len() < self.max_idle {

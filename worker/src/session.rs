@@ -134,6 +134,8 @@ async fn run_jobs(
     fault: Option<Arc<Fault>>,
 ) -> Result<(), WorkerError> {
     loop {
+        // Nothing queued: connections that finish now would only idle until exit.
+        fetcher.expect_more_jobs(!jobs.is_empty());
         let chunk = tokio::select! {
             chunk = jobs.recv() => match chunk {
                 Some(chunk) => chunk?,
@@ -141,6 +143,7 @@ async fn run_jobs(
             },
             _ = stopped(&mut stop) => return Ok(()),
         };
+        fetcher.expect_more_jobs(true);
         for job in chunk {
             let slot = tokio::select! {
                 slot = Arc::clone(slots).acquire_owned() => match slot {

@@ -10,6 +10,7 @@ use shared::template::Template;
 
 use super::thresholds::Threshold;
 use crate::cli::LoadArgs;
+use crate::open_files;
 use crate::settings::{self, MAX_WORKERS, UsageError, parse_duration, parse_rate};
 
 /// Connections one worker keeps at most.
@@ -63,6 +64,8 @@ impl LoadPlan {
         }
         // Never more workers than connections: each drives at least one.
         let workers = workers.min(args.connections);
+        let per_worker = (args.connections as u64).div_ceil(workers as u64);
+        open_files::check("--connections", per_worker, open_files::raise())?;
         let (authority, targets, target) = targets(args)?;
         let duration = match (&args.duration, args.requests) {
             (Some(_), Some(_)) => {
