@@ -1,8 +1,8 @@
 //! Fetching one job: render its URL, GET it, store the body, describe the outcome.
 
 use std::error::Error as _;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,6 +51,9 @@ pub struct Fetcher {
     url: Option<Template>,
     name: Template,
     out_dir: Option<PathBuf>,
+    /// Started with the first file, so that a fetcher built only to check a
+    /// configuration starts no thread.
+    writer: OnceLock<store::Writer>,
     max_body: u64,
     retry: RetryPolicy,
     pacer: Option<Pacer>,
@@ -175,6 +178,7 @@ impl Fetcher {
             url: config.url.clone(),
             name: config.name.clone(),
             out_dir: config.out_dir.as_ref().map(PathBuf::from),
+            writer: OnceLock::new(),
             max_body: config.max_body,
             retry: config.retry.clone(),
             pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
@@ -227,7 +231,7 @@ impl Fetcher {
                 match &self.out_dir {
                     Some(dir) => {
                         let file = self.name.render(&values);
-                        match store::save(dir.clone(), file.clone(), body).await {
+                        match self.save(dir, file.clone(), body).await {
                             Ok(()) => Outcome::Saved { file },
                             Err(e) => Outcome::Failed {
                                 error: format!("writing {file}: {e}"),
@@ -258,6 +262,18 @@ impl Fetcher {
         if let Some(pacer) = &self.pacer {
             pacer.wait().await;
         }
+    }
+
+    /// Stores `body` as `dir/file` on the writer thread, started on first use.
+    async fn save(&self, dir: &Path, file: String, body: Bytes) -> std::io::Result<()> {
+        let writer = match self.writer.get() {
+            Some(writer) => writer,
+            None => {
+                let started = store::Writer::start(dir.to_owned())?;
+                self.writer.get_or_init(|| started)
+            }
+        };
+        writer.save(file, body).await
     }
 
     /// Tells the fetcher whether more jobs are queued behind the running ones: only then

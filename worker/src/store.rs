@@ -1,9 +1,18 @@
-//! Storing a body: written to a temp file beside its final name, then renamed, on the
-//! blocking pool so that disk waits never stall the event loop.
+//! Storing a body: written to a temp file beside its final name, then renamed, by a
+//! writer thread of the worker's own, so that disk waits never stall the event loop.
+//!
+//! One thread per worker rather than the runtime's blocking pool: files are written one
+//! after the other as they come, with no hand-off between pool threads per file and no
+//! pool threads contending for the lock of the one output directory.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Sender, unbounded};
+use tokio::sync::oneshot;
 
 /// Ending of in-progress files; a file with it is never a finished batch.
 pub const TEMP_SUFFIX: &str = ".part";
@@ -15,14 +24,65 @@ pub fn is_temp_file(name: &str) -> bool {
 
 /// The temp file `name` is written to before it is renamed into place.
 pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()))
+    static PID: OnceLock<u32> = OnceLock::new();
+    let pid = PID.get_or_init(std::process::id);
+    dir.join(format!(".{name}.{pid}{TEMP_SUFFIX}"))
 }
 
-/// Writes `body` to `dir/name` atomically: readers see the whole file or none.
-pub async fn save(dir: PathBuf, name: String, body: bytes::Bytes) -> io::Result<()> {
-    tokio::task::spawn_blocking(move || write_atomic(&dir, &name, &body))
-        .await
-        .map_err(io::Error::other)?
+/// A file to store, and where to say how it went.
+struct Job {
+    name: String,
+    body: bytes::Bytes,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+/// The writer thread of one worker, for one output directory. Dropping it lets the
+/// thread finish the files it was given, and waits for that: no temp file is left
+/// half-written when the worker exits.
+pub struct Writer {
+    jobs: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread that writes into `dir`.
+    pub fn start(dir: PathBuf) -> io::Result<Writer> {
+        let (jobs, queue) = unbounded::<Job>();
+        let thread = thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || {
+                for job in queue {
+                    let _ = job.done.send(write_atomic(&dir, &job.name, &job.body));
+                }
+            })?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes `body` to `name` atomically (readers see the whole file or none) and
+    /// completes once it is in place.
+    pub async fn save(&self, name: String, body: bytes::Bytes) -> io::Result<()> {
+        let (done, result) = oneshot::channel();
+        let job = Job { name, body, done };
+        let gone = || io::Error::other("the writer thread has stopped");
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Writes `body` to `dir/name` through a temp file beside it and a rename; blocking.
@@ -60,6 +120,24 @@ mod tests {
         assert!(write_atomic(dir.path(), "taken", b"{}").is_err());
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_writer_thread_stores_files_and_reports_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("taken")).unwrap();
+        fs::write(dir.path().join("taken/x"), b"").unwrap();
+        let writer = Writer::start(dir.path().to_owned()).unwrap();
+        writer.save("a.json".into(), "[1]".into()).await.unwrap();
+        assert!(writer.save("taken".into(), "[2]".into()).await.is_err());
+        drop(writer);
+        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"[1]");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.json", "taken"]);
     }
 
     #[test]
