@@ -1,9 +1,9 @@
 //! Fetching one job: render its URL, GET it, store the body, describe the outcome.
 
 use std::error::Error as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +43,20 @@ impl ConfigError {
             ConfigError::Client(_) => "--timeout",
         }
     }
+}
+
+/// A fetched job.
+pub enum Fetched {
+    /// Nothing left to do: the report is final.
+    Done(JobReport),
+    /// `body` is still to be stored under the file name of the report's
+    /// [`Outcome::Saved`]; [`Fetcher::store`] settles the report.
+    Store {
+        /// The report, as it stands if the write succeeds.
+        report: JobReport,
+        /// The body.
+        body: Bytes,
+    },
 }
 
 /// Fetches jobs for one worker: one HTTP client with keep-alive, shared by all requests.
@@ -188,9 +202,9 @@ impl Fetcher {
         })
     }
 
-    /// Fetches and stores one job, retrying as the policy allows; never fails, the
-    /// report says what happened.
-    pub async fn run(&self, job: Job) -> JobReport {
+    /// Fetches one job, retrying as the policy allows; never fails, the report says
+    /// what happened. A body to be stored comes back with it, for [`Fetcher::store`].
+    pub async fn run(&self, job: Job) -> Fetched {
         let values = job.batch.values();
         let url = match (job.url, &self.url) {
             (Some(url), _) => url,
@@ -224,56 +238,73 @@ impl Fetcher {
             // Retries keep to the rate too.
             self.pace().await;
         };
-        let mut bytes = 0;
-        let outcome = match fetched {
-            Ok(body) => {
-                bytes = body.len() as u64;
-                match &self.out_dir {
-                    Some(dir) => {
-                        let file = self.name.render(&values);
-                        match self.save(dir, file.clone(), body).await {
-                            Ok(()) => Outcome::Saved { file },
-                            Err(e) => Outcome::Failed {
-                                error: format!("writing {file}: {e}"),
-                            },
-                        }
-                    }
-                    None => Outcome::Fetched { body: body.into() },
-                }
-            }
-            Err(error) => Outcome::Failed { error },
-        };
-        JobReport {
+        let mut report = JobReport {
             batch: job.batch,
             url,
             status,
-            bytes,
+            bytes: 0,
             elapsed_us: started.elapsed().as_micros() as u64,
             attempts,
-            outcome,
+            outcome: Outcome::Failed {
+                error: String::new(),
+            },
+        };
+        match fetched {
+            Ok(body) => {
+                report.bytes = body.len() as u64;
+                match &self.out_dir {
+                    Some(_) => {
+                        report.outcome = Outcome::Saved {
+                            file: self.name.render(&values),
+                        };
+                        return Fetched::Store { report, body };
+                    }
+                    None => report.outcome = Outcome::Fetched { body: body.into() },
+                }
+            }
+            Err(error) => report.outcome = Outcome::Failed { error },
+        }
+        Fetched::Done(report)
+    }
+
+    /// Stores the body of a [`Fetched::Store`] on the writer thread (started on first
+    /// use), then hands its settled report to `done`, on that thread.
+    pub fn store(
+        &self,
+        mut report: JobReport,
+        body: Bytes,
+        done: impl FnOnce(JobReport) + Send + 'static,
+    ) {
+        let (Outcome::Saved { file }, Some(dir)) = (&report.outcome, &self.out_dir) else {
+            return done(report);
+        };
+        let file = file.clone();
+        let writer = match self.writer.get() {
+            Some(writer) => Ok(writer),
+            None => store::Writer::start(dir.clone()).map(|w| self.writer.get_or_init(|| w)),
+        };
+        let settle = move |written: std::io::Result<()>| {
+            if let Err(e) = written {
+                let error = match &report.outcome {
+                    Outcome::Saved { file } => format!("writing {file}: {e}"),
+                    _ => e.to_string(),
+                };
+                report.outcome = Outcome::Failed { error };
+            }
+            done(report);
+        };
+        match writer {
+            Ok(writer) => writer.submit(file, body, settle),
+            Err(e) => settle(Err(e)),
         }
     }
 
-    /// One request: the status and the whole body, read chunk by chunk so that a body
-    /// over `max_body` is never buffered whole.
     /// Waits for the next send time under `--rate` (at once without one). The session
     /// waits here before it starts a job, so that a stop cuts the wait short.
     pub async fn pace(&self) {
         if let Some(pacer) = &self.pacer {
             pacer.wait().await;
         }
-    }
-
-    /// Stores `body` as `dir/file` on the writer thread, started on first use.
-    async fn save(&self, dir: &Path, file: String, body: Bytes) -> std::io::Result<()> {
-        let writer = match self.writer.get() {
-            Some(writer) => writer,
-            None => {
-                let started = store::Writer::start(dir.to_owned())?;
-                self.writer.get_or_init(|| started)
-            }
-        };
-        writer.save(file, body).await
     }
 
     /// Tells the fetcher whether more jobs are queued behind the running ones: only then
@@ -284,6 +315,7 @@ impl Fetcher {
         }
     }
 
+    /// One request: the status and the whole body.
     async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let plain = self.plain.as_ref().filter(|_| {
@@ -324,7 +356,8 @@ impl Fetcher {
         }
     }
 
-    /// One request through reqwest: TLS, decompression, its own redirect handling.
+    /// One request through reqwest: TLS, decompression, its own redirect handling. The
+    /// body is read chunk by chunk, so that one over `max_body` is never buffered whole.
     async fn attempt_full(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         let mut response = self
             .client

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::fault::{FAULT_VAR, Fault, FaultKind};
-use crate::fetch::{ConfigError, Fetcher};
+use crate::fetch::{ConfigError, Fetched, Fetcher};
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
 use crate::lag::LagProbe;
 
@@ -160,17 +160,29 @@ async fn run_jobs(
             let reports = reports.clone();
             let fault = fault.clone();
             tokio::spawn(async move {
-                let report = fetcher.run(job).await;
-                let _ = reports.send(Outgoing::Message(FromWorker::Done(report)));
-                match fault.and_then(|f| f.on_job_done()) {
-                    Some(FaultKind::Panic) => panic!("injected by {FAULT_VAR}"),
-                    Some(FaultKind::Block(time)) => std::thread::sleep(time),
-                    Some(FaultKind::Garbage) => {
-                        let _ = reports.send(Outgoing::Garbage);
-                    }
-                    None => {}
+                let fetched = fetcher.run(job).await;
+                let fault = fault.and_then(|f| f.on_job_done());
+                if let Some(FaultKind::Block(time)) = fault {
+                    std::thread::sleep(time);
                 }
-                drop(slot);
+                // The slot is given back once the job has reported, so that every slot
+                // back means every job reported. A stored body reports from the writer
+                // thread; injected faults strike once the job's file is in place.
+                let finish = move |report| {
+                    let _ = reports.send(Outgoing::Message(FromWorker::Done(report)));
+                    drop(slot);
+                    match fault {
+                        Some(FaultKind::Panic) => panic!("injected by {FAULT_VAR}"),
+                        Some(FaultKind::Garbage) => {
+                            let _ = reports.send(Outgoing::Garbage);
+                        }
+                        _ => {}
+                    }
+                };
+                match fetched {
+                    Fetched::Done(report) => finish(report),
+                    Fetched::Store { report, body } => fetcher.store(report, body, finish),
+                }
             });
         }
     }

@@ -12,7 +12,6 @@ use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Sender, unbounded};
-use tokio::sync::oneshot;
 
 /// Ending of in-progress files; a file with it is never a finished batch.
 pub const TEMP_SUFFIX: &str = ".part";
@@ -29,11 +28,11 @@ pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.{pid}{TEMP_SUFFIX}"))
 }
 
-/// A file to store, and where to say how it went.
+/// A file to store, and what to do once it is written (or not).
 struct Job {
     name: String,
     body: bytes::Bytes,
-    done: oneshot::Sender<io::Result<()>>,
+    done: Box<dyn FnOnce(io::Result<()>) + Send>,
 }
 
 /// The writer thread of one worker, for one output directory. Dropping it lets the
@@ -52,7 +51,7 @@ impl Writer {
             .name("writer".into())
             .spawn(move || {
                 for job in queue {
-                    let _ = job.done.send(write_atomic(&dir, &job.name, &job.body));
+                    (job.done)(write_atomic(&dir, &job.name, &job.body));
                 }
             })?;
         Ok(Writer {
@@ -61,18 +60,26 @@ impl Writer {
         })
     }
 
-    /// Writes `body` to `name` atomically (readers see the whole file or none) and
-    /// completes once it is in place.
-    pub async fn save(&self, name: String, body: bytes::Bytes) -> io::Result<()> {
-        let (done, result) = oneshot::channel();
-        let job = Job { name, body, done };
-        let gone = || io::Error::other("the writer thread has stopped");
-        self.jobs
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(job)
-            .map_err(|_| gone())?;
-        result.await.map_err(|_| gone())?
+    /// Writes `body` to `name` atomically (readers see the whole file or none), then
+    /// calls `done` with the result, on the writer thread. Completions go straight from
+    /// there to where they are needed, without waking the event loop once per file.
+    pub fn submit(
+        &self,
+        name: String,
+        body: bytes::Bytes,
+        done: impl FnOnce(io::Result<()>) + Send + 'static,
+    ) {
+        let job = Job {
+            name,
+            body,
+            done: Box::new(done),
+        };
+        let Some(jobs) = &self.jobs else {
+            return (job.done)(Err(io::Error::other("the writer has stopped")));
+        };
+        if let Err(unsent) = jobs.send(job) {
+            (unsent.0.done)(Err(io::Error::other("the writer thread has stopped")));
+        }
     }
 }
 
@@ -122,15 +129,22 @@ mod tests {
         assert_eq!(left.len(), 1);
     }
 
-    #[tokio::test]
-    async fn the_writer_thread_stores_files_and_reports_failures() {
+    #[test]
+    fn the_writer_thread_stores_files_and_reports_failures() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("taken")).unwrap();
         fs::write(dir.path().join("taken/x"), b"").unwrap();
         let writer = Writer::start(dir.path().to_owned()).unwrap();
-        writer.save("a.json".into(), "[1]".into()).await.unwrap();
-        assert!(writer.save("taken".into(), "[2]".into()).await.is_err());
+        let (tx, rx) = std::sync::mpsc::channel();
+        for name in ["a.json", "taken"] {
+            let tx = tx.clone();
+            writer.submit(name.into(), "[1]".into(), move |r| {
+                tx.send((name, r.is_ok())).unwrap()
+            });
+        }
         drop(writer);
+        let results: Vec<_> = rx.try_iter().collect();
+        assert_eq!(results, [("a.json", true), ("taken", false)]);
         assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"[1]");
         let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
