@@ -28,6 +28,9 @@ pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.{pid}{TEMP_SUFFIX}"))
 }
 
+/// Files written before their completions are reported, at most.
+const MAX_BATCH: usize = 64;
+
 /// A file to store, and what to do once it is written (or not).
 struct Job {
     name: String,
@@ -50,8 +53,19 @@ impl Writer {
         let thread = thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                for job in queue {
-                    (job.done)(write_atomic(&dir, &job.name, &job.body));
+                // What is queued is written as one batch, and only then reported: the
+                // event loop wakes once for the batch rather than once per file.
+                let mut batch = Vec::new();
+                while let Ok(first) = queue.recv() {
+                    batch.push(first);
+                    batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+                    let written: Vec<_> = batch
+                        .iter()
+                        .map(|job| write_atomic(&dir, &job.name, &job.body))
+                        .collect();
+                    for (job, result) in batch.drain(..).zip(written) {
+                        (job.done)(result);
+                    }
                 }
             })?;
         Ok(Writer {
