@@ -1,8 +1,11 @@
 //! Plain `http://` URLs, split into what a bare HTTP/1.1 client needs: the
 //! `host:port` to connect to (and send as `Host`) and the path with its query.
 
-/// `http://host[:port]/path?query` as (`host:port`, `/path?query`).
-pub fn split_http_url(url: &str) -> Result<(String, String), String> {
+use std::borrow::Cow;
+
+/// `http://host[:port]/path?query` as (`host:port`, `/path?query`), borrowed from `url`
+/// where they appear in it as they are.
+pub fn split_http_url(url: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), String> {
     let rest = match url.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
@@ -12,9 +15,11 @@ pub fn split_http_url(url: &str) -> Result<(String, String), String> {
         None => return Err(format!("`{url}` is not an absolute http:// URL")),
     };
     let (host, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/".to_owned()),
+        Some(i) if rest.as_bytes()[i] == b'?' => {
+            (&rest[..i], Cow::Owned(format!("/{}", &rest[i..])))
+        }
+        Some(i) => (&rest[..i], Cow::Borrowed(&rest[i..])),
+        None => (rest, Cow::Borrowed("/")),
     };
     if host.is_empty() || host.contains('@') {
         return Err(format!("`{url}` has no plain host"));
@@ -23,9 +28,9 @@ pub fn split_http_url(url: &str) -> Result<(String, String), String> {
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(']'))
     {
-        host.to_owned()
+        Cow::Borrowed(host)
     } else {
-        format!("{host}:80")
+        Cow::Owned(format!("{host}:80"))
     };
     Ok((authority, path))
 }

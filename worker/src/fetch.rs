@@ -234,9 +234,14 @@ impl Fetcher {
                 );
                 break (failure.status, Err(error));
             }
-            tokio::time::sleep(wait).await;
-            // Retries keep to the rate too.
-            self.pace().await;
+            // Boxed, like the other rare paths: a job's task is sized for its largest
+            // state, and ten thousand tasks in flight are all that size.
+            Box::pin(async {
+                tokio::time::sleep(wait).await;
+                // Retries keep to the rate too.
+                self.pace().await;
+            })
+            .await;
         };
         let mut report = JobReport {
             batch: job.batch,

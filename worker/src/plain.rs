@@ -75,11 +75,13 @@ impl PlainClient {
 
     /// GETs `url` (an `http://` URL), following redirects.
     pub async fn get(&self, url: &str, max_body: u64) -> Result<Fetched, PlainError> {
-        let mut url = url.to_owned();
+        // Owned only after a redirect: a request in flight holds no copy of its URL.
+        let mut redirected: Option<String> = None;
         let mut hops = 0;
         loop {
+            let url = redirected.as_deref().unwrap_or(url);
             let (authority, path) =
-                split_http_url(&url).map_err(|_| PlainError::NeedsFullClient(url.clone()))?;
+                split_http_url(url).map_err(|_| PlainError::NeedsFullClient(url.to_owned()))?;
             let (fetched, location) = self.exchange(&authority, &path, max_body).await?;
             let Some(location) = location else {
                 return Ok(fetched);
@@ -91,7 +93,7 @@ impl PlainClient {
                 )));
             }
             hops += 1;
-            url = resolve(&authority, &path, &location)?;
+            redirected = Some(resolve(&authority, &path, &location)?);
         }
     }
 

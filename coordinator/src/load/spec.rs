@@ -163,7 +163,7 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
         let template_path = Template::parse(&path).map_err(|e| UsageError::new("--url", e))?;
         let text = format!("{template} over {range} in batches of {}", args.batch);
         return Ok((
-            authority,
+            authority.into_owned(),
             Targets::Plan {
                 template: template_path,
                 plan,
@@ -181,10 +181,10 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
     let mut paths = Vec::new();
     for url in &args.urls {
         let (a, path) = split_http_url(url).map_err(|e| UsageError::new("load", e))?;
-        if authority.get_or_insert_with(|| a.clone()) != &a {
+        if *authority.get_or_insert_with(|| a.clone().into_owned()) != a {
             return Err(UsageError::new("load", "all URLs must be on one host:port"));
         }
-        paths.push(path);
+        paths.push(path.into_owned());
     }
     let text = if args.urls.len() == 1 {
         args.urls[0].clone()
