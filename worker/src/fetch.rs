@@ -29,9 +29,6 @@ pub enum ConfigError {
     /// A `--user-agent` that is not a valid header value.
     #[error("not a valid header value")]
     UserAgent,
-    /// The client could not be built.
-    #[error("the HTTP client cannot be built: {0}")]
-    Client(String),
 }
 
 impl ConfigError {
@@ -40,7 +37,6 @@ impl ConfigError {
         match self {
             ConfigError::HeaderName(_) | ConfigError::HeaderValue(_) => "--header",
             ConfigError::UserAgent => "--user-agent",
-            ConfigError::Client(_) => "--timeout",
         }
     }
 }
@@ -59,9 +55,10 @@ pub enum Fetched {
     },
 }
 
-/// Fetches jobs for one worker: one HTTP client with keep-alive, shared by all requests.
+/// Fetches jobs for one worker: the lean client for plain `http://` URLs and reqwest for
+/// the rest, each keeping its connections alive for the next request.
 pub struct Fetcher {
-    client: reqwest::Client,
+    full: FullClient,
     url: Option<Template>,
     name: Template,
     out_dir: Option<PathBuf>,
@@ -76,6 +73,37 @@ pub struct Fetcher {
     timeout: Duration,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
+}
+
+/// reqwest, for what the lean client does not do (TLS, compressed bodies). It is built
+/// on first use: a worker that only fetches plain `http://` URLs never loads TLS roots
+/// or touches the code behind them, and stays smaller for it.
+struct FullClient {
+    headers: HeaderMap,
+    user_agent: HeaderValue,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_redirects: usize,
+    max_idle: usize,
+    client: OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl FullClient {
+    fn client(&self) -> Result<&reqwest::Client, Failure> {
+        let built = self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(self.user_agent.clone())
+                .default_headers(self.headers.clone())
+                .timeout(self.timeout)
+                .connect_timeout(self.connect_timeout)
+                .redirect(Policy::limited(self.max_redirects))
+                .pool_max_idle_per_host(self.max_idle)
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| format!("the HTTP client cannot be built: {e}"))
+        });
+        built.as_ref().map_err(|e| Failure::fatal(e.clone(), None))
+    }
 }
 
 /// Spaces requests evenly at a fixed rate: each takes the next free send time.
@@ -164,7 +192,7 @@ impl Failure {
 }
 
 impl Fetcher {
-    /// Builds the client for `config`; fails on headers that HTTP does not allow.
+    /// A fetcher for `config`; fails on headers that HTTP does not allow.
     pub fn new(config: &WorkerConfig) -> Result<Self, ConfigError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
@@ -177,18 +205,17 @@ impl Fetcher {
         }
         let user_agent =
             HeaderValue::from_str(&config.user_agent).map_err(|_| ConfigError::UserAgent)?;
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .default_headers(headers)
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .redirect(Policy::limited(config.max_redirects as usize))
-            .pool_max_idle_per_host(config.concurrency as usize)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ConfigError::Client(e.to_string()))?;
+        let full = FullClient {
+            headers,
+            user_agent,
+            timeout: Duration::from_millis(config.timeout_ms),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            max_redirects: config.max_redirects as usize,
+            max_idle: config.concurrency as usize,
+            client: OnceLock::new(),
+        };
         Ok(Fetcher {
-            client,
+            full,
             url: config.url.clone(),
             name: config.name.clone(),
             out_dir: config.out_dir.as_ref().map(PathBuf::from),
@@ -365,7 +392,8 @@ impl Fetcher {
     /// body is read chunk by chunk, so that one over `max_body` is never buffered whole.
     async fn attempt_full(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         let mut response = self
-            .client
+            .full
+            .client()?
             .get(url)
             .send()
             .await
