@@ -32,24 +32,45 @@ use crate::cli::{Cli, Command};
 use crate::exit::Exit;
 
 fn main() -> ExitCode {
+    if let Some(parent) = worker_parent() {
+        return run_worker(parent);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(e),
     };
     let result = match cli.command {
-        Some(Command::Worker(args)) => {
-            return match worker::run_process(args.parent) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("worker: {e}");
-                    Exit::Fatal.into()
-                }
-            };
-        }
+        Some(Command::Worker(args)) => return run_worker(args.parent),
         Some(Command::Serve(args)) => target::serve_forever(&args),
         Some(Command::Verify(args)) => verify::run(&args),
         Some(Command::Load(args)) => load::run(&args),
         None => settings::Settings::from_args(cli.run).and_then(dispatch::run),
     };
     exit::report(result)
+}
+
+/// The parent pid of a worker process, started exactly as the pool starts it
+/// (`__worker --parent PID`). Workers skip the command-line parser: each is one more
+/// resident process per core, and the parser is code and memory they never need.
+fn worker_parent() -> Option<u32> {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(sub), Some(flag), Some(pid), None) =
+        (args.next(), args.next(), args.next(), args.next())
+    else {
+        return None;
+    };
+    if sub != "__worker" || flag != "--parent" {
+        return None;
+    }
+    pid.to_str()?.parse().ok()
+}
+
+fn run_worker(parent: u32) -> ExitCode {
+    match worker::run_process(parent) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            Exit::Fatal.into()
+        }
+    }
 }
