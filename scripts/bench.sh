@@ -180,22 +180,36 @@ PY
 record scrape_rate coordinator "$u" "$windows"
 
 # ---- the seed's experiment: 10,000 requests in flight, each answered after 2-4 s ----
+# Seconds from the first request sent to the last, from the manifest (`at_ms` minus
+# `elapsed_ms`): how long it took to get every request in flight.
+sent_spread() {
+    python3 - "$1/manifest.jsonl" <<'PY' 2>/dev/null || echo null
+import json, sys
+sent = [r["at_ms"] - r["elapsed_ms"] for r in map(json.loads, open(sys.argv[1]))]
+print(round((max(sent) - min(sent)) / 1000, 3))
+PY
+}
 start_server "$work/slow.url" "$bin" serve --addr 127.0.0.1:0 --delay 2000..4000
 slow=$server_url
 note "10,000 in flight on $slow"
 for rep in $(seq "$reps"); do
     rm -rf "$work/seed"
     u=$(measure "$work/out" "$bin" --workers 2 --concurrency 5000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet)
-    record inflight10k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
+    record inflight10k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep, \"sent_s\": $(sent_spread "$work/seed")}"
     u=$(measure "$work/out" python3 "$repo/scripts/bench/inflight.py" --url "$slow/api/tickers/?start={start}&limit=10" --count 10000)
     record inflight10k "python asyncio+aiohttp" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
 done
 
-# 100,000 in flight: one source address reaches one server port through ~28K ephemeral
-# ports, so the requests are spread over four servers on four ports.
-note "100,000 in flight over 4 servers"
-: >"$work/urls100k"
-for k in 0 1 2 3; do
+# 100,000 in flight. One source address reaches one server port through ~28K ephemeral
+# ports, and one process may hold at most `ulimit -Hn` descriptors (the coordinator raises
+# its soft limit to that; raising the hard limit needs privileges): so the requests are
+# spread over eight servers on eight ports, and over eight worker processes.
+nofile=$(ulimit -Hn)
+servers=8
+per_worker=$((100000 / servers))
+note "100,000 in flight over $servers servers and $servers workers (open files: $nofile per process)"
+: >"$work/bases"
+for k in $(seq "$servers"); do
     start_server "$work/slow$k.url" "$bin" serve --addr 127.0.0.1:0 --delay 2000..4000
     echo "$server_url" >>"$work/bases"
 done
@@ -207,8 +221,8 @@ with open(sys.argv[2], "w") as f:
         f.write(f"{bases[i % len(bases)]}/api/tickers/?start={i * 10}&limit=10\n")
 PY
 rm -rf "$work/seed"
-u=$(measure "$work/out" "$bin" --workers 2 --concurrency 50000 --urls "$work/urls100k" --out "$work/seed" --timeout 60s --json --quiet || true)
-record inflight100k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0)}"
+u=$(measure "$work/out" "$bin" --workers "$servers" --concurrency "$per_worker" --urls "$work/urls100k" --out "$work/seed" --timeout 60s --json --quiet || true)
+record inflight100k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"sent_s\": $(sent_spread "$work/seed"), \"nofile\": $nofile, \"processes\": $servers}"
 
 # ---- micro-benchmarks --------------------------------------------------------------
 note "criterion micro-benchmarks"
