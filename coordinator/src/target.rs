@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use anyhow::Context;
@@ -11,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::cli::ServeArgs;
 use crate::exit::Exit;
-use crate::settings::{UsageError, parse_duration};
+use crate::settings::{self, UsageError, parse_duration};
 
 /// The built-in API on an ephemeral loopback port, served from a thread of this process
 /// for as long as the value lives.
@@ -29,7 +30,7 @@ impl BuiltinServer {
             .build()?;
         let listener = {
             let _inside = runtime.enter();
-            tickers::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?
+            tickers::listen(SocketAddr::from(([127, 0, 0, 1], 0)), false)?
         };
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -113,23 +114,65 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     };
     // Every client connection is a descriptor here too.
     crate::open_files::raise();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the server runtime")?;
-    runtime.block_on(async move {
-        let listener = tickers::listen(addr)
-            .map_err(|e| UsageError::new("--addr", format!("cannot listen on {addr}: {e}")))?;
-        let bound = listener.local_addr()?;
-        let mut stdout = io::stdout();
-        writeln!(stdout, "http://{bound}")?;
-        stdout.flush()?;
-        eprintln!(
-            "serving the tickers API on http://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
-        );
-        tickers::serve(listener, options, stop_signal()).await?;
-        Ok(Exit::Ok)
-    })
+    // One single-threaded event loop per core, each with its own listener on the same
+    // port: like the workers, no work stealing between threads, and accepts in parallel.
+    let loops = settings::usable_cpus().len().max(1);
+    let mut listeners = Vec::with_capacity(loops);
+    let mut bound = addr;
+    for i in 0..loops {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the server runtime")?;
+        let listener = {
+            let _inside = runtime.enter();
+            tickers::listen(bound, true)
+                .map_err(|e| UsageError::new("--addr", format!("cannot listen on {addr}: {e}")))?
+        };
+        if i == 0 {
+            // Port 0 picks a port once; the other loops share it.
+            bound = listener.local_addr()?;
+        }
+        listeners.push((runtime, listener));
+    }
+    let mut stdout = io::stdout();
+    writeln!(stdout, "http://{bound}")?;
+    stdout.flush()?;
+    eprintln!(
+        "serving the tickers API on http://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let mut listeners = listeners.into_iter();
+    let (main_runtime, main_listener) = listeners.next().context("no event loop")?;
+    let others = listeners
+        .enumerate()
+        .map(|(i, (runtime, listener))| {
+            let mut stopped = stopped.clone();
+            thread::Builder::new()
+                .name(format!("serve-{}", i + 1))
+                .spawn(move || {
+                    runtime.block_on(tickers::serve(listener, options, async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    }))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .context("starting the server threads")?;
+    let signal_stop = Arc::clone(&stop);
+    let served = main_runtime.block_on(tickers::serve(main_listener, options, async move {
+        stop_signal().await;
+        let _ = signal_stop.send(true);
+    }));
+    // Also when this loop failed: the others must not serve on alone.
+    let _ = stop.send(true);
+    for other in others {
+        other
+            .join()
+            .map_err(|_| anyhow::anyhow!("a server thread panicked"))??;
+    }
+    served?;
+    Ok(Exit::Ok)
 }
 
 async fn stop_signal() {

@@ -122,14 +122,19 @@ pub fn app(options: Options) -> Router {
 /// each dropped SYN costs its client a one-second retransmission.
 const BACKLOG: u32 = 65_535;
 
-/// Listens on `addr` with a deep accept backlog. Call within a tokio runtime.
-pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Listens on `addr` with a deep accept backlog. Call within a tokio runtime. With
+/// `shared`, other listeners may bind the same port (`SO_REUSEPORT`), and the kernel
+/// spreads connections over them: one listener per event loop.
+pub fn listen(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
@@ -367,7 +372,10 @@ mod tests {
             })
         };
         let big = tickers_json(0, 100_000, 1_000_000_000);
-        assert_eq!((big.len(), fnv(big.as_bytes())), (27_483_346, 0xad4b_69f1_27fa_927e));
+        assert_eq!(
+            (big.len(), fnv(big.as_bytes())),
+            (27_483_346, 0xad4b_69f1_27fa_927e)
+        );
         assert_eq!(
             tickers_json(998, 10, 1000),
             r#"{"data":[{"id":"1088","symbol":"ZWX","name":"Coin 998","nameid":"coin-998","rank":999,"price_usd":"21670.39","percent_change_24h":"-5.67","percent_change_1h":"-0.47","percent_change_7d":"2.39","market_cap_usd":"13937699613310.00","csupply":"643179493.00","tsupply":"643179493"},{"id":"1089","symbol":"HWU","name":"Coin 999","nameid":"coin-999","rank":1000,"price_usd":"49520.93","percent_change_24h":"-4.60","percent_change_1h":"-7.47","percent_change_7d":"-7.72","market_cap_usd":"5182353223920.00","csupply":"104651721.00","tsupply":"104651721"}],"info":{"coins_num":1000,"time":1700000000}}"#
