@@ -180,22 +180,13 @@ PY
 record scrape_rate coordinator "$u" "$windows"
 
 # ---- the seed's experiment: 10,000 requests in flight, each answered after 2-4 s ----
-# Seconds from the first request sent to the last, from the manifest (`at_ms` minus
-# `elapsed_ms`): how long it took to get every request in flight.
-sent_spread() {
-    python3 - "$1/manifest.jsonl" <<'PY' 2>/dev/null || echo null
-import json, sys
-sent = [r["at_ms"] - r["elapsed_ms"] for r in map(json.loads, open(sys.argv[1]))]
-print(round((max(sent) - min(sent)) / 1000, 3))
-PY
-}
 start_server "$work/slow.url" "$bin" serve --addr 127.0.0.1:0 --delay 2000..4000
 slow=$server_url
 note "10,000 in flight on $slow"
 for rep in $(seq "$reps"); do
     rm -rf "$work/seed"
     u=$(measure "$work/out" "$bin" --workers 2 --concurrency 5000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet)
-    record inflight10k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep, \"sent_s\": $(sent_spread "$work/seed")}"
+    record inflight10k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
     u=$(measure "$work/out" python3 "$repo/scripts/bench/inflight.py" --url "$slow/api/tickers/?start={start}&limit=10" --count 10000)
     record inflight10k "python asyncio+aiohttp" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
 done
@@ -222,7 +213,7 @@ with open(sys.argv[2], "w") as f:
 PY
 rm -rf "$work/seed"
 u=$(measure "$work/out" "$bin" --workers "$servers" --concurrency "$per_worker" --urls "$work/urls100k" --out "$work/seed" --timeout 60s --json --quiet || true)
-record inflight100k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"sent_s\": $(sent_spread "$work/seed"), \"nofile\": $nofile, \"processes\": $servers}"
+record inflight100k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"nofile\": $nofile, \"processes\": $servers}"
 
 # ---- micro-benchmarks --------------------------------------------------------------
 note "criterion micro-benchmarks"
