@@ -164,6 +164,18 @@ for rep in $(seq "$reps"); do
     record scrape "curl --parallel" "$u" "{\"pages\": $(find "$work/s/curl" -name 'batch*' | wc -l), \"rep\": $rep}"
 done
 
+# ---- scaling with workers against a server that is not the bottleneck ---------------
+# Each page is answered after 20 ms, so the server mostly waits: with 100 requests in
+# flight per worker, throughput should grow with the workers until CPU runs out.
+start_server "$work/d20.url" "$bin" serve --addr 127.0.0.1:0 --delay 20..20
+d20="$server_url/api/tickers/?start={start}&limit={limit}"
+for w in 1 2; do
+    note "scrape scaling: $w worker(s), 20 ms per page"
+    rm -rf "$work/scale"
+    u=$(measure "$work/out" "$bin" --workers "$w" --concurrency 100 --url "$d20" --range 0..400000 --batch 10 --out "$work/scale" --json --quiet)
+    record scrape_scaling "$w" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out")}"
+done
+
 # ---- --rate in scrape mode: 200 requests/s for 10 s over 2 workers -------------------
 note "scrape mode --rate 200 for 10 s"
 rm -rf "$work/rate"
