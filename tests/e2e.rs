@@ -337,6 +337,25 @@ fn serve_answers_the_same_bytes_for_the_same_page() {
 }
 
 #[test]
+fn serve_on_a_port_another_server_holds_is_a_usage_error() {
+    let server = Server::start(&[]);
+    let addr = server.base.trim_start_matches("http://");
+    let dir = tempfile::tempdir().unwrap();
+    let result = run(&["serve", "--addr", addr], dir.path());
+    assert_exit(&result, 2);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.starts_with("error: --addr: cannot listen"),
+        "{stderr}"
+    );
+    // The first server still answers, on every one of its event loops.
+    for start in 0..20 {
+        let (head, _) = server.get(&format!("/api/tickers/?start={start}&limit=1"), "");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+}
+
+#[test]
 fn compressed_responses_are_stored_decoded() {
     let server = Server::start(&["--compress"]);
     let (head, _) = server.get(

@@ -30,7 +30,7 @@ impl BuiltinServer {
             .build()?;
         let listener = {
             let _inside = runtime.enter();
-            tickers::listen(SocketAddr::from(([127, 0, 0, 1], 0)), false)?
+            tickers::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?
         };
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -114,27 +114,34 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     };
     // Every client connection is a descriptor here too.
     crate::open_files::raise();
-    // One single-threaded event loop per core, each with its own listener on the same
-    // port: like the workers, no work stealing between threads, and accepts in parallel.
+    // One single-threaded event loop per core, all accepting from the one listening
+    // socket: like the workers, no work stealing between threads, and accepts in
+    // parallel. (Not SO_REUSEPORT: a second server on a taken port must still fail.)
     let loops = settings::usable_cpus().len().max(1);
+    let runtimes = (0..loops)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .context("starting the server runtimes")?;
+    let socket = {
+        let _inside = runtimes[0].enter();
+        tickers::listen(addr)
+            .map_err(|e| UsageError::new("--addr", format!("cannot listen on {addr}: {e}")))?
+            .into_std()?
+    };
+    let bound = socket.local_addr()?;
     let mut listeners = Vec::with_capacity(loops);
-    let mut bound = addr;
-    for i in 0..loops {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the server runtime")?;
+    for runtime in runtimes {
         let listener = {
             let _inside = runtime.enter();
-            tickers::listen(bound, true)
-                .map_err(|e| UsageError::new("--addr", format!("cannot listen on {addr}: {e}")))?
+            tokio::net::TcpListener::from_std(socket.try_clone()?)?
         };
-        if i == 0 {
-            // Port 0 picks a port once; the other loops share it.
-            bound = listener.local_addr()?;
-        }
         listeners.push((runtime, listener));
     }
+    drop(socket);
     let mut stdout = io::stdout();
     writeln!(stdout, "http://{bound}")?;
     stdout.flush()?;

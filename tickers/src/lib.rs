@@ -122,19 +122,14 @@ pub fn app(options: Options) -> Router {
 /// each dropped SYN costs its client a one-second retransmission.
 const BACKLOG: u32 = 65_535;
 
-/// Listens on `addr` with a deep accept backlog. Call within a tokio runtime. With
-/// `shared`, other listeners may bind the same port (`SO_REUSEPORT`), and the kernel
-/// spreads connections over them: one listener per event loop.
-pub fn listen(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
+/// Listens on `addr` with a deep accept backlog. Call within a tokio runtime.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    if shared {
-        socket.set_reuseport(true)?;
-    }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
