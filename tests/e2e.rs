@@ -555,3 +555,34 @@ fn a_low_soft_open_file_limit_is_raised_to_the_hard_one() {
     assert_exit(&result, 0);
     assert_complete_run(&dir.path().join("out"), 3000);
 }
+
+#[test]
+fn a_batch_file_that_cannot_be_written_is_a_failed_batch_and_leaves_no_temp_file() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // A non-empty directory where batch 1's file would go: the rename onto it fails.
+    fs::create_dir_all(out.join("batch10-20.json")).unwrap();
+    fs::write(out.join("batch10-20.json/x"), b"").unwrap();
+    let result = scrape(
+        &server.tickers_template(),
+        "0..30",
+        &["--quiet"],
+        dir.path(),
+    );
+    assert_exit(&result, 1);
+    let lines = manifest(&out);
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        let index = line["index"].as_u64().unwrap();
+        if index == 1 {
+            let error = line["error"].as_str().unwrap();
+            assert!(error.starts_with("writing batch10-20.json: "), "{error}");
+        } else {
+            assert!(line["file"].is_string(), "{line}");
+        }
+    }
+    let names = file_names(&out);
+    assert!(names.iter().all(|n| !worker::is_temp_file(n)), "{names:?}");
+    assert!(names.contains("batch0-10.json") && names.contains("batch20-30.json"));
+}
