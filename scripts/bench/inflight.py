@@ -33,6 +33,9 @@ import time
 
 import aiohttp
 
+from peer_args import check_template
+from peer_args import loop_factory as peer_loop_factory
+
 
 def raise_nofile_limit() -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -78,17 +81,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.count < 1:
         ap.error("--count: must be at least 1")
-    try:
-        a.url.format(start=0, end=0, limit=0, index=0)
-    except (KeyError, IndexError, ValueError) as e:
-        ap.error(f"--url: bad placeholder: {e}")
-    loop_factory = None
-    if a.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            ap.error("--uvloop: uvloop is not installed (pip install uvloop)")
-        loop_factory = uvloop.new_event_loop
+    check_template(ap, "--url", a.url)
+    loop_factory = peer_loop_factory(ap, a.uvloop)
 
     soft, _ = raise_nofile_limit()
     if soft != resource.RLIM_INFINITY and soft < a.count + 64:

@@ -44,6 +44,9 @@ import time
 
 import aiohttp
 
+from peer_args import check_template
+from peer_args import loop_factory as peer_loop_factory
+
 
 def parse_range(text: str) -> tuple[int, int]:
     try:
@@ -155,17 +158,8 @@ def main() -> int:
                     help="write files through asyncio.to_thread instead of on the loop")
     ap.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     a = ap.parse_args()
-    try:
-        a.url_template.format(start=0, end=0, limit=0, index=0)
-    except (KeyError, IndexError, ValueError) as e:
-        ap.error(f"--url-template: bad placeholder: {e}")
-    loop_factory = None
-    if a.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            ap.error("--uvloop: uvloop is not installed (pip install uvloop)")
-        loop_factory = uvloop.new_event_loop
+    check_template(ap, "--url-template", a.url_template)
+    loop_factory = peer_loop_factory(ap, a.uvloop)
     os.makedirs(a.out, exist_ok=True)
 
     scraper = Scraper(a)
