@@ -270,33 +270,28 @@ impl Fetcher {
             })
             .await;
         };
-        let mut report = JobReport {
+        let bytes = fetched.as_ref().map_or(0, |body| body.len() as u64);
+        let (outcome, to_store) = match fetched {
+            Ok(body) if self.out_dir.is_some() => {
+                let file = self.name.render(&values);
+                (Outcome::Saved { file }, Some(body))
+            }
+            Ok(body) => (Outcome::Fetched { body: body.into() }, None),
+            Err(error) => (Outcome::Failed { error }, None),
+        };
+        let report = JobReport {
             batch: job.batch,
             url,
             status,
-            bytes: 0,
+            bytes,
             elapsed_us: started.elapsed().as_micros() as u64,
             attempts,
-            outcome: Outcome::Failed {
-                error: String::new(),
-            },
+            outcome,
         };
-        match fetched {
-            Ok(body) => {
-                report.bytes = body.len() as u64;
-                match &self.out_dir {
-                    Some(_) => {
-                        report.outcome = Outcome::Saved {
-                            file: self.name.render(&values),
-                        };
-                        return Fetched::Store { report, body };
-                    }
-                    None => report.outcome = Outcome::Fetched { body: body.into() },
-                }
-            }
-            Err(error) => report.outcome = Outcome::Failed { error },
+        match to_store {
+            Some(body) => Fetched::Store { report, body },
+            None => Fetched::Done(report),
         }
-        Fetched::Done(report)
     }
 
     /// Stores the body of a [`Fetched::Store`] on the writer thread (started on first
