@@ -157,6 +157,9 @@ for rep in $(seq "$reps"); do
     rm -rf "$work/s"; mkdir -p "$work/s"
     u=$(measure "$work/out" "$bin" --workers 2 --url "$template" --range "$range" --batch 10 --out "$work/s/ours" --json --quiet)
     record scrape coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
+    rm -rf "$work/s/ours"
+    u=$(measure "$work/out" "$bin" --workers 2 --http2 --url "$template" --range "$range" --batch 10 --out "$work/s/ours" --json --quiet)
+    record scrape "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
     u=$(measure "$work/out" python3 "$repo/scripts/bench/peer_asyncio.py" --url-template "$template" --range "$range" --batch 10 --concurrency 256 --out "$work/s/py")
     record scrape "python asyncio+aiohttp" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
     mkdir -p "$work/s/curl"
@@ -199,6 +202,9 @@ for rep in $(seq "$reps"); do
     rm -rf "$work/seed"
     u=$(measure "$work/out" "$bin" --workers 2 --concurrency 5000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet)
     record inflight10k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
+    rm -rf "$work/seed"
+    u=$(measure "$work/out" "$bin" --workers 2 --concurrency 5000 --http2 --http2-streams 1000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet)
+    record inflight10k "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
     u=$(measure "$work/out" python3 "$repo/scripts/bench/inflight.py" --url "$slow/api/tickers/?start={start}&limit=10" --count 10000)
     record inflight10k "python asyncio+aiohttp" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
 done
@@ -226,6 +232,13 @@ PY
 rm -rf "$work/seed"
 u=$(measure "$work/out" "$bin" --workers "$servers" --concurrency "$per_worker" --urls "$work/urls100k" --out "$work/seed" --timeout 60s --json --quiet || true)
 record inflight100k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"nofile\": $nofile, \"processes\": $servers}"
+
+# The same 100,000 over HTTP/2: a thousand streams to a connection, so two workers hold
+# a hundred sockets to one server between them, far under the open-file limit.
+note "100,000 in flight over HTTP/2 on $slow"
+rm -rf "$work/seed"
+u=$(measure "$work/out" "$bin" --workers 2 --concurrency 50000 --http2 --http2-streams 1000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..1000000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet || true)
+record inflight100k "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"nofile\": $nofile, \"processes\": 1, \"workers\": 2}"
 
 # ---- micro-benchmarks --------------------------------------------------------------
 note "criterion micro-benchmarks"

@@ -292,6 +292,7 @@ fn bad_input_is_one_line_on_stderr_exit_two_and_nothing_created() {
         (vec!["--builtin-delay", "9..1"], "--builtin-delay"),
         (vec!["--retry-on", "500,abc"], "--retry-on"),
         (vec!["--max-body", "0"], "--max-body"),
+        (vec!["--http2", "--http2-streams", "0"], "--http2-streams"),
         (vec!["--deadline", "0s"], "--deadline"),
         (vec!["--resume", "--overwrite"], "cannot be used with"),
         (vec!["--resume"], "no run to continue"),

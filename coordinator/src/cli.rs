@@ -123,6 +123,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub compressed: bool,
 
+    /// Speak HTTP/2 only, with prior knowledge (h2c) on http:// URLs: each worker sends
+    /// all its requests to a host as streams on one connection, so thousands in flight
+    /// need a handful of sockets. The server must speak HTTP/2 (`coordinator serve`
+    /// does). Without it, https:// servers may still choose HTTP/2 by ALPN.
+    #[arg(long)]
+    pub http2: bool,
+
+    /// With --http2: requests one connection carries at once; more open another
+    /// connection. 100 is the least a server must allow; raise it for servers that
+    /// allow more (`coordinator serve` allows a million).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub http2_streams: u32,
+
     /// Connection set-up timeout.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub connect_timeout: String,

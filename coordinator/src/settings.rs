@@ -170,7 +170,10 @@ impl Settings {
             worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
         }
         let target = target(&args, worker.url.is_some())?;
-        check_open_files(&target, workers, args.concurrency)?;
+        // Under HTTP/2 a worker holds one connection per host, not one per request.
+        if !args.http2 {
+            check_open_files(&target, workers, args.concurrency)?;
+        }
         let shard = match args.shard.as_deref() {
             None => Shard::WHOLE,
             Some("auto") => scheduler::shard_from_env(|v| std::env::var(v).ok())
@@ -250,6 +253,11 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
         max_redirects: args.max_redirects,
         rate: None,
         compressed: args.compressed,
+        http2: args.http2,
+        http2_streams: match args.http2_streams {
+            0 => return Err(usage("--http2-streams", "must be at least 1")),
+            n => n,
+        },
     };
     // Building one client here catches headers HTTP does not allow.
     worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;

@@ -38,6 +38,11 @@ pub struct WorkerConfig {
     /// Ask for gzip/brotli bodies and decode them (always through the full client);
     /// otherwise plain `http://` URLs take the lean client.
     pub compressed: bool,
+    /// Speak HTTP/2 only, with prior knowledge on plain `http://` (h2c): a worker's
+    /// requests to one host share one connection.
+    pub http2: bool,
+    /// HTTP/2 requests one connection carries at once; more open another connection.
+    pub http2_streams: u32,
 }
 
 /// Statuses retried unless told otherwise: timeouts, throttling and the 5xx family

@@ -228,3 +228,47 @@ pub fn assert_exit(result: &Output, code: i32) {
         String::from_utf8_lossy(&result.stderr)
     );
 }
+
+/// A hostile server: 20% 500s, 5% 429 with Retry-After, 5% dropped connections, 5%
+/// truncated bodies.
+pub fn hostile_server() -> Server {
+    Server::start(&[
+        "--fail-rate",
+        "0.2",
+        "--throttle-rate",
+        "0.05",
+        "--retry-after",
+        "1",
+        "--drop-rate",
+        "0.05",
+        "--truncate-rate",
+        "0.05",
+    ])
+}
+
+/// Scrapes 2,000 items from `server` with generous retries and `extra` flags, and checks
+/// that every batch arrived exact although some needed retries.
+pub fn retries_get_every_batch_through(server: Server, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = vec![
+        "--retries",
+        "20",
+        "--backoff",
+        "10ms",
+        "--backoff-max",
+        "100ms",
+    ];
+    flags.extend_from_slice(extra);
+    let result = scrape(&server.tickers_template(), "0..2000", &flags, dir.path());
+    assert_exit(&result, 0);
+    let out = dir.path().join("out");
+    assert_complete_run(&out, 2000);
+    let retried = manifest(&out)
+        .iter()
+        .filter(|l| l["attempts"].as_u64().unwrap() > 1)
+        .count();
+    assert!(
+        retried > 10,
+        "only {retried} batches needed a retry: were faults injected?"
+    );
+}

@@ -19,10 +19,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::Listener;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use shared::plan::Span;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -134,46 +137,63 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Streams one HTTP/2 connection may carry at once. hyper's default of 200 would queue
+/// all but 200 of the seed's ten thousand requests behind the first ones; this is a
+/// test target, made to take as many as a client sends.
+const MAX_STREAMS: u32 = 1_000_000;
+
+/// Serves the API on `listener` until `shutdown` completes, then lets the connections
+/// finish what they are answering. Each connection speaks HTTP/1.1 or, when it opens
+/// with the HTTP/2 preface (h2c with prior knowledge), HTTP/2.
 pub async fn serve(
     listener: TcpListener,
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = DroppingListener {
-        inner: listener,
-        share: options.faults.drop,
-    };
-    axum::serve(listener, app(options))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Accepts connections, and drops a share of them at once with a reset.
-struct DroppingListener {
-    inner: TcpListener,
-    share: f64,
-}
-
-impl Listener for DroppingListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let (stream, addr) = Listener::accept(&mut self.inner).await;
-            if Faults::hit(self.share) {
-                // A reset rather than a clean close: what a crashed server looks like.
-                let _ = stream.set_zero_linger();
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            return (stream, addr);
+    let service = TowerToHyperService::new(app(options));
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http2().max_concurrent_streams(MAX_STREAMS);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    pause_after(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if Faults::hit(options.faults.drop) {
+            // A reset rather than a clean close: what a crashed server looks like.
+            let _ = stream.set_zero_linger();
+            continue;
         }
+        let _ = stream.set_nodelay(true);
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away mid-response is the client's business.
+            let _ = connection.await;
+        });
     }
+    connections.shutdown().await;
+    Ok(())
+}
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+/// After a failed accept: a connection that went away before it was accepted is
+/// nothing, while a lack of descriptors or memory needs a moment to pass.
+async fn pause_after(e: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

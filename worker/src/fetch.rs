@@ -1,19 +1,19 @@
 //! Fetching one job: render its URL, GET it, store the body, describe the outcome.
 
-use std::error::Error as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect::Policy;
 use shared::config::{RetryPolicy, WorkerConfig};
 use shared::protocol::{Job, JobReport, Outcome};
 use shared::template::Template;
 use thiserror::Error;
 
+use crate::h2c::H2cClient;
 use crate::plain::{PlainClient, PlainError};
 use crate::store;
 
@@ -55,8 +55,9 @@ pub enum Fetched {
     },
 }
 
-/// Fetches jobs for one worker: the lean client for plain `http://` URLs and reqwest for
-/// the rest, each keeping its connections alive for the next request.
+/// Fetches jobs for one worker: a lean client for plain `http://` URLs (HTTP/1.1, or
+/// HTTP/2 under `--http2`) and reqwest for the rest, each keeping its connections alive
+/// for the next request.
 pub struct Fetcher {
     full: FullClient,
     url: Option<Template>,
@@ -68,8 +69,11 @@ pub struct Fetcher {
     max_body: u64,
     retry: RetryPolicy,
     pacer: Option<Pacer>,
-    /// The lean client for plain `http://` URLs, unless compressed bodies are asked for.
+    /// The lean client for plain `http://` URLs, unless compressed bodies or HTTP/2
+    /// are asked for.
     plain: Option<PlainClient>,
+    /// The HTTP/2 client for plain `http://` URLs under `--http2`.
+    h2c: Option<H2cClient>,
     timeout: Duration,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
@@ -85,13 +89,20 @@ struct FullClient {
     connect_timeout: Duration,
     max_redirects: usize,
     max_idle: usize,
+    http2: bool,
     client: OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl FullClient {
     fn client(&self) -> Result<&reqwest::Client, Failure> {
         let built = self.client.get_or_init(|| {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder();
+            let builder = if self.http2 {
+                builder.http2_prior_knowledge()
+            } else {
+                builder
+            };
+            builder
                 .user_agent(self.user_agent.clone())
                 .default_headers(self.headers.clone())
                 .timeout(self.timeout)
@@ -212,8 +223,15 @@ impl Fetcher {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects as usize,
             max_idle: config.concurrency as usize,
+            http2: config.http2,
             client: OnceLock::new(),
         };
+        let lean = !config.compressed;
+        let h2c = (lean && config.http2).then(|| {
+            let mut headers = full.headers.clone();
+            headers.insert(USER_AGENT, full.user_agent.clone());
+            H2cClient::new(config, headers)
+        });
         Ok(Fetcher {
             full,
             url: config.url.clone(),
@@ -223,7 +241,8 @@ impl Fetcher {
             max_body: config.max_body,
             retry: config.retry.clone(),
             pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
-            plain: (!config.compressed).then(|| PlainClient::new(config)),
+            plain: (lean && !config.http2).then(|| PlainClient::new(config)),
+            h2c,
             timeout: Duration::from_millis(config.timeout_ms),
             requests: AtomicU64::new(0),
         })
@@ -345,15 +364,21 @@ impl Fetcher {
     /// One request: the status and the whole body.
     async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let plain = self.plain.as_ref().filter(|_| {
-            url.get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-        });
-        let Some(plain) = plain else {
-            return self.attempt_full(url).await;
+        let plain_http = url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        let fetched = match (&self.plain, &self.h2c) {
+            (Some(plain), _) if plain_http => {
+                tokio::time::timeout(self.timeout, plain.get(url, self.max_body)).await
+            }
+            // Boxed: HTTP/2 requests are larger in flight, and the HTTP/1.1 path's tasks
+            // should not be sized for them.
+            (_, Some(h2c)) if plain_http => {
+                tokio::time::timeout(self.timeout, Box::pin(h2c.get(url, self.max_body))).await
+            }
+            _ => return self.attempt_full(url).await,
         };
-        let fetched = match tokio::time::timeout(self.timeout, plain.get(url, self.max_body)).await
-        {
+        let fetched = match fetched {
             Ok(Ok(fetched)) => fetched,
             Ok(Err(PlainError::NeedsFullClient(next))) => return self.attempt_full(&next).await,
             Ok(Err(e)) => return Err(Failure::plain(e, self.max_body)),
@@ -368,7 +393,7 @@ impl Fetcher {
         if !(200..300).contains(&code) {
             return Err(self.status_failure(code, fetched.retry_after.as_deref()));
         }
-        Ok((code, Bytes::from(fetched.body)))
+        Ok((code, fetched.body))
     }
 
     /// A failure for a response with a status other than 2xx.
@@ -442,7 +467,11 @@ fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// The error and its causes on one line, e.g. "error sending request: connection refused".
 fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
+    one_line(&e.without_url())
+}
+
+/// An error and its causes on one line.
+pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -7,6 +7,7 @@
 
 mod fault;
 mod fetch;
+mod h2c;
 mod http1;
 mod ipc;
 mod lag;

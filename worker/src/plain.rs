@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use shared::config::WorkerConfig;
 use shared::http_url::split_http_url;
 use tokio::io::AsyncWriteExt;
@@ -21,7 +22,7 @@ pub struct Fetched {
     /// HTTP status.
     pub status: u16,
     /// The body.
-    pub body: Vec<u8>,
+    pub body: Bytes,
     /// Its `Retry-After` header, if any.
     pub retry_after: Option<String>,
 }
@@ -75,26 +76,7 @@ impl PlainClient {
 
     /// GETs `url` (an `http://` URL), following redirects.
     pub async fn get(&self, url: &str, max_body: u64) -> Result<Fetched, PlainError> {
-        // Owned only after a redirect: a request in flight holds no copy of its URL.
-        let mut redirected: Option<String> = None;
-        let mut hops = 0;
-        loop {
-            let url = redirected.as_deref().unwrap_or(url);
-            let (authority, path) =
-                split_http_url(url).map_err(|_| PlainError::NeedsFullClient(url.to_owned()))?;
-            let (fetched, location) = self.exchange(&authority, &path, max_body).await?;
-            let Some(location) = location else {
-                return Ok(fetched);
-            };
-            if hops == self.max_redirects {
-                return Err(PlainError::Redirect(format!(
-                    "more than {} redirects (--max-redirects)",
-                    self.max_redirects
-                )));
-            }
-            hops += 1;
-            redirected = Some(resolve(&authority, &path, &location)?);
-        }
+        follow_redirects(self, url, self.max_redirects, max_body).await
     }
 
     /// One request and response; a pooled connection that turns out to be closed is
@@ -180,7 +162,7 @@ impl PlainClient {
         };
         let fetched = Fetched {
             status: response.status,
-            body,
+            body: Bytes::from(body),
             retry_after: response.retry_after,
         };
         Ok((fetched, location, response.keep_alive))
@@ -218,6 +200,59 @@ impl PlainClient {
         if conns.len() < self.max_idle {
             conns.push(stream);
         }
+    }
+}
+
+/// One request and response of a lean client.
+pub trait Exchange {
+    /// GETs `path` of `url` from `authority`: the response, and the `Location` of a
+    /// redirect.
+    async fn exchange(
+        &self,
+        authority: &str,
+        path: &str,
+        url: &str,
+        max_body: u64,
+    ) -> Result<(Fetched, Option<String>), PlainError>;
+}
+
+impl Exchange for PlainClient {
+    async fn exchange(
+        &self,
+        authority: &str,
+        path: &str,
+        _: &str,
+        max_body: u64,
+    ) -> Result<(Fetched, Option<String>), PlainError> {
+        PlainClient::exchange(self, authority, path, max_body).await
+    }
+}
+
+/// GETs `url` through `client`, following up to `max_redirects` redirects.
+pub async fn follow_redirects(
+    client: &impl Exchange,
+    url: &str,
+    max_redirects: u32,
+    max_body: u64,
+) -> Result<Fetched, PlainError> {
+    // Owned only after a redirect: a request in flight holds no copy of its URL.
+    let mut redirected: Option<String> = None;
+    let mut hops = 0;
+    loop {
+        let url = redirected.as_deref().unwrap_or(url);
+        let (authority, path) =
+            split_http_url(url).map_err(|_| PlainError::NeedsFullClient(url.to_owned()))?;
+        let (fetched, location) = client.exchange(&authority, &path, url, max_body).await?;
+        let Some(location) = location else {
+            return Ok(fetched);
+        };
+        if hops == max_redirects {
+            return Err(PlainError::Redirect(format!(
+                "more than {max_redirects} redirects (--max-redirects)"
+            )));
+        }
+        hops += 1;
+        redirected = Some(resolve(&authority, &path, &location)?);
     }
 }
 

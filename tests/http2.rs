@@ -1,0 +1,106 @@
+//! `--http2`: h2c with prior knowledge against the built-in server, over real sockets.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+/// Established client connections to `port` on this machine, from /proc/net/tcp.
+fn connections_to(port: u16) -> usize {
+    let table = fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().unwrap();
+            u16::from_str_radix(remote_port, 16).unwrap() == port && fields[3] == "01"
+        })
+        .count()
+}
+
+#[test]
+fn requests_go_as_streams_a_hundred_to_a_connection() {
+    // Each page waits 200 ms, so that all 400 requests are in flight together.
+    let server = Server::start(&["--delay", "200..200"]);
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let mut child = coordinator()
+        .args(["--http2", "--workers", "2", "--concurrency", "200"])
+        .args([
+            "--url", &url, "--range", "0..4000", "--out", "out", "--quiet",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut most = 0;
+    let finished = eventually(Duration::from_secs(60), || {
+        most = most.max(connections_to(port));
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(finished, "the run did not finish");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_complete_run(&dir.path().join("out"), 4000);
+    // Two workers with 200 in flight each, 100 streams to a connection; over
+    // HTTP/1.1 the same run holds up to 400 connections.
+    assert!(
+        (1..=4).contains(&most),
+        "{most} connections for 400 requests in flight: they did not share them"
+    );
+}
+
+#[test]
+fn an_http1_only_server_sees_the_preface_and_the_batch_fails_with_a_reason() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut preface = [0u8; 24];
+        stream.read_exact(&mut preface).unwrap();
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        preface
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/p?start={{start}}&limit={{limit}}");
+    let result = scrape(&url, "0..10", &["--http2", "--retries", "0"], dir.path());
+    assert_exit(&result, 1);
+    assert_eq!(&seen.join().unwrap(), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let lines = manifest(&dir.path().join("out"));
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0]["file"].is_null(), "{}", lines[0]);
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("h2c"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn retries_get_every_batch_through_a_hostile_server_over_http2() {
+    retries_get_every_batch_through(hostile_server(), &["--http2"]);
+}
+
+#[test]
+fn redirects_are_followed_over_http2() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "{}/api/tickers/?start={{start}}&limit={{limit}}&hops=3",
+        server.base
+    );
+    let result = scrape(&url, "0..20", &["--http2"], dir.path());
+    assert_exit(&result, 0);
+    assert_complete_run(&dir.path().join("out"), 20);
+}

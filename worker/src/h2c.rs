@@ -1,0 +1,202 @@
+//! Scrape fetches of plain `http://` URLs over HTTP/2 with prior knowledge (h2c), on
+//! hyper's HTTP/2 client directly: a worker's requests to one `host:port` go as streams
+//! on a few shared connections (`--http2-streams` to a connection, 100 by default), so
+//! ten thousand requests in flight cost a hundred sockets, accepts and handshakes or
+//! fewer, not ten thousand. Used with `--http2`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER};
+use http::{HeaderMap, Request, Uri};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use shared::config::WorkerConfig;
+use tokio::net::TcpStream;
+
+use crate::fetch::one_line;
+use crate::plain::{Exchange, Fetched, PlainError, follow_redirects};
+
+type Sender = SendRequest<Empty<Bytes>>;
+
+/// One connection: made by the first request sent on it while the others wait, then
+/// shared by up to `--http2-streams` requests.
+#[derive(Default)]
+struct Connection {
+    sender: tokio::sync::OnceCell<Sender>,
+    /// Requests on it now, counting those waiting for it to open.
+    streams: AtomicUsize,
+}
+
+/// A request's place on a connection, given back when the request is over.
+struct Stream(Arc<Connection>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP/2 client of one worker.
+pub struct H2cClient {
+    /// The connections to each `host:port`.
+    connections: Mutex<HashMap<String, Vec<Arc<Connection>>>>,
+    /// Sent with every request (`User-Agent`, `--header`s).
+    headers: HeaderMap,
+    /// Requests one connection carries at once; more open another connection.
+    streams_per_connection: usize,
+    connect_timeout: Duration,
+    max_redirects: u32,
+    /// Whether any response came yet: until one does, a failure may well be a server
+    /// that does not speak HTTP/2, and the error says so.
+    answered: AtomicBool,
+}
+
+impl H2cClient {
+    /// A client for `config` that sends `headers` with every request.
+    pub fn new(config: &WorkerConfig, headers: HeaderMap) -> H2cClient {
+        H2cClient {
+            connections: Mutex::new(HashMap::new()),
+            headers,
+            streams_per_connection: config.http2_streams.max(1) as usize,
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            max_redirects: config.max_redirects,
+            answered: AtomicBool::new(false),
+        }
+    }
+
+    /// GETs `url` (an `http://` URL), following redirects.
+    pub async fn get(&self, url: &str, max_body: u64) -> Result<Fetched, PlainError> {
+        follow_redirects(self, url, self.max_redirects, max_body).await
+    }
+}
+
+impl Exchange for H2cClient {
+    /// One request and response on the connection to `authority`.
+    async fn exchange(
+        &self,
+        authority: &str,
+        _: &str,
+        url: &str,
+        max_body: u64,
+    ) -> Result<(Fetched, Option<String>), PlainError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| PlainError::Redirect(format!("`{url}` is not a valid URL: {e}")))?;
+        let mut request = Request::new(Empty::new());
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.headers.clone();
+        // The stream's place is held until its body is read.
+        let (mut sender, _stream) = self.sender(authority).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| PlainError::Reset(self.explain(one_line(&e))))?;
+        self.answered.store(true, Ordering::Relaxed);
+        let (head, body) = response.into_parts();
+        let header = |name| {
+            head.headers
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        if header(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+            return Err(PlainError::NeedsFullClient(url.to_owned()));
+        }
+        if let Some(len) = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+            && len > max_body
+        {
+            return Err(PlainError::TooLarge(len));
+        }
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    PlainError::TooLarge(max_body.saturating_add(1))
+                } else {
+                    PlainError::Read(format!("the response was cut off: {}", one_line(&*e)))
+                }
+            })?
+            .to_bytes();
+        let status = head.status.as_u16();
+        let location = match status {
+            301 | 302 | 303 | 307 | 308 => header(LOCATION),
+            _ => None,
+        };
+        let fetched = Fetched {
+            status,
+            body,
+            retry_after: header(RETRY_AFTER),
+        };
+        Ok((fetched, location))
+    }
+}
+
+impl H2cClient {
+    /// A place on a connection to `authority` with a stream to spare, and its sender;
+    /// a new connection if there is none.
+    async fn sender(&self, authority: &str) -> Result<(Sender, Stream), PlainError> {
+        let stream = {
+            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            let open = match connections.get_mut(authority) {
+                Some(open) => open,
+                None => connections.entry(authority.to_owned()).or_default(),
+            };
+            // Requests still on a closed connection fail and are retried.
+            open.retain(|c| !c.sender.get().is_some_and(SendRequest::is_closed));
+            let spare = open
+                .iter()
+                .find(|c| c.streams.load(Ordering::Relaxed) < self.streams_per_connection);
+            let connection = match spare {
+                Some(connection) => Arc::clone(connection),
+                None => {
+                    let connection = Arc::new(Connection::default());
+                    open.push(Arc::clone(&connection));
+                    connection
+                }
+            };
+            connection.streams.fetch_add(1, Ordering::Relaxed);
+            Stream(connection)
+        };
+        let sender = stream
+            .0
+            .sender
+            .get_or_try_init(|| Box::pin(self.connect(authority)))
+            .await?
+            .clone();
+        Ok((sender, stream))
+    }
+
+    fn explain(&self, error: String) -> String {
+        if self.answered.load(Ordering::Relaxed) {
+            error
+        } else {
+            format!("{error} (no HTTP/2 answer yet: --http2 needs a server that speaks h2c)")
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> Result<Sender, PlainError> {
+        let failed = |e: String| PlainError::Connect(format!("connecting to {authority}: {e}"));
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
+            .map_err(|e| failed(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(self.explain(one_line(&e))))?;
+        // Runs until the last sender is dropped or the connection fails; a failure
+        // reaches the requests on it, which report and retry it.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
