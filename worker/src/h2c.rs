@@ -73,6 +73,68 @@ impl H2cClient {
     pub async fn get(&self, url: &str, max_body: u64) -> Result<Fetched, PlainError> {
         follow_redirects(self, url, self.max_redirects, max_body).await
     }
+
+    /// A place on a connection to `authority` with a stream to spare, and its sender;
+    /// a new connection if there is none.
+    async fn sender(&self, authority: &str) -> Result<(Sender, Stream), PlainError> {
+        let stream = {
+            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            let open = match connections.get_mut(authority) {
+                Some(open) => open,
+                None => connections.entry(authority.to_owned()).or_default(),
+            };
+            // Requests still on a closed connection fail and are retried.
+            open.retain(|c| !c.sender.get().is_some_and(SendRequest::is_closed));
+            let spare = open
+                .iter()
+                .find(|c| c.streams.load(Ordering::Relaxed) < self.streams_per_connection);
+            let connection = match spare {
+                Some(connection) => Arc::clone(connection),
+                None => {
+                    let connection = Arc::new(Connection::default());
+                    open.push(Arc::clone(&connection));
+                    connection
+                }
+            };
+            connection.streams.fetch_add(1, Ordering::Relaxed);
+            Stream(connection)
+        };
+        let sender = stream
+            .0
+            .sender
+            .get_or_try_init(|| Box::pin(self.connect(authority)))
+            .await?
+            .clone();
+        Ok((sender, stream))
+    }
+
+    /// `error`, with a hint while no response has come on any connection.
+    fn explain(&self, error: String) -> String {
+        if self.answered.load(Ordering::Relaxed) {
+            error
+        } else {
+            format!("{error} (no HTTP/2 answer yet: --http2 needs a server that speaks h2c)")
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> Result<Sender, PlainError> {
+        let failed = |e: String| PlainError::Connect(format!("connecting to {authority}: {e}"));
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
+            .map_err(|e| failed(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(self.explain(one_line(&e))))?;
+        // Runs until the last sender is dropped or the connection fails; a failure
+        // reaches the requests on it, which report and retry it.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
 }
 
 impl Exchange for H2cClient {
@@ -135,68 +197,5 @@ impl Exchange for H2cClient {
             retry_after: header(RETRY_AFTER),
         };
         Ok((fetched, location))
-    }
-}
-
-impl H2cClient {
-    /// A place on a connection to `authority` with a stream to spare, and its sender;
-    /// a new connection if there is none.
-    async fn sender(&self, authority: &str) -> Result<(Sender, Stream), PlainError> {
-        let stream = {
-            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-            let open = match connections.get_mut(authority) {
-                Some(open) => open,
-                None => connections.entry(authority.to_owned()).or_default(),
-            };
-            // Requests still on a closed connection fail and are retried.
-            open.retain(|c| !c.sender.get().is_some_and(SendRequest::is_closed));
-            let spare = open
-                .iter()
-                .find(|c| c.streams.load(Ordering::Relaxed) < self.streams_per_connection);
-            let connection = match spare {
-                Some(connection) => Arc::clone(connection),
-                None => {
-                    let connection = Arc::new(Connection::default());
-                    open.push(Arc::clone(&connection));
-                    connection
-                }
-            };
-            connection.streams.fetch_add(1, Ordering::Relaxed);
-            Stream(connection)
-        };
-        let sender = stream
-            .0
-            .sender
-            .get_or_try_init(|| Box::pin(self.connect(authority)))
-            .await?
-            .clone();
-        Ok((sender, stream))
-    }
-
-    fn explain(&self, error: String) -> String {
-        if self.answered.load(Ordering::Relaxed) {
-            error
-        } else {
-            format!("{error} (no HTTP/2 answer yet: --http2 needs a server that speaks h2c)")
-        }
-    }
-
-    async fn connect(&self, authority: &str) -> Result<Sender, PlainError> {
-        let failed = |e: String| PlainError::Connect(format!("connecting to {authority}: {e}"));
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
-            .await
-            .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
-            .map_err(|e| failed(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| failed(self.explain(one_line(&e))))?;
-        // Runs until the last sender is dropped or the connection fails; a failure
-        // reaches the requests on it, which report and retry it.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
     }
 }
