@@ -20,8 +20,6 @@ const MAX_CONNECTIONS: u32 = 200_000;
 pub struct LoadPlan {
     /// One spec per worker.
     pub specs: Vec<LoadSpec>,
-    /// CPUs to pin workers to, one each; empty when there are fewer CPUs than workers.
-    pub cpus: Vec<usize>,
     /// What is tested, for the report.
     pub target: String,
     /// Connections in all.
@@ -119,14 +117,8 @@ impl LoadPlan {
             // A worker with no request to send would only idle.
             .filter(|s| s.requests != Some(0))
             .collect::<Vec<_>>();
-        let cpus = if available.len() >= specs.len() {
-            available
-        } else {
-            Vec::new()
-        };
         Ok(LoadPlan {
             specs,
-            cpus,
             target,
             connections: args.connections,
             rate,
