@@ -69,9 +69,14 @@ impl H2cClient {
         }
     }
 
-    /// GETs `url` (an `http://` URL), following redirects.
-    pub async fn get(&self, url: &str, max_body: u64) -> Result<Fetched, PlainError> {
-        follow_redirects(self, url, self.max_redirects, max_body).await
+    /// GETs `url` (an `http://` URL), following redirects. Not an `async fn`: that
+    /// would add a layer of state to every request in flight.
+    pub fn get<'a>(
+        &'a self,
+        url: &'a str,
+        max_body: u64,
+    ) -> impl Future<Output = Result<Fetched, PlainError>> + Send + 'a {
+        follow_redirects(self, url, max_body)
     }
 
     /// A place on a connection to `authority` with a stream to spare, and its sender;
@@ -142,13 +147,16 @@ impl Exchange for H2cClient {
     async fn exchange(
         &self,
         authority: &str,
-        _: &str,
-        url: &str,
+        path: &str,
         max_body: u64,
     ) -> Result<(Fetched, Option<String>), PlainError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| PlainError::Redirect(format!("`{url}` is not a valid URL: {e}")))?;
+        let url = || format!("http://{authority}{path}");
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| PlainError::Redirect(format!("`{}` is not a valid URL: {e}", url())))?;
         let mut request = Request::new(Empty::new());
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers.clone();
@@ -167,7 +175,7 @@ impl Exchange for H2cClient {
                 .map(str::to_owned)
         };
         if header(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-            return Err(PlainError::NeedsFullClient(url.to_owned()));
+            return Err(PlainError::NeedsFullClient(url()));
         }
         if let Some(len) = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
             && len > max_body
@@ -197,5 +205,9 @@ impl Exchange for H2cClient {
             retry_after: header(RETRY_AFTER),
         };
         Ok((fetched, location))
+    }
+
+    fn max_redirects(&self) -> u32 {
+        self.max_redirects
     }
 }

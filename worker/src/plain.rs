@@ -74,28 +74,14 @@ impl PlainClient {
         }
     }
 
-    /// GETs `url` (an `http://` URL), following redirects.
-    pub async fn get(&self, url: &str, max_body: u64) -> Result<Fetched, PlainError> {
-        follow_redirects(self, url, self.max_redirects, max_body).await
-    }
-
-    /// One request and response; a pooled connection that turns out to be closed is
-    /// replaced by a fresh one once.
-    async fn exchange(
-        &self,
-        authority: &str,
-        path: &str,
+    /// GETs `url` (an `http://` URL), following redirects. Not an `async fn`: that
+    /// would add a layer of state to every request in flight.
+    pub fn get<'a>(
+        &'a self,
+        url: &'a str,
         max_body: u64,
-    ) -> Result<(Fetched, Option<String>), PlainError> {
-        if let Some(mut stream) = self.take_idle(authority) {
-            match self.once(&mut stream, authority, path, max_body).await {
-                Err(PlainError::Reset(_)) => {}
-                result => return self.settle(authority, stream, result),
-            }
-        }
-        let mut stream = Box::pin(self.connect(authority)).await?;
-        let result = self.once(&mut stream, authority, path, max_body).await;
-        self.settle(authority, stream, result)
+    ) -> impl Future<Output = Result<Fetched, PlainError>> + Send + 'a {
+        follow_redirects(self, url, max_body)
     }
 
     fn settle(
@@ -205,34 +191,47 @@ impl PlainClient {
 
 /// One request and response of a lean client.
 pub trait Exchange {
-    /// GETs `path` of `url` from `authority`: the response, and the `Location` of a
-    /// redirect.
+    /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
     async fn exchange(
         &self,
         authority: &str,
         path: &str,
-        url: &str,
         max_body: u64,
     ) -> Result<(Fetched, Option<String>), PlainError>;
+
+    /// Redirects followed at most.
+    fn max_redirects(&self) -> u32;
 }
 
 impl Exchange for PlainClient {
+    /// One request and response; a pooled connection that turns out to be closed is
+    /// replaced by a fresh one once.
     async fn exchange(
         &self,
         authority: &str,
         path: &str,
-        _: &str,
         max_body: u64,
     ) -> Result<(Fetched, Option<String>), PlainError> {
-        PlainClient::exchange(self, authority, path, max_body).await
+        if let Some(mut stream) = self.take_idle(authority) {
+            match self.once(&mut stream, authority, path, max_body).await {
+                Err(PlainError::Reset(_)) => {}
+                result => return self.settle(authority, stream, result),
+            }
+        }
+        let mut stream = Box::pin(self.connect(authority)).await?;
+        let result = self.once(&mut stream, authority, path, max_body).await;
+        self.settle(authority, stream, result)
+    }
+
+    fn max_redirects(&self) -> u32 {
+        self.max_redirects
     }
 }
 
-/// GETs `url` through `client`, following up to `max_redirects` redirects.
+/// GETs `url` through `client`, following its redirects.
 pub async fn follow_redirects(
     client: &impl Exchange,
     url: &str,
-    max_redirects: u32,
     max_body: u64,
 ) -> Result<Fetched, PlainError> {
     // Owned only after a redirect: a request in flight holds no copy of its URL.
@@ -242,13 +241,14 @@ pub async fn follow_redirects(
         let url = redirected.as_deref().unwrap_or(url);
         let (authority, path) =
             split_http_url(url).map_err(|_| PlainError::NeedsFullClient(url.to_owned()))?;
-        let (fetched, location) = client.exchange(&authority, &path, url, max_body).await?;
+        let (fetched, location) = client.exchange(&authority, &path, max_body).await?;
         let Some(location) = location else {
             return Ok(fetched);
         };
-        if hops == max_redirects {
+        if hops == client.max_redirects() {
             return Err(PlainError::Redirect(format!(
-                "more than {max_redirects} redirects (--max-redirects)"
+                "more than {} redirects (--max-redirects)",
+                client.max_redirects()
             )));
         }
         hops += 1;
