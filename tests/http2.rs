@@ -104,3 +104,43 @@ fn redirects_are_followed_over_http2() {
     assert_exit(&result, 0);
     assert_complete_run(&dir.path().join("out"), 20);
 }
+
+#[test]
+fn large_bodies_arrive_whole_over_many_frames_and_the_body_cap_holds() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    // 5,000 coins a page: about 1.3 MB, far more than one HTTP/2 frame.
+    let result = scrape(
+        &url,
+        "0..10000",
+        &["--http2", "--batch", "5000"],
+        dir.path(),
+    );
+    assert_exit(&result, 0);
+    for start in [0, 5000] {
+        let file = dir
+            .path()
+            .join(format!("out/batch{start}-{}.json", start + 5000));
+        assert_eq!(
+            fs::read(file).unwrap(),
+            tickers::tickers_json(start, 5000, 1_000_000_000).into_bytes()
+        );
+    }
+    let capped = tempfile::tempdir().unwrap();
+    let result = scrape(
+        &url,
+        "0..5000",
+        &["--http2", "--batch", "5000", "--max-body", "100KiB"],
+        capped.path(),
+    );
+    assert_exit(&result, 1);
+    let lines = manifest(&capped.path().join("out"));
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("over --max-body"), "{error}");
+    assert_eq!(
+        file_names(&capped.path().join("out")).len(),
+        2,
+        "no batch file"
+    );
+}

@@ -1,5 +1,6 @@
 //! Scrape fetches of plain `http://` URLs over HTTP/2 with prior knowledge (h2c), on
-//! hyper's HTTP/2 client directly: a worker's requests to one `host:port` go as streams
+//! the `h2` crate directly (hyper's client would add a task, a channel and a callback
+//! per request on top of it): a worker's requests to one `host:port` go as streams
 //! on a few shared connections (`--http2-streams` to a connection, 100 by default), so
 //! ten thousand requests in flight cost a hundred sockets, accepts and handshakes or
 //! fewer, not ten thousand. Used with `--http2`.
@@ -9,19 +10,35 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER};
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
+use http::header::{
+    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, Request, Uri};
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use shared::config::WorkerConfig;
 use tokio::net::TcpStream;
 
 use crate::fetch::one_line;
 use crate::plain::{Exchange, Fetched, PlainError, follow_redirects};
 
-type Sender = SendRequest<Empty<Bytes>>;
+/// Flow-control windows: large, so that a thousand streams answering at once are not
+/// held back waiting for window updates (hyper's defaults).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// An open connection: the handle that starts streams on it, and whether it ended.
+#[derive(Clone)]
+struct Sender {
+    send: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
 
 /// One connection: made by the first request sent on it while the others wait, then
 /// shared by up to `--http2-streams` requests.
@@ -58,7 +75,13 @@ pub struct H2cClient {
 
 impl H2cClient {
     /// A client for `config` that sends `headers` with every request.
-    pub fn new(config: &WorkerConfig, headers: HeaderMap) -> H2cClient {
+    pub fn new(config: &WorkerConfig, mut headers: HeaderMap) -> H2cClient {
+        // Connection-specific headers do not exist in HTTP/2 (RFC 9113, 8.2.2).
+        for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+            headers.remove(name);
+        }
+        headers.remove("keep-alive");
+        headers.remove("proxy-connection");
         H2cClient {
             connections: Mutex::new(HashMap::new()),
             headers,
@@ -89,7 +112,7 @@ impl H2cClient {
                 None => connections.entry(authority.to_owned()).or_default(),
             };
             // Requests still on a closed connection fail and are retried.
-            open.retain(|c| !c.sender.get().is_some_and(SendRequest::is_closed));
+            open.retain(|c| !c.sender.get().is_some_and(Sender::is_closed));
             let spare = open
                 .iter()
                 .find(|c| c.streams.load(Ordering::Relaxed) < self.streams_per_connection);
@@ -129,16 +152,21 @@ impl H2cClient {
             .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
             .map_err(|e| failed(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(stream)
             .await
             .map_err(|e| failed(self.explain(one_line(&e))))?;
-        // Runs until the last sender is dropped or the connection fails; a failure
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = Arc::clone(&closed);
+        // Runs until the last handle is dropped or the connection fails; a failure
         // reaches the requests on it, which report and retry it.
         tokio::spawn(async move {
             let _ = connection.await;
+            ended.store(true, Ordering::Relaxed);
         });
-        Ok(sender)
+        Ok(Sender { send, closed })
     }
 }
 
@@ -157,17 +185,18 @@ impl Exchange for H2cClient {
             .path_and_query(path)
             .build()
             .map_err(|e| PlainError::Redirect(format!("`{}` is not a valid URL: {e}", url())))?;
-        let mut request = Request::new(Empty::new());
+        let mut request = Request::new(());
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers.clone();
         // The stream's place is held until its body is read.
-        let (mut sender, _stream) = self.sender(authority).await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| PlainError::Reset(self.explain(one_line(&e))))?;
+        let (sender, _stream) = self.sender(authority).await?;
+        let reset = |e: h2::Error| PlainError::Reset(self.explain(one_line(&e)));
+        // Waits while the connection has as many streams open as the server allows.
+        let mut send = sender.send.ready().await.map_err(reset)?;
+        let (response, _) = send.send_request(request, true).map_err(reset)?;
+        let response = response.await.map_err(reset)?;
         self.answered.store(true, Ordering::Relaxed);
-        let (head, body) = response.into_parts();
+        let (head, mut body) = response.into_parts();
         let header = |name| {
             head.headers
                 .get(name)
@@ -182,18 +211,30 @@ impl Exchange for H2cClient {
         {
             return Err(PlainError::TooLarge(len));
         }
-        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<LengthLimitError>() {
-                    PlainError::TooLarge(max_body.saturating_add(1))
-                } else {
-                    PlainError::Read(format!("the response was cut off: {}", one_line(&*e)))
+        // One chunk is kept as it came; more are joined.
+        let mut first: Option<Bytes> = None;
+        let mut joined = BytesMut::new();
+        let mut len = 0u64;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|e| {
+                PlainError::Read(format!("the response was cut off: {}", one_line(&e)))
+            })?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            len += chunk.len() as u64;
+            if len > max_body {
+                return Err(PlainError::TooLarge(len));
+            }
+            match first.take() {
+                None if joined.is_empty() => first = Some(chunk),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        joined.extend_from_slice(&earlier);
+                    }
+                    joined.extend_from_slice(&chunk);
                 }
-            })?
-            .to_bytes();
+            }
+        }
+        let body = first.unwrap_or_else(|| joined.freeze());
         let status = head.status.as_u16();
         let location = match status {
             301 | 302 | 303 | 307 | 308 => header(LOCATION),
