@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect::Policy;
 use shared::config::{RetryPolicy, WorkerConfig};
+use shared::plan::Batch;
 use shared::protocol::{Job, JobReport, Outcome};
 use shared::template::Template;
 use thiserror::Error;
@@ -250,56 +251,91 @@ impl Fetcher {
 
     /// Fetches one job, retrying as the policy allows; never fails, the report says
     /// what happened. A body to be stored comes back with it, for [`Fetcher::store`].
-    pub async fn run(&self, job: Job) -> Fetched {
-        let values = job.batch.values();
-        let url = match (job.url, &self.url) {
+    ///
+    /// Not an `async fn`: its arguments would stay in the future's state for the whole
+    /// request, beside what is made of them, and ten thousand requests in flight each
+    /// carry that state.
+    pub fn run(self: &Arc<Self>, job: Job) -> impl Future<Output = Fetched> + Send + 'static {
+        let Job { batch, url } = job;
+        let url = match (url, &self.url) {
             (Some(url), _) => url,
-            (None, Some(template)) => template.render(&values),
+            (None, Some(template)) => template.render(&batch.values()),
             (None, None) => String::new(),
         };
-        let started = Instant::now();
-        let budget = Duration::from_millis(self.retry.max_time_ms);
-        let mut attempts = 0;
-        let (status, fetched) = loop {
-            attempts += 1;
-            let failure = match self.attempt(&url).await {
-                Ok((status, body)) => break (Some(status), Ok(body)),
-                Err(failure) => failure,
+        let this = Arc::clone(self);
+        async move {
+            let started = Instant::now();
+            let mut attempts = 0;
+            let (status, fetched) = loop {
+                attempts += 1;
+                let failure = match this.attempt(&url).await {
+                    Ok((status, body)) => break (Some(status), Ok(body)),
+                    Err(failure) => failure,
+                };
+                match this.retry_wait(&failure, attempts, started) {
+                    Ok(wait) => {
+                        // Boxed, like the other rare paths: a job's task is sized for
+                        // its largest state, and ten thousand tasks in flight are all
+                        // that size.
+                        Box::pin(async {
+                            tokio::time::sleep(wait).await;
+                            // Retries keep to the rate too.
+                            this.pace().await;
+                        })
+                        .await;
+                    }
+                    Err(error) => break (failure.status, Err(error)),
+                }
             };
-            if !failure.retryable || attempts > self.retry.retries {
-                break (failure.status, Err(failure.error));
-            }
-            let mut wait = self.retry.backoff(attempts, fastrand::f64());
-            if let Some(asked) = failure.retry_after {
-                wait = wait.max(asked.min(Duration::from_millis(self.retry.retry_after_max_ms)));
-            }
-            if started.elapsed() + wait > budget {
-                let error = format!(
-                    "{} (no retry: --retry-max-time would be exceeded)",
-                    failure.error
-                );
-                break (failure.status, Err(error));
-            }
-            // Boxed, like the other rare paths: a job's task is sized for its largest
-            // state, and ten thousand tasks in flight are all that size.
-            Box::pin(async {
-                tokio::time::sleep(wait).await;
-                // Retries keep to the rate too.
-                self.pace().await;
-            })
-            .await;
-        };
+            this.settle(batch, url, status, fetched, started, attempts)
+        }
+    }
+
+    /// How long to wait before another attempt after `failure`, or the batch's error
+    /// if there is to be none.
+    fn retry_wait(
+        &self,
+        failure: &Failure,
+        attempts: u32,
+        started: Instant,
+    ) -> Result<Duration, String> {
+        if !failure.retryable || attempts > self.retry.retries {
+            return Err(failure.error.clone());
+        }
+        let mut wait = self.retry.backoff(attempts, fastrand::f64());
+        if let Some(asked) = failure.retry_after {
+            wait = wait.max(asked.min(Duration::from_millis(self.retry.retry_after_max_ms)));
+        }
+        if started.elapsed() + wait > Duration::from_millis(self.retry.max_time_ms) {
+            return Err(format!(
+                "{} (no retry: --retry-max-time would be exceeded)",
+                failure.error
+            ));
+        }
+        Ok(wait)
+    }
+
+    /// The job's report, and its body if it is to be stored.
+    fn settle(
+        &self,
+        batch: Batch,
+        url: String,
+        status: Option<u16>,
+        fetched: Result<Bytes, String>,
+        started: Instant,
+        attempts: u32,
+    ) -> Fetched {
         let bytes = fetched.as_ref().map_or(0, |body| body.len() as u64);
         let (outcome, to_store) = match fetched {
             Ok(body) if self.out_dir.is_some() => {
-                let file = self.name.render(&values);
+                let file = self.name.render(&batch.values());
                 (Outcome::Saved { file }, Some(body))
             }
             Ok(body) => (Outcome::Fetched { body: body.into() }, None),
             Err(error) => (Outcome::Failed { error }, None),
         };
         let report = JobReport {
-            batch: job.batch,
+            batch,
             url,
             status,
             bytes,

@@ -5,6 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures_util::FutureExt;
 use shared::config::WorkerConfig;
 use shared::frame::FrameError;
 use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, ToWorker, WorkerStats};
@@ -159,8 +160,9 @@ async fn run_jobs(
             let fetcher = Arc::clone(fetcher);
             let reports = reports.clone();
             let fault = fault.clone();
-            tokio::spawn(async move {
-                let fetched = fetcher.run(job).await;
+            // `map`, not an async block: the block would keep the job in its state
+            // beside the fetch made of it.
+            tokio::spawn(fetcher.run(job).map(move |fetched| {
                 let fault = fault.and_then(|f| f.on_job_done());
                 if let Some(FaultKind::Block(time)) = fault {
                     std::thread::sleep(time);
@@ -183,7 +185,7 @@ async fn run_jobs(
                     Fetched::Done(report) => finish(report),
                     Fetched::Store { report, body } => fetcher.store(report, body, finish),
                 }
-            });
+            }));
         }
     }
 }
