@@ -32,6 +32,9 @@ pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
 /// Files written before their completions are reported, at most.
 const MAX_BATCH: usize = 64;
 
+/// How long a lone file waits for others to join its batch.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A file to store, and what to do once it is written (or not).
 struct Job {
     name: String,
@@ -59,6 +62,11 @@ impl Writer {
                 let mut batch = Vec::new();
                 while let Ok(first) = queue.recv() {
                     batch.push(first);
+                    if queue.is_empty() {
+                        // A trickle of files gathers for a moment, so that this thread
+                        // and the event loop wake once per batch, not once per file.
+                        thread::sleep(GATHER);
+                    }
                     batch.extend(queue.try_iter().take(MAX_BATCH - 1));
                     let written: Vec<_> = batch
                         .iter()
