@@ -373,10 +373,11 @@ fn compressed_responses_are_stored_decoded() {
         "{head}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.tickers_template();
-    let result = run(
-        &[
+    // Over HTTP/1.1, and over HTTP/2 (reqwest with prior knowledge).
+    for extra in [&[][..], &["--http2"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = server.tickers_template();
+        let mut args = vec![
             "--url",
             &url,
             "--range",
@@ -386,17 +387,19 @@ fn compressed_responses_are_stored_decoded() {
             "--out",
             "out",
             "--compressed",
-        ],
-        dir.path(),
-    );
-    assert_exit(&result, 0);
-    for i in 0..10u64 {
-        let body = fs::read(
-            dir.path()
-                .join(format!("out/batch{}-{}.json", i * 50, i * 50 + 50)),
-        )
-        .unwrap();
-        assert_eq!(body, tickers::tickers_json(i * 50, 50, COINS).into_bytes());
+        ];
+        args.extend_from_slice(extra);
+        let result = run(&args, dir.path());
+        assert_exit(&result, 0);
+        for i in 0..10u64 {
+            let body = fs::read(dir.path().join(format!(
+                "out/batch{}-{}.json",
+                i * 50,
+                i * 50 + 50
+            )))
+            .unwrap();
+            assert_eq!(body, tickers::tickers_json(i * 50, 50, COINS).into_bytes());
+        }
     }
 }
 
