@@ -124,9 +124,9 @@ pub struct RunArgs {
     pub compressed: bool,
 
     /// Speak HTTP/2 only, with prior knowledge (h2c) on http:// URLs: each worker sends
-    /// all its requests to a host as streams on one connection, so thousands in flight
-    /// need a handful of sockets. The server must speak HTTP/2 (`coordinator serve`
-    /// does). Without it, https:// servers may still choose HTTP/2 by ALPN.
+    /// its requests to a host as streams on a few shared connections, so thousands in
+    /// flight need a handful of sockets. The server must speak HTTP/2 (`coordinator
+    /// serve` does). Without it, https:// servers may still choose HTTP/2 by ALPN.
     #[arg(long)]
     pub http2: bool,
 

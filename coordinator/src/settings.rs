@@ -170,7 +170,7 @@ impl Settings {
             worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
         }
         let target = target(&args, worker.url.is_some())?;
-        // Under HTTP/2 a worker holds one connection per host, not one per request.
+        // Under HTTP/2 a worker's requests share a few connections per host.
         if !args.http2 {
             check_open_files(&target, workers, args.concurrency)?;
         }
