@@ -58,6 +58,69 @@ fn a_counted_load_test_sends_exactly_n_requests_over_all_workers() {
 }
 
 #[test]
+fn over_http2_each_connection_carries_its_streams() {
+    let server = Server::start(&[]);
+    let out = load(&[
+        &page(&server),
+        "--http2",
+        "-m",
+        "10",
+        "-w",
+        "2",
+        "-c",
+        "4",
+        "-n",
+        "2000",
+        "--json",
+    ]);
+    assert_exit(&out, 0);
+    let r = json(&out);
+    assert_eq!(r["responses"], 2000);
+    assert_eq!(r["statuses"]["200"], 2000);
+    assert_eq!(r["http2_streams"], 10);
+    assert_eq!(
+        r["bytes"].as_u64().unwrap(),
+        2000 * tickers::tickers_json(0, 10, 1_000_000_000).len() as u64
+    );
+    assert_eq!(r["connect_ms"]["count"], 4, "40 streams on 4 connections");
+    assert_eq!(r["errors"]["reset"], 0);
+}
+
+#[test]
+fn over_http2_a_server_that_does_not_speak_it_gives_errors_not_a_hang() {
+    // Answers HTTP/1.1 to whatever comes, then closes.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 1024]);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    let out = load(&[
+        &format!("http://{addr}/"),
+        "--http2",
+        "-c",
+        "1",
+        "-n",
+        "20",
+        "--json",
+    ]);
+    let r = json(&out);
+    assert_eq!(r["responses"], 0);
+    let errors = &r["errors"];
+    let failed: u64 = ["connect", "reset", "read", "timeout"]
+        .iter()
+        .map(|k| errors[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(failed, 20, "{errors}");
+}
+
+#[test]
 fn the_text_report_names_every_section() {
     let server = Server::start(&[]);
     let out = load(&[&page(&server), "-w", "1", "-c", "4", "-n", "300"]);
@@ -270,6 +333,19 @@ fn load_mode_rejects_what_it_cannot_do() {
         (vec![], "give a URL"),
         (vec!["http://127.0.0.1:1/", "-c", "0"], "--connections"),
         (vec!["http://127.0.0.1:1/", "--range", "0..10"], "--range"),
+        (
+            vec!["http://127.0.0.1:1/", "--http2", "--no-keepalive"],
+            "cannot be used with",
+        ),
+        (vec!["http://127.0.0.1:1/", "-m", "4"], "--http2"),
+        (
+            vec!["http://127.0.0.1:1/", "--http2", "-m", "0"],
+            "--streams",
+        ),
+        (
+            vec!["http://127.0.0.1:1/", "--http2", "-H", "bad name: x"],
+            "--header",
+        ),
     ] {
         let out = load(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);

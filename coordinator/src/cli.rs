@@ -273,6 +273,13 @@ pub struct LoadArgs {
     /// A new connection for every request.
     #[arg(long)]
     pub no_keepalive: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c): each connection carries --streams
+    /// requests at once.
+    #[arg(long, conflicts_with = "no_keepalive")]
+    pub http2: bool,
+    /// With --http2: requests in flight on each connection [default: 1].
+    #[arg(short = 'm', long, value_name = "M", requires = "http2")]
+    pub streams: Option<u32>,
     /// Extra request header 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,

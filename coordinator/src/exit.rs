@@ -54,12 +54,26 @@ pub fn clap_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see --help)");
+            eprintln!("{} (see --help)", first_paragraph(&e.render().to_string()));
             Exit::Usage.into()
         }
     }
+}
+
+/// A clap message on one line: its first line, and when that ends in a colon, the
+/// indented lines that follow it (the arguments it is about).
+fn first_paragraph(text: &str) -> String {
+    let mut lines = text.lines();
+    let mut out = lines.next().unwrap_or("invalid arguments").to_owned();
+    if out.ends_with(':') {
+        let items: Vec<&str> = lines
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        out.push(' ');
+        out.push_str(&items.join(", "));
+    }
+    out
 }
 
 /// Writes `text` to stdout; a closed stdout (`| head`) is a normal end, not an error.
@@ -68,5 +82,24 @@ pub fn print_stdout(text: &str) -> io::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_messages_keep_the_arguments_they_name() {
+        let missing = "error: the following required arguments were not provided:\n  --http2\n\nUsage: coordinator load --http2 [URL]...\n";
+        assert_eq!(
+            first_paragraph(missing),
+            "error: the following required arguments were not provided: --http2"
+        );
+        let plain = "error: unexpected argument '--bogus' found\n\nUsage: x\n";
+        assert_eq!(
+            first_paragraph(plain),
+            "error: unexpected argument '--bogus' found"
+        );
     }
 }

@@ -29,6 +29,9 @@ pub struct LoadSpec {
     pub rate: Option<f64>,
     /// Reuse connections; otherwise one new connection per request.
     pub keepalive: bool,
+    /// Speak HTTP/2 with prior knowledge, this many requests in flight on each
+    /// connection; `None` for HTTP/1.1.
+    pub http2_streams: Option<u32>,
     /// Whole-request timeout, in milliseconds.
     pub timeout_ms: u64,
     /// Extra request headers.

@@ -19,7 +19,7 @@ use http::{HeaderMap, Request, Uri};
 use shared::config::WorkerConfig;
 use tokio::net::TcpStream;
 
-use crate::fetch::one_line;
+use crate::fetch::{ConfigError, one_line};
 use crate::plain::{Exchange, Fetched, PlainError, follow_redirects};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
@@ -76,12 +76,7 @@ pub struct H2cClient {
 impl H2cClient {
     /// A client for `config` that sends `headers` with every request.
     pub fn new(config: &WorkerConfig, mut headers: HeaderMap) -> H2cClient {
-        // Connection-specific headers do not exist in HTTP/2 (RFC 9113, 8.2.2).
-        for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
-            headers.remove(name);
-        }
-        headers.remove("keep-alive");
-        headers.remove("proxy-connection");
+        strip_connection_headers(&mut headers);
         H2cClient {
             connections: Mutex::new(HashMap::new()),
             headers,
@@ -151,11 +146,7 @@ impl H2cClient {
             .await
             .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
             .map_err(|e| failed(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (send, connection) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(stream)
+        let (send, connection) = handshake(stream)
             .await
             .map_err(|e| failed(self.explain(one_line(&e))))?;
         let closed = Arc::new(AtomicBool::new(false));
@@ -251,4 +242,40 @@ impl Exchange for H2cClient {
     fn max_redirects(&self) -> u32 {
         self.max_redirects
     }
+}
+
+/// Connection-specific headers do not exist in HTTP/2 (RFC 9113, 8.2.2).
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// `(name, value)` pairs as the headers of an HTTP/2 request.
+pub fn request_headers(pairs: &[(String, String)]) -> Result<HeaderMap, ConfigError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        let key = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfigError::HeaderName(name.clone()))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| ConfigError::HeaderValue(name.clone()))?;
+        headers.append(key, value);
+    }
+    strip_connection_headers(&mut headers);
+    Ok(headers)
+}
+
+/// Starts HTTP/2 with prior knowledge on `stream`: the handle that opens streams, and
+/// the connection, to be run on a task of its own.
+pub(crate) async fn handshake(
+    stream: TcpStream,
+) -> Result<(SendRequest<Bytes>, h2::client::Connection<TcpStream, Bytes>), h2::Error> {
+    let _ = stream.set_nodelay(true);
+    h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(stream)
+        .await
 }

@@ -20,6 +20,7 @@ mod usage;
 
 pub use fault::FAULT_VAR;
 pub use fetch::{ConfigError, Fetcher};
+pub use h2c::request_headers as http2_request_headers;
 pub use process::run_process;
 pub use session::{WorkerError, serve};
 pub use store::{TEMP_SUFFIX, is_temp_file, temp_path, write_atomic};

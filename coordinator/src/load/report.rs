@@ -126,10 +126,12 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Load test of {}: {} workers, {} connections{}, {:.2} s",
+            "Load test of {}: {} workers, {} connections{}{}, {:.2} s",
             plan.target,
             self.workers.len(),
             plan.connections,
+            plan.http2_streams
+                .map_or(String::new(), |m| format!(" (HTTP/2, {m} streams each)")),
             plan.rate
                 .map_or(String::new(), |r| format!(", --rate {r}/s")),
             secs
@@ -250,6 +252,7 @@ impl Results {
         serde_json::json!({
             "target": plan.target,
             "connections": plan.connections,
+            "http2_streams": plan.http2_streams,
             "rate": plan.rate,
             "wall_s": self.wall.as_secs_f64(),
             "responses": t.responses,

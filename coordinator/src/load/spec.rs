@@ -26,6 +26,8 @@ pub struct LoadPlan {
     pub connections: u32,
     /// Rate in all, requests per second.
     pub rate: Option<f64>,
+    /// Requests in flight on each connection over HTTP/2; `None` for HTTP/1.1.
+    pub http2_streams: Option<u32>,
     /// Requests in all, if counted.
     pub requests: Option<u64>,
     /// Length, if timed.
@@ -84,6 +86,11 @@ impl LoadPlan {
             None => None,
         };
         let timeout = parse_duration(&args.timeout).map_err(|e| UsageError::new("--timeout", e))?;
+        let http2_streams = match (args.http2, args.streams) {
+            (false, _) => None,
+            (true, Some(0)) => return Err(UsageError::new("--streams", "must be at least 1")),
+            (true, streams) => Some(streams.unwrap_or(1)),
+        };
         let headers = args
             .headers
             .iter()
@@ -94,6 +101,9 @@ impl LoadPlan {
                 _ => Err(UsageError::new("--header", "expected 'Name: value'")),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if args.http2 {
+            worker::http2_request_headers(&headers).map_err(|e| UsageError::new("--header", e))?;
+        }
         let thresholds = args
             .fail_if
             .iter()
@@ -111,6 +121,7 @@ impl LoadPlan {
                 duration_ms: duration.map(|d| d.as_millis() as u64),
                 rate: rate.map(|r| r / workers as f64),
                 keepalive: !args.no_keepalive,
+                http2_streams,
                 timeout_ms: timeout.as_millis() as u64,
                 headers: headers.clone(),
             })
@@ -122,6 +133,7 @@ impl LoadPlan {
             target,
             connections: args.connections,
             rate,
+            http2_streams,
             requests: args.requests,
             duration,
             thresholds,

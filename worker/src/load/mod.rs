@@ -1,6 +1,8 @@
 //! The load generator of one worker: `connections` HTTP/1.1 connections on the lean
 //! client of [`crate::http1`] (no pool, no redirects, no decompression), each sending
-//! requests back to back, or at the times a fixed rate gives them. Every response is
+//! requests back to back, or at the times a fixed rate gives them; or, with `--http2`,
+//! `connections` HTTP/2 connections with `streams` requests in flight on each
+//! ([`http2`]). Every response is
 //! recorded into HDR histograms; a summary of each second goes to the coordinator, and
 //! a whole-run report at the end, so memory is the same after a minute or a day.
 
@@ -16,6 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
 use crate::http1::{self, ReadError};
+
+mod http2;
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
 use crate::lag::LagProbe;
 use crate::session::WorkerError;
@@ -42,9 +46,24 @@ pub async fn run(
     let (wall, total) = local
         .run_until(async {
             let ticker = tokio::task::spawn_local(tick(Rc::clone(&state), out_tx.clone()));
-            let drivers: Vec<_> = (0..state.spec.connections.max(1))
-                .map(|_| tokio::task::spawn_local(drive(Rc::clone(&state))))
-                .collect();
+            let connections = state.spec.connections.max(1);
+            let drivers: Vec<_> = match state.spec.http2_streams {
+                None => (0..connections)
+                    .map(|_| tokio::task::spawn_local(drive(Rc::clone(&state))))
+                    .collect(),
+                Some(streams) => (0..connections)
+                    .flat_map(|_| {
+                        let connection = Rc::new(http2::Connection::default());
+                        let state = Rc::clone(&state);
+                        (0..streams.max(1)).map(move |_| {
+                            tokio::task::spawn_local(http2::drive(
+                                Rc::clone(&state),
+                                Rc::clone(&connection),
+                            ))
+                        })
+                    })
+                    .collect(),
+            };
             for driver in drivers {
                 let _ = driver.await;
             }
@@ -105,6 +124,8 @@ struct State {
     prepared: Vec<Vec<u8>>,
     /// Header lines of every request, for paths rendered per request.
     header_lines: Vec<u8>,
+    /// The headers of every request over HTTP/2.
+    h2_headers: http::HeaderMap,
     started: Instant,
     deadline: Option<Instant>,
     /// Number of the next request to claim.
@@ -147,6 +168,8 @@ impl State {
             deadline: spec
                 .duration_ms
                 .map(|ms| started + Duration::from_millis(ms)),
+            // Checked by the coordinator.
+            h2_headers: crate::h2c::request_headers(&spec.headers).unwrap_or_default(),
             spec,
             prepared,
             header_lines,
@@ -190,8 +213,37 @@ impl State {
         scratch
     }
 
-    fn record(&self, f: impl FnOnce(&mut LoadStats)) {
-        f(&mut self.recorder.borrow_mut().second);
+    /// Records how request `slot`, sent at `sent`, went; it ends now.
+    fn record_result(
+        &self,
+        result: Result<Result<Answer, Failure>, tokio::time::error::Elapsed>,
+        slot: &Slot,
+        sent: Instant,
+    ) {
+        let done = Instant::now();
+        let us = |d: Duration| d.as_micros() as u64;
+        let s = &mut self.recorder.borrow_mut().second;
+        match result {
+            Ok(Ok(answer)) => {
+                s.responses += 1;
+                s.bytes += answer.bytes;
+                s.count_status(answer.status, 1);
+                s.latency.record(us(done - answer.sent));
+                s.ttfb
+                    .record(us(answer.first_byte.saturating_duration_since(answer.sent)));
+                if let Some(connect) = answer.connect {
+                    s.connect.record(us(connect));
+                }
+                if let Some(due) = slot.due {
+                    s.intended.record(us(done.saturating_duration_since(due)));
+                    s.lateness.record(us(sent.saturating_duration_since(due)));
+                }
+            }
+            Ok(Err(Failure::Connect)) => s.errors.connect += 1,
+            Ok(Err(Failure::Reset)) => s.errors.reset += 1,
+            Ok(Err(Failure::Read)) => s.errors.read += 1,
+            Err(_) => s.errors.timeout += 1,
+        }
     }
 }
 
@@ -247,30 +299,8 @@ async fn drive(state: Rc<State>) {
         let sent = Instant::now();
         let result =
             tokio::time::timeout(timeout, exchange(&state, &mut conn, &mut scratch, slot.n)).await;
-        let done = Instant::now();
-        let us = |d: Duration| d.as_micros() as u64;
         let reusable = matches!(&result, Ok(Ok(answer)) if answer.keep_alive);
-        state.record(|s| match result {
-            Ok(Ok(answer)) => {
-                s.responses += 1;
-                s.bytes += answer.bytes;
-                s.count_status(answer.status, 1);
-                s.latency.record(us(done - answer.sent));
-                s.ttfb
-                    .record(us(answer.first_byte.saturating_duration_since(answer.sent)));
-                if let Some(connect) = answer.connect {
-                    s.connect.record(us(connect));
-                }
-                if let Some(due) = slot.due {
-                    s.intended.record(us(done.saturating_duration_since(due)));
-                    s.lateness.record(us(sent.saturating_duration_since(due)));
-                }
-            }
-            Ok(Err(Failure::Connect)) => s.errors.connect += 1,
-            Ok(Err(Failure::Reset)) => s.errors.reset += 1,
-            Ok(Err(Failure::Read)) => s.errors.read += 1,
-            Err(_) => s.errors.timeout += 1,
-        });
+        state.record_result(result, &slot, sent);
         if !reusable || !state.spec.keepalive {
             conn = None;
         }

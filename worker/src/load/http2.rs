@@ -1,0 +1,107 @@
+//! `load --http2`: HTTP/2 with prior knowledge (h2c) on the `h2` crate. Each connection
+//! carries `streams` drivers, each of which sends a request, waits for the whole
+//! response, and sends the next, like an HTTP/1.1 connection does.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::{Request, Uri};
+use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
+
+use super::{Answer, Failure, State};
+use crate::h2c::handshake;
+
+/// One HTTP/2 connection of the load generator: opened by the first stream that needs
+/// it, shared by the others, and opened anew once it fails.
+#[derive(Default)]
+pub(super) struct Connection {
+    current: RefCell<Rc<OnceCell<SendRequest<Bytes>>>>,
+}
+
+impl Connection {
+    /// Forgets `failed`, if it is still the current connection, so that the next
+    /// request opens another.
+    fn forget(&self, failed: &Rc<OnceCell<SendRequest<Bytes>>>) {
+        let mut current = self.current.borrow_mut();
+        if Rc::ptr_eq(&current, failed) {
+            *current = Rc::default();
+        }
+    }
+}
+
+/// One stream of `connection`: claim a request, send it, record the answer, again.
+pub(super) async fn drive(state: Rc<State>, connection: Rc<Connection>) {
+    let timeout = Duration::from_millis(state.spec.timeout_ms);
+    while let Some(slot) = state.claim() {
+        if let Some(due) = slot.due {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let sent = Instant::now();
+        let used = Rc::clone(&connection.current.borrow());
+        let result = tokio::time::timeout(timeout, exchange(&state, &used, slot.n)).await;
+        if matches!(result, Ok(Err(Failure::Connect | Failure::Reset))) {
+            connection.forget(&used);
+        }
+        state.record_result(result, &slot, sent);
+    }
+}
+
+async fn exchange(
+    state: &State,
+    connection: &OnceCell<SendRequest<Bytes>>,
+    n: u64,
+) -> Result<Answer, Failure> {
+    let made = Cell::new(None);
+    let send = connection
+        .get_or_try_init(|| async {
+            let started = Instant::now();
+            let stream = TcpStream::connect(&state.spec.authority)
+                .await
+                .map_err(|_| Failure::Connect)?;
+            let (send, connection) = handshake(stream).await.map_err(|_| Failure::Connect)?;
+            tokio::task::spawn_local(async move {
+                let _ = connection.await;
+            });
+            made.set(Some(started.elapsed()));
+            Ok(send)
+        })
+        .await?
+        .clone();
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(state.spec.authority.as_str())
+        .path_and_query(state.spec.targets.path(n))
+        .build()
+        .map_err(|_| Failure::Read)?;
+    let mut request = Request::new(());
+    *request.uri_mut() = uri;
+    *request.headers_mut() = state.h2_headers.clone();
+    // Waits while the connection has as many streams open as the server allows.
+    let mut send = send.ready().await.map_err(|_| Failure::Reset)?;
+    let sent = Instant::now();
+    let (response, _) = send
+        .send_request(request, true)
+        .map_err(|_| Failure::Reset)?;
+    let response = response.await.map_err(|_| Failure::Reset)?;
+    let first_byte = Instant::now();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|_| Failure::Read)?;
+        bytes += chunk.len() as u64;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    Ok(Answer {
+        status,
+        bytes,
+        keep_alive: true,
+        sent,
+        first_byte,
+        connect: made.get(),
+    })
+}
