@@ -134,6 +134,16 @@ for rep in $(seq "$reps"); do
     record rate oha "$u" "{\"requests\": $(oha_requests "$work/out"), \"rep\": $rep, \"rate\": $ours_rps}"
 done
 
+# Over HTTP/2 (h2c) against the built-in server: nginx here speaks HTTP/2 only over
+# TLS, and wrk not at all. One stream per connection, 50 connections, like the above.
+note "load mode over HTTP/2"
+for rep in $(seq "$reps"); do
+    u=$(measure "$work/out" oha --no-tui --output-format json --http2 -z "${secs}s" -c 50 "$tickers/api/tickers/?start=0&limit=8")
+    record h2load oha "$u" "{\"requests\": $(oha_requests "$work/out"), \"rep\": $rep}"
+    u=$(measure "$work/out" "$bin" load --http2 -w 2 -c 50 -z "${secs}s" --json --quiet "$tickers/api/tickers/?start=0&limit=8")
+    record h2load coordinator "$u" "{\"requests\": $(ours_requests "$work/out"), \"rep\": $rep}"
+done
+
 note "scaling: 1 and 2 workers"
 for w in 1 2; do
     u=$(measure "$work/out" "$bin" load -w "$w" -c 50 -z "${secs}s" --json --quiet "$static")

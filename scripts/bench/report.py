@@ -112,6 +112,28 @@ def main():
                                 f"**{'met' if at / sat <= 1.5 else 'missed'}**")
         p("")
 
+    h2 = group("h2load")
+    if h2:
+        p("### HTTP/2 (h2c), against `coordinator serve`\n")
+        p("nginx serves HTTP/2 only over TLS here and wrk has no HTTP/2, so this compares oha "
+          "and this tool against the built-in server (page `start=0&limit=8`), 50 connections "
+          "with one stream each:\n")
+        p("```")
+        p(f"oha --no-tui --output-format json --http2 -z {a.seconds}s -c 50 URL")
+        p(f"coordinator load --http2 -w 2 -c 50 -z {a.seconds}s --json --quiet URL")
+        p("```\n")
+        p("| tool | requests/s | client CPU µs/request | vs oha |")
+        p("|---|---:|---:|---:|")
+        oha = median(group("h2load", "oha"), lambda x: cpu_per(x, "requests"))
+        for name in ("oha", "coordinator"):
+            rs = group("h2load", name)
+            if not rs:
+                continue
+            cpu = median(rs, lambda x: cpu_per(x, "requests"))
+            rate = median(rs, lambda x: x["requests"] / x["wall_s"])
+            p(f"| {name} | {rate:,.0f} | {cpu:.1f} | {cpu / oha:.2f}x |")
+        p("")
+
     sc = group("scaling")
     if sc:
         p("### Scaling with workers (same nginx, keep-alive)\n")
