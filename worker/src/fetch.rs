@@ -15,7 +15,7 @@ use shared::template::Template;
 use thiserror::Error;
 
 use crate::h2c::H2cClient;
-use crate::plain::{PlainClient, PlainError};
+use crate::plain::{PlainClient, PlainError, follow_redirects};
 use crate::store;
 
 /// A configuration that cannot be turned into an HTTP client.
@@ -405,12 +405,14 @@ impl Fetcher {
             .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
         let fetched = match (&self.plain, &self.h2c) {
             (Some(plain), _) if plain_http => {
-                tokio::time::timeout(self.timeout, plain.get(url, self.max_body)).await
+                tokio::time::timeout(self.timeout, follow_redirects(plain, url, self.max_body))
+                    .await
             }
             // Boxed: HTTP/2 requests are larger in flight, and the HTTP/1.1 path's tasks
             // should not be sized for them.
             (_, Some(h2c)) if plain_http => {
-                tokio::time::timeout(self.timeout, Box::pin(h2c.get(url, self.max_body))).await
+                let get = Box::pin(follow_redirects(h2c, url, self.max_body));
+                tokio::time::timeout(self.timeout, get).await
             }
             _ => return self.attempt_full(url).await,
         };

@@ -20,7 +20,7 @@ use shared::config::WorkerConfig;
 use tokio::net::TcpStream;
 
 use crate::fetch::{ConfigError, one_line};
-use crate::plain::{Exchange, Fetched, PlainError, follow_redirects};
+use crate::plain::{Exchange, Fetched, PlainError};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
 /// held back waiting for window updates (hyper's defaults).
@@ -85,16 +85,6 @@ impl H2cClient {
             max_redirects: config.max_redirects,
             answered: AtomicBool::new(false),
         }
-    }
-
-    /// GETs `url` (an `http://` URL), following redirects. Not an `async fn`: that
-    /// would add a layer of state to every request in flight.
-    pub fn get<'a>(
-        &'a self,
-        url: &'a str,
-        max_body: u64,
-    ) -> impl Future<Output = Result<Fetched, PlainError>> + Send + 'a {
-        follow_redirects(self, url, max_body)
     }
 
     /// A place on a connection to `authority` with a stream to spare, and its sender;

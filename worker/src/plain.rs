@@ -74,16 +74,6 @@ impl PlainClient {
         }
     }
 
-    /// GETs `url` (an `http://` URL), following redirects. Not an `async fn`: that
-    /// would add a layer of state to every request in flight.
-    pub fn get<'a>(
-        &'a self,
-        url: &'a str,
-        max_body: u64,
-    ) -> impl Future<Output = Result<Fetched, PlainError>> + Send + 'a {
-        follow_redirects(self, url, max_body)
-    }
-
     fn settle(
         &self,
         authority: &str,
@@ -228,7 +218,9 @@ impl Exchange for PlainClient {
     }
 }
 
-/// GETs `url` through `client`, following its redirects.
+/// GETs `url` (an `http://` URL) through `client`, following its redirects. The
+/// clients have no `get` of their own: an `async fn` around this one would add a layer
+/// of state to every request in flight.
 pub async fn follow_redirects(
     client: &impl Exchange,
     url: &str,
