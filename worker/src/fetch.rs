@@ -206,15 +206,7 @@ impl Failure {
 impl Fetcher {
     /// A fetcher for `config`; fails on headers that HTTP does not allow.
     pub fn new(config: &WorkerConfig) -> Result<Self, ConfigError> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            let key = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ConfigError::HeaderName(name.clone()))?;
-            let mut val =
-                HeaderValue::from_str(value).map_err(|_| ConfigError::HeaderValue(name.clone()))?;
-            val.set_sensitive(true);
-            headers.append(key, val);
-        }
+        let headers = header_map(&config.headers)?;
         let user_agent =
             HeaderValue::from_str(&config.user_agent).map_err(|_| ConfigError::UserAgent)?;
         let full = FullClient {
@@ -491,6 +483,21 @@ impl Fetcher {
         }
         Ok((code, body.freeze()))
     }
+}
+
+/// `--header` pairs as a header map; values are marked sensitive, so that they are
+/// never logged (nor indexed by HTTP/2 header compression).
+pub(crate) fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap, ConfigError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        let key = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfigError::HeaderName(name.clone()))?;
+        let mut value =
+            HeaderValue::from_str(value).map_err(|_| ConfigError::HeaderValue(name.clone()))?;
+        value.set_sensitive(true);
+        headers.append(key, value);
+    }
+    Ok(headers)
 }
 
 /// A `Retry-After` value, in seconds or as an HTTP date, as a wait from `now`.

@@ -19,7 +19,7 @@ use http::{HeaderMap, Request, Uri};
 use shared::config::WorkerConfig;
 use tokio::net::TcpStream;
 
-use crate::fetch::{ConfigError, one_line};
+use crate::fetch::{ConfigError, header_map, one_line};
 use crate::plain::{Exchange, Fetched, PlainError};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
@@ -245,14 +245,7 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
 
 /// `(name, value)` pairs as the headers of an HTTP/2 request.
 pub fn request_headers(pairs: &[(String, String)]) -> Result<HeaderMap, ConfigError> {
-    let mut headers = HeaderMap::new();
-    for (name, value) in pairs {
-        let key = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ConfigError::HeaderName(name.clone()))?;
-        let value = http::HeaderValue::from_str(value)
-            .map_err(|_| ConfigError::HeaderValue(name.clone()))?;
-        headers.append(key, value);
-    }
+    let mut headers = header_map(pairs)?;
     strip_connection_headers(&mut headers);
     Ok(headers)
 }

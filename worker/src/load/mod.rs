@@ -168,8 +168,11 @@ impl State {
             deadline: spec
                 .duration_ms
                 .map(|ms| started + Duration::from_millis(ms)),
-            // Checked by the coordinator.
-            h2_headers: crate::h2c::request_headers(&spec.headers).unwrap_or_default(),
+            // Checked by the coordinator; needed only over HTTP/2.
+            h2_headers: match spec.http2_streams {
+                Some(_) => crate::h2c::request_headers(&spec.headers).unwrap_or_default(),
+                None => http::HeaderMap::new(),
+            },
             spec,
             prepared,
             header_lines,
