@@ -5,35 +5,33 @@
 //! [`Faults`] make it misbehave on purpose, over real sockets, so that clients' retries
 //! and error handling can be tested: 500s, 429 with `Retry-After`, dropped connections,
 //! truncated bodies and stalls.
+//!
+//! HTTP/1.1 connections are served by hyper and axum; connections that open with the
+//! HTTP/2 preface (h2c with prior knowledge) by a lean server on the h2 crate (`h2`),
+//! except when responses are compressed, which axum's layers do. Both deliver the
+//! answers `api` decides.
 
-use std::fmt::Write as _;
+mod api;
+mod h2;
+mod pages;
+
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::net::SocketAddr;
-
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use serde::Deserialize;
 use shared::plan::Span;
 use tokio::net::TcpListener;
-use tower_http::compression::CompressionLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
+use tokio::sync::watch;
+
+pub use pages::{tickers_csv, tickers_json};
 
 /// Largest `limit` one request may ask for.
 pub const MAX_LIMIT: u64 = 10_000;
-
-/// Fixed `info.time` so that responses are byte-for-byte reproducible.
-const EPOCH: u64 = 1_700_000_000;
 
 /// How the server behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,41 +83,6 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Page {
-    #[serde(default)]
-    start: u64,
-    #[serde(default = "default_limit")]
-    limit: u64,
-    /// Redirects to answer with before the page itself, to exercise clients.
-    #[serde(default)]
-    hops: u32,
-    /// `csv` for a CSV page instead of JSON.
-    format: Option<String>,
-}
-
-fn default_limit() -> u64 {
-    100
-}
-
-/// The HTTP routes of the built-in API.
-pub fn app(options: Options) -> Router {
-    let mut router = Router::new()
-        .route("/api/tickers/", get(tickers))
-        .route("/api/tickers", get(tickers))
-        .with_state(options);
-    if options.faults.drop > 0.0 {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            header::CONNECTION,
-            HeaderValue::from_static("close"),
-        ));
-    }
-    if options.compress {
-        router = router.layer(CompressionLayer::new());
-    }
-    router
-}
-
 /// Connections waiting to be accepted at most (the kernel caps it at `somaxconn`).
 /// tokio's default of 1024 drops SYNs when ten thousand clients connect at once, and
 /// each dropped SYN costs its client a one-second retransmission.
@@ -137,11 +100,6 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Streams one HTTP/2 connection may carry at once. hyper's default of 200 would queue
-/// all but 200 of the seed's ten thousand requests behind the first ones; this is a
-/// test target, made to take as many as a client sends.
-const MAX_STREAMS: u32 = 1_000_000;
-
 /// Serves the API on `listener` until `shutdown` completes, then lets the connections
 /// finish what they are answering. Each connection speaks HTTP/1.1 or, when it opens
 /// with the HTTP/2 preface (h2c with prior knowledge), HTTP/2.
@@ -150,10 +108,12 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let service = TowerToHyperService::new(app(options));
+    let service = TowerToHyperService::new(api::app(options));
     let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http2().max_concurrent_streams(MAX_STREAMS);
+    http.http2().max_concurrent_streams(h2::MAX_STREAMS);
     let connections = GracefulShutdown::new();
+    // The lean HTTP/2 connections watch this, and hold a receiver while they live.
+    let (stop, stopped) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -172,16 +132,33 @@ pub async fn serve(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let connection = connections.watch(connection);
+        let http = http.clone();
+        let service = service.clone();
+        let watcher = connections.watcher();
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            // A client that goes away mid-response is the client's business.
-            let _ = connection.await;
+            let opening = tokio::select! {
+                opening = h2::opening(&stream) => opening,
+                // A client that connects and says nothing does not hold up a shutdown.
+                _ = stopped.wait_for(|stop| *stop) => h2::Opening::Closed,
+            };
+            match opening {
+                h2::Opening::Http2 if !options.compress => {
+                    h2::serve(stream, options, stopped).await;
+                }
+                h2::Opening::Closed => {}
+                _ => {
+                    drop(stopped);
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    // A client that goes away mid-response is the client's business.
+                    let _ = watcher.watch(connection.into_owned()).await;
+                }
+            }
         });
     }
-    connections.shutdown().await;
+    drop(stopped);
+    let _ = stop.send(true);
+    tokio::join!(connections.shutdown(), stop.closed());
     Ok(())
 }
 
@@ -194,247 +171,5 @@ async fn pause_after(e: io::Error) {
         ConnectionAborted | ConnectionRefused | ConnectionReset
     ) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn tickers(State(options): State<Options>, Query(page): Query<Page>) -> Response {
-    if page.limit > MAX_LIMIT {
-        let msg = format!("limit must be at most {MAX_LIMIT}\n");
-        return (StatusCode::BAD_REQUEST, msg).into_response();
-    }
-    if page.hops > 0 {
-        let next = format!(
-            "/api/tickers/?start={}&limit={}&hops={}",
-            page.start,
-            page.limit,
-            page.hops - 1
-        );
-        return (StatusCode::FOUND, [(header::LOCATION, next)]).into_response();
-    }
-    let faults = options.faults;
-    if Faults::hit(faults.throttle) {
-        let wait = faults.retry_after_s.to_string();
-        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, wait)]).into_response();
-    }
-    if Faults::hit(faults.fail) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure\n").into_response();
-    }
-    let mut delay = random_delay(options.delay_ms);
-    if Faults::hit(faults.stall) {
-        delay += Duration::from_millis(faults.stall_ms);
-    }
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let (body, kind) = match page.format.as_deref() {
-        None | Some("json") => (
-            tickers_json(page.start, page.limit, options.coins),
-            "application/json",
-        ),
-        Some("csv") => (
-            tickers_csv(page.start, page.limit, options.coins),
-            "text/csv",
-        ),
-        Some(other) => {
-            let msg = format!("unknown format `{other}`: use json or csv\n");
-            return (StatusCode::BAD_REQUEST, msg).into_response();
-        }
-    };
-    if Faults::hit(faults.truncate) {
-        return truncated(body);
-    }
-    ([(header::CONTENT_TYPE, kind)], body).into_response()
-}
-
-/// The whole length announced, half the bytes sent, then the connection fails.
-fn truncated(body: String) -> Response {
-    let len = body.len();
-    let mut half = body.into_bytes();
-    half.truncate(len / 2);
-    // The failure comes a moment after the first half, so that the half is on the
-    // wire before the connection is torn down.
-    let chunks = futures_util::stream::unfold(Some(half), |half| async move {
-        match half {
-            Some(half) => Some((Ok::<_, io::Error>(half), None)),
-            None => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let cut = io::Error::new(io::ErrorKind::ConnectionAborted, "injected truncation");
-                Some((Err(cut), None))
-            }
-        }
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (header::CONTENT_LENGTH, len.to_string()),
-        ],
-        Body::from_stream(chunks),
-    )
-        .into_response()
-}
-
-fn random_delay(span: Span) -> Duration {
-    let ms = if span.end > span.start {
-        fastrand::u64(span.start..=span.end)
-    } else {
-        span.start
-    };
-    Duration::from_millis(ms)
-}
-
-/// The exact body served for `?start=start&limit=limit` when `coins` coins exist.
-pub fn tickers_json(start: u64, limit: u64, coins: u64) -> String {
-    let end = start.saturating_add(limit).min(coins);
-    let mut out = String::with_capacity(320 * (end.saturating_sub(start) as usize) + 64);
-    out.push_str("{\"data\":[");
-    for (i, n) in (start..end).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_coin(&mut out, n);
-    }
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "],\"info\":{{\"coins_num\":{coins},\"time\":{EPOCH}}}}}"
-    );
-    out
-}
-
-/// splitmix64: a fixed, well-mixed function of the coin number.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn symbol(h: u64) -> String {
-    (0..3 + (h % 2) as u32)
-        .map(|i| char::from(b'A' + ((h >> (8 * i + 8)) % 26) as u8))
-        .collect()
-}
-
-/// The exact body served for `?start=start&limit=limit&format=csv`.
-pub fn tickers_csv(start: u64, limit: u64, coins: u64) -> String {
-    let end = start.saturating_add(limit).min(coins);
-    let mut out = String::from("rank,nameid,symbol\n");
-    for n in start..end {
-        let _ = writeln!(out, "{},coin-{n},{}", n + 1, symbol(mix(n)));
-    }
-    out
-}
-
-/// One coin's object. Written with `itoa` rather than `format!`: the server answers
-/// tens of thousands of pages a second here, and formatting was a third of its user time.
-fn write_coin(out: &mut String, n: u64) {
-    let h = mix(n);
-    let cents = h % 10_000_000 + 1;
-    let supply = (h >> 20) % 1_000_000_000 + 1_000;
-    let change = |shift: u32| ((h >> shift) % 2001) as i64 - 1000;
-    let mut num = itoa::Buffer::new();
-    out.push_str("{\"id\":\"");
-    out.push_str(num.format(n + 90));
-    out.push_str("\",\"symbol\":\"");
-    for i in 0..3 + (h % 2) as u32 {
-        out.push(char::from(b'A' + ((h >> (8 * i + 8)) % 26) as u8));
-    }
-    out.push_str("\",\"name\":\"Coin ");
-    out.push_str(num.format(n));
-    out.push_str("\",\"nameid\":\"coin-");
-    out.push_str(num.format(n));
-    out.push_str("\",\"rank\":");
-    out.push_str(num.format(n + 1));
-    out.push_str(",\"price_usd\":\"");
-    push_hundredths(out, cents as i64);
-    out.push_str("\",\"percent_change_24h\":\"");
-    push_hundredths(out, change(11));
-    out.push_str("\",\"percent_change_1h\":\"");
-    push_hundredths(out, change(23));
-    out.push_str("\",\"percent_change_7d\":\"");
-    push_hundredths(out, change(37));
-    out.push_str("\",\"market_cap_usd\":\"");
-    out.push_str(num.format((cents / 100).saturating_mul(supply)));
-    out.push_str(".00\",\"csupply\":\"");
-    out.push_str(num.format(supply));
-    out.push_str(".00\",\"tsupply\":\"");
-    out.push_str(num.format(supply));
-    out.push_str("\"}");
-}
-
-/// `v` hundredths as a decimal with two places: `-5.07`, `0.40`, `216.39`.
-fn push_hundredths(out: &mut String, v: i64) {
-    if v < 0 {
-        out.push('-');
-    }
-    let v = v.unsigned_abs();
-    out.push_str(itoa::Buffer::new().format(v / 100));
-    out.push('.');
-    out.push(char::from(b'0' + (v % 100 / 10) as u8));
-    out.push(char::from(b'0' + (v % 10) as u8));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The bytes of every page are part of the API: runs are verified against them.
-    #[test]
-    fn pages_keep_their_exact_bytes() {
-        let fnv = |b: &[u8]| {
-            b.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &x| {
-                (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
-            })
-        };
-        let big = tickers_json(0, 100_000, 1_000_000_000);
-        assert_eq!(
-            (big.len(), fnv(big.as_bytes())),
-            (27_483_346, 0xad4b_69f1_27fa_927e)
-        );
-        assert_eq!(
-            tickers_json(998, 10, 1000),
-            r#"{"data":[{"id":"1088","symbol":"ZWX","name":"Coin 998","nameid":"coin-998","rank":999,"price_usd":"21670.39","percent_change_24h":"-5.67","percent_change_1h":"-0.47","percent_change_7d":"2.39","market_cap_usd":"13937699613310.00","csupply":"643179493.00","tsupply":"643179493"},{"id":"1089","symbol":"HWU","name":"Coin 999","nameid":"coin-999","rank":1000,"price_usd":"49520.93","percent_change_24h":"-4.60","percent_change_1h":"-7.47","percent_change_7d":"-7.72","market_cap_usd":"5182353223920.00","csupply":"104651721.00","tsupply":"104651721"}],"info":{"coins_num":1000,"time":1700000000}}"#
-        );
-    }
-
-    #[test]
-    fn same_page_gives_the_same_bytes() {
-        assert_eq!(tickers_json(100, 10, 1_000), tickers_json(100, 10, 1_000));
-        assert_ne!(tickers_json(100, 10, 1_000), tickers_json(110, 10, 1_000));
-    }
-
-    #[test]
-    fn page_holds_limit_coins_and_stops_at_the_end() {
-        let page = tickers_json(0, 10, 1_000);
-        assert_eq!(page.matches("\"nameid\"").count(), 10);
-        assert!(page.contains("\"nameid\":\"coin-9\"") && !page.contains("coin-10\""));
-        assert_eq!(
-            tickers_json(995, 10, 1_000).matches("\"nameid\"").count(),
-            5
-        );
-        assert_eq!(
-            tickers_json(2_000, 10, 1_000).matches("\"nameid\"").count(),
-            0
-        );
-    }
-
-    #[test]
-    fn csv_pages_list_the_same_coins() {
-        let csv = tickers_csv(5, 3, 1_000);
-        assert_eq!(csv.lines().count(), 4);
-        assert!(csv.starts_with("rank,nameid,symbol\n6,coin-5,"));
-        assert!(
-            tickers_json(5, 3, 1_000)
-                .contains(csv.lines().nth(1).unwrap().rsplit(',').next().unwrap())
-        );
-    }
-
-    #[test]
-    fn delay_stays_inside_its_span() {
-        for _ in 0..100 {
-            let d = random_delay(Span { start: 2, end: 4 }).as_millis();
-            assert!((2..=4).contains(&d));
-        }
-        assert!(random_delay(Span { start: 0, end: 0 }).is_zero());
     }
 }

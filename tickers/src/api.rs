@@ -1,0 +1,274 @@
+//! What the API answers, apart from the HTTP that carries it: one request's query turns
+//! into an [`Answer`] when it arrives, which both transports (axum for HTTP/1.1, the
+//! lean HTTP/2 server in `h2`) then deliver.
+
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use shared::plan::Span;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::pages::{tickers_csv, tickers_json};
+use crate::{Faults, MAX_LIMIT, Options};
+
+/// The paths the API answers on.
+pub(crate) fn is_route(path: &str) -> bool {
+    matches!(path, "/api/tickers/" | "/api/tickers")
+}
+
+#[derive(Debug, Deserialize)]
+struct Query {
+    #[serde(default)]
+    start: u64,
+    #[serde(default = "default_limit")]
+    limit: u64,
+    /// Redirects to answer with before the page itself, to exercise clients.
+    #[serde(default)]
+    hops: u32,
+    /// `csv` for a CSV page instead of JSON.
+    format: Option<String>,
+}
+
+fn default_limit() -> u64 {
+    100
+}
+
+/// What one request gets, decided when it arrives.
+pub(crate) enum Answer {
+    /// Answered at once: an error, a redirect or an injected fault.
+    Now(Reply),
+    /// A page, sent after a delay.
+    Later(Pending),
+}
+
+/// A short answer with at most one header of its own.
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub header: Option<(HeaderName, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    fn text(status: StatusCode, body: String) -> Answer {
+        Answer::Now(Reply {
+            status,
+            header: None,
+            body,
+        })
+    }
+}
+
+/// A page waiting for its delay to pass.
+pub(crate) struct Pending {
+    pub delay: Duration,
+    /// Send half of the announced body, then fail the response.
+    pub truncate: bool,
+    start: u64,
+    limit: u64,
+    csv: bool,
+}
+
+impl Pending {
+    /// The page's body and its content type.
+    pub fn render(&self, coins: u64) -> (String, &'static str) {
+        if self.csv {
+            (tickers_csv(self.start, self.limit, coins), "text/csv")
+        } else {
+            (
+                tickers_json(self.start, self.limit, coins),
+                "application/json",
+            )
+        }
+    }
+}
+
+/// Decides the answer to `GET /api/tickers/?{query}`.
+pub(crate) fn answer(options: &Options, query: Option<&str>) -> Answer {
+    let page: Query = match serde_urlencoded::from_str(query.unwrap_or("")) {
+        Ok(page) => page,
+        Err(e) => return Reply::text(StatusCode::BAD_REQUEST, format!("bad query: {e}\n")),
+    };
+    if page.limit > MAX_LIMIT {
+        let msg = format!("limit must be at most {MAX_LIMIT}\n");
+        return Reply::text(StatusCode::BAD_REQUEST, msg);
+    }
+    let csv = match page.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            let msg = format!("unknown format `{other}`: use json or csv\n");
+            return Reply::text(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    if page.hops > 0 {
+        let next = format!(
+            "/api/tickers/?start={}&limit={}&hops={}",
+            page.start,
+            page.limit,
+            page.hops - 1
+        );
+        return Answer::Now(Reply {
+            status: StatusCode::FOUND,
+            header: Some((header::LOCATION, next)),
+            body: String::new(),
+        });
+    }
+    let faults = options.faults;
+    if Faults::hit(faults.throttle) {
+        return Answer::Now(Reply {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            header: Some((header::RETRY_AFTER, faults.retry_after_s.to_string())),
+            body: String::new(),
+        });
+    }
+    if Faults::hit(faults.fail) {
+        let msg = "injected failure\n".to_owned();
+        return Reply::text(StatusCode::INTERNAL_SERVER_ERROR, msg);
+    }
+    let mut delay = random_delay(options.delay_ms);
+    if Faults::hit(faults.stall) {
+        delay += Duration::from_millis(faults.stall_ms);
+    }
+    Answer::Later(Pending {
+        delay,
+        truncate: Faults::hit(faults.truncate),
+        start: page.start,
+        limit: page.limit,
+        csv,
+    })
+}
+
+/// How long a truncated response waits between its half body and its failure, so that
+/// the half is on the wire before the response is torn down.
+pub(crate) const CUT_AFTER: Duration = Duration::from_millis(20);
+
+/// The API as axum routes: what HTTP/1.1 connections (and HTTP/2 ones when responses
+/// are compressed) are served with.
+pub(crate) fn app(options: Options) -> Router {
+    let mut router = Router::new()
+        .route("/api/tickers/", get(tickers))
+        .route("/api/tickers", get(tickers))
+        .with_state(options);
+    if options.faults.drop > 0.0 {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            header::CONNECTION,
+            HeaderValue::from_static("close"),
+        ));
+    }
+    if options.compress {
+        router = router.layer(CompressionLayer::new());
+    }
+    router
+}
+
+async fn tickers(State(options): State<Options>, RawQuery(query): RawQuery) -> Response {
+    let pending = match answer(&options, query.as_deref()) {
+        Answer::Now(reply) => {
+            let mut response = (reply.status, reply.body).into_response();
+            if let Some((name, value)) = reply.header
+                && let Ok(value) = HeaderValue::try_from(value)
+            {
+                response.headers_mut().insert(name, value);
+            }
+            return response;
+        }
+        Answer::Later(pending) => pending,
+    };
+    if !pending.delay.is_zero() {
+        tokio::time::sleep(pending.delay).await;
+    }
+    let (body, kind) = pending.render(options.coins);
+    if pending.truncate {
+        return truncated(body, kind);
+    }
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// The whole length announced, half the bytes sent, then the connection fails.
+fn truncated(body: String, kind: &'static str) -> Response {
+    let len = body.len();
+    let mut half = body.into_bytes();
+    half.truncate(len / 2);
+    let chunks = futures_util::stream::unfold(Some(half), |half| async move {
+        match half {
+            Some(half) => Some((Ok::<_, io::Error>(half), None)),
+            None => {
+                tokio::time::sleep(CUT_AFTER).await;
+                let cut = io::Error::new(io::ErrorKind::ConnectionAborted, "injected truncation");
+                Some((Err(cut), None))
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, kind.to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+fn random_delay(span: Span) -> Duration {
+    let ms = if span.end > span.start {
+        fastrand::u64(span.start..=span.end)
+    } else {
+        span.start
+    };
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_stays_inside_its_span() {
+        for _ in 0..100 {
+            let d = random_delay(Span { start: 2, end: 4 }).as_millis();
+            assert!((2..=4).contains(&d));
+        }
+        assert!(random_delay(Span { start: 0, end: 0 }).is_zero());
+    }
+
+    fn decide(query: &str) -> Answer {
+        answer(&Options::default(), Some(query))
+    }
+
+    #[test]
+    fn queries_decide_the_answer() {
+        let Answer::Later(page) = decide("start=20&limit=3") else {
+            panic!("a plain page is sent later");
+        };
+        assert_eq!(page.render(1_000).0, tickers_json(20, 3, 1_000));
+        let Answer::Later(page) = decide("start=5&limit=3&format=csv") else {
+            panic!("a CSV page is sent later");
+        };
+        assert_eq!(page.render(1_000), (tickers_csv(5, 3, 1_000), "text/csv"));
+        let Answer::Now(hop) = decide("start=1&limit=2&hops=2") else {
+            panic!("a hop is answered at once");
+        };
+        assert_eq!(hop.status, StatusCode::FOUND);
+        assert_eq!(
+            hop.header,
+            Some((
+                header::LOCATION,
+                "/api/tickers/?start=1&limit=2&hops=1".to_owned()
+            ))
+        );
+        for bad in ["limit=10001", "format=xml", "start=-1", "limit=ten"] {
+            let Answer::Now(reply) = decide(bad) else {
+                panic!("`{bad}` is answered at once");
+            };
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+}

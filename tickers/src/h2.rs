@@ -1,0 +1,380 @@
+//! A lean HTTP/2 server for connections that open with the h2c preface.
+//!
+//! The seed's experiment at scale (100,000 requests in flight, each answered after
+//! 2-4 s) puts client and server on the same two cores, so every microsecond the
+//! server spends on an answer is one the client does not get. hyper's HTTP/2 server
+//! spawns a task per stream and routes it through the service stack; here a
+//! connection is one task: a stream's answer is decided when it arrives ([`answer`])
+//! and waits in the connection's timer queue, and the same task that accepts streams
+//! sends the answers when they are due.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::poll_fn;
+use h2::server::SendResponse;
+use h2::{Reason, SendStream};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::time::DelayQueue;
+
+use crate::Options;
+use crate::api::{Answer, CUT_AFTER, Pending, Reply, answer, is_route};
+
+/// What a client sends first on an HTTP/2 connection with prior knowledge.
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Streams one connection may carry at once. hyper's default of 200 would queue all
+/// but 200 of the seed's ten thousand requests behind the first ones; this is a test
+/// target, made to take as many as a client sends.
+pub(crate) const MAX_STREAMS: u32 = 1_000_000;
+
+/// Something the connection has to do later.
+enum Due {
+    /// Send a page.
+    Page {
+        respond: SendResponse<Bytes>,
+        page: Pending,
+        head: bool,
+    },
+    /// Fail a response whose first half went out.
+    Cut(SendStream<Bytes>),
+}
+
+/// Serves one HTTP/2 connection until the client closes it, or until `stop` turns
+/// true and the streams already accepted have been answered.
+pub(crate) async fn serve(io: TcpStream, options: Options, mut stop: watch::Receiver<bool>) {
+    let mut builder = h2::server::Builder::new();
+    builder.max_concurrent_streams(MAX_STREAMS);
+    let Ok(mut connection) = builder.handshake::<_, Bytes>(io).await else {
+        return;
+    };
+    let mut due = DelayQueue::new();
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            biased;
+            Some(expired) = poll_fn(|cx| due.poll_expired(cx)), if !due.is_empty() => {
+                deliver(expired.into_inner(), &options, &mut due);
+            }
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => begin(request, respond, &options, &mut due),
+                // A client that goes away mid-response is the client's business.
+                Some(Err(_)) | None => break,
+            },
+            _ = stop.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                connection.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Answers a new stream now, or queues its page.
+fn begin(
+    request: Request<h2::RecvStream>,
+    respond: SendResponse<Bytes>,
+    options: &Options,
+    due: &mut DelayQueue<Due>,
+) {
+    let head = request.method() == Method::HEAD;
+    if !is_route(request.uri().path()) {
+        return reply(respond, StatusCode::NOT_FOUND, None, String::new(), head);
+    }
+    if !(head || request.method() == Method::GET) {
+        let allow = Some((header::ALLOW, "GET,HEAD".to_owned()));
+        return reply(
+            respond,
+            StatusCode::METHOD_NOT_ALLOWED,
+            allow,
+            String::new(),
+            head,
+        );
+    }
+    match answer(options, request.uri().query()) {
+        Answer::Now(Reply {
+            status,
+            header,
+            body,
+        }) => reply(respond, status, header, body, head),
+        Answer::Later(page) if page.delay.is_zero() => {
+            send_page(respond, &page, options, head, due);
+        }
+        Answer::Later(page) => {
+            let delay = page.delay;
+            due.insert(
+                Due::Page {
+                    respond,
+                    page,
+                    head,
+                },
+                delay,
+            );
+        }
+    }
+}
+
+fn deliver(due_now: Due, options: &Options, due: &mut DelayQueue<Due>) {
+    match due_now {
+        Due::Page {
+            respond,
+            page,
+            head,
+        } => send_page(respond, &page, options, head, due),
+        Due::Cut(mut stream) => stream.send_reset(Reason::INTERNAL_ERROR),
+    }
+}
+
+fn send_page(
+    mut respond: SendResponse<Bytes>,
+    page: &Pending,
+    options: &Options,
+    head: bool,
+    due: &mut DelayQueue<Due>,
+) {
+    let (body, kind) = page.render(options.coins);
+    let Some(response) = head_of(StatusCode::OK, Some(kind), None, body.len()) else {
+        return;
+    };
+    let Ok(mut stream) = respond.send_response(response, head) else {
+        return;
+    };
+    if head {
+        return;
+    }
+    let mut body = Bytes::from(body);
+    if page.truncate {
+        let len = body.len();
+        body.truncate(len / 2);
+        if stream.send_data(body, false).is_ok() {
+            due.insert(Due::Cut(stream), CUT_AFTER);
+        }
+        return;
+    }
+    let _ = stream.send_data(body, true);
+}
+
+fn reply(
+    mut respond: SendResponse<Bytes>,
+    status: StatusCode,
+    header: Option<(http::HeaderName, String)>,
+    body: String,
+    head: bool,
+) {
+    let kind = (!body.is_empty()).then_some("text/plain; charset=utf-8");
+    let Some(response) = head_of(status, kind, header, body.len()) else {
+        return;
+    };
+    let end = head || body.is_empty();
+    if let Ok(mut stream) = respond.send_response(response, end)
+        && !end
+    {
+        let _ = stream.send_data(Bytes::from(body), true);
+    }
+}
+
+/// A response head; `None` only if `header` holds bytes a header cannot.
+fn head_of(
+    status: StatusCode,
+    kind: Option<&'static str>,
+    header: Option<(http::HeaderName, String)>,
+    len: usize,
+) -> Option<Response<()>> {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Some(kind) = kind {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some((name, value)) = header {
+        headers.insert(name, HeaderValue::try_from(value).ok()?);
+    }
+    Some(response)
+}
+
+/// How a connection's first bytes say which protocol it speaks.
+pub(crate) enum Opening {
+    /// The HTTP/2 preface.
+    Http2,
+    /// Anything else, taken as HTTP/1.1.
+    Other,
+    /// The client went away first.
+    Closed,
+}
+
+/// Looks at a new connection's first bytes without taking them.
+pub(crate) async fn opening(io: &TcpStream) -> Opening {
+    let mut buf = [0; PREFACE.len()];
+    loop {
+        match io.peek(&mut buf).await {
+            Ok(0) | Err(_) => return Opening::Closed,
+            Ok(n) if buf[..n] != PREFACE[..n] => return Opening::Other,
+            Ok(n) if n == PREFACE.len() => return Opening::Http2,
+            // Part of the preface so far: peek again once more has arrived.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Faults, listen, tickers_json};
+    use shared::plan::Span;
+    use std::net::SocketAddr;
+    use tokio::sync::oneshot;
+
+    /// A server on a free port, and what stops it.
+    async fn start(
+        options: Options,
+    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            crate::serve(listener, options, shutdown)
+                .await
+                .expect("serve");
+        });
+        (addr, stop, served)
+    }
+
+    async fn client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+        let io = TcpStream::connect(addr).await.expect("connect");
+        let (client, connection) = h2::client::handshake(io).await.expect("handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// Status, headers and the whole body (or the error that cut it).
+    async fn get(
+        client: &mut h2::client::SendRequest<Bytes>,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, http::HeaderMap, Result<Vec<u8>, h2::Error>) {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://localhost{path}"))
+            .body(())
+            .expect("request");
+        let (response, _) = client.send_request(request, true).expect("send");
+        let response = response.await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            match chunk {
+                Ok(chunk) => {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    bytes.extend_from_slice(&chunk);
+                }
+                Err(e) => return (status, headers, Err(e)),
+            }
+        }
+        (status, headers, Ok(bytes))
+    }
+
+    #[tokio::test]
+    async fn pages_errors_and_methods_over_h2c() {
+        let (addr, stop, served) = start(Options::default()).await;
+        let mut client = client(addr).await;
+        let coins = Options::default().coins;
+
+        let (status, headers, body) =
+            get(&mut client, Method::GET, "/api/tickers/?start=20&limit=3").await;
+        let page = tickers_json(20, 3, coins);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            headers[header::CONTENT_LENGTH],
+            page.len().to_string().as_str()
+        );
+        assert_eq!(body.expect("body"), page.as_bytes());
+
+        let (status, headers, body) =
+            get(&mut client, Method::HEAD, "/api/tickers?start=20&limit=3").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::CONTENT_LENGTH],
+            page.len().to_string().as_str()
+        );
+        assert!(body.expect("no body").is_empty());
+
+        let (status, headers, _) =
+            get(&mut client, Method::GET, "/api/tickers/?limit=2&hops=2").await;
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(
+            headers[header::LOCATION],
+            "/api/tickers/?start=0&limit=2&hops=1"
+        );
+
+        let (status, _, body) = get(&mut client, Method::GET, "/api/tickers/?limit=10001").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(String::from_utf8_lossy(&body.expect("body")).contains("at most 10000"));
+        assert_eq!(
+            get(&mut client, Method::GET, "/api/other").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&mut client, Method::POST, "/api/tickers/").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let _ = stop.send(());
+        drop(client);
+        served.await.expect("server ends");
+    }
+
+    #[tokio::test]
+    async fn truncated_pages_announce_the_whole_body_and_fail_after_half() {
+        let options = Options {
+            faults: Faults {
+                truncate: 1.0,
+                ..Faults::default()
+            },
+            ..Options::default()
+        };
+        let (addr, _stop, _served) = start(options).await;
+        let mut client = client(addr).await;
+        let (status, headers, body) = get(&mut client, Method::GET, "/api/tickers/?limit=10").await;
+        let whole = tickers_json(0, 10, options.coins).len();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_LENGTH], whole.to_string().as_str());
+        let e = body.expect_err("the stream is reset");
+        assert_eq!(e.reason(), Some(Reason::INTERNAL_ERROR));
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_answers_the_requests_already_waiting() {
+        let options = Options {
+            delay_ms: Span {
+                start: 300,
+                end: 300,
+            },
+            ..Options::default()
+        };
+        let (addr, stop, served) = start(options).await;
+        let mut client = client(addr).await;
+        let request = Request::get(format!("http://{addr}/api/tickers/?limit=1"))
+            .body(())
+            .expect("request");
+        let (response, _) = client.send_request(request, true).expect("send");
+        // The stream is open at the server once a new one gets its answer.
+        let (status, _, _) = get(&mut client, Method::GET, "/api/other").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let _ = stop.send(());
+        let response = response.await.expect("answered despite the shutdown");
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("the server ends once the answer is out")
+            .expect("server task");
+    }
+}
