@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::time::DelayQueue;
 
-use crate::Options;
 use crate::api::{Answer, CUT_AFTER, Pending, Reply, answer, is_route};
+use crate::{Options, coalesce};
 
 /// What a client sends first on an HTTP/2 connection with prior knowledge.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -47,6 +47,7 @@ enum Due {
 pub(crate) async fn serve(io: TcpStream, options: Options, mut stop: watch::Receiver<bool>) {
     let mut builder = h2::server::Builder::new();
     builder.max_concurrent_streams(MAX_STREAMS);
+    let (io, outbox) = coalesce::split(io);
     let Ok(mut connection) = builder.handshake::<_, Bytes>(io).await else {
         return;
     };
@@ -66,6 +67,12 @@ pub(crate) async fn serve(io: TcpStream, options: Options, mut stop: watch::Rece
             _ = stop.wait_for(|stop| *stop), if !stopping => {
                 stopping = true;
                 connection.graceful_shutdown();
+            }
+            // Last: what this round wrote goes out in one piece.
+            sent = poll_fn(|cx| outbox.poll_send(cx)) => {
+                if sent.is_err() {
+                    break;
+                }
             }
         }
     }

@@ -12,6 +12,7 @@
 //! answers `api` decides.
 
 mod api;
+mod coalesce;
 mod h2;
 mod pages;
 
