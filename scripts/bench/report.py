@@ -235,8 +235,8 @@ def main():
           "CPU s is the client's user + system time (all its processes). With a new connection per "
           "request, connection set-up and teardown on both sides of loopback keep both cores busy "
           "for most of the run, which is what sets its length here. Over HTTP/2 (`--http2 "
-          "--http2-streams 1000`, one server, 2 workers x 50,000) the same 100,000 requests share "
-          "a hundred connections.\n")
+          "--http2-streams 10000`, one server, 2 workers x 50,000) the same 100,000 requests share "
+          "ten connections.\n")
     p("## Targets\n")
     for v in verdicts:
         p(f"- {v}")
