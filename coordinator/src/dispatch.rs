@@ -482,6 +482,9 @@ impl Dispatch {
         if s.finishing || s.proc.is_none() || s.held.len() + self.chunk > self.window {
             return Ok(false);
         }
+        if self.retry.is_empty() && self.source.is_exhausted() {
+            return Ok(false);
+        }
         let mut jobs: Vec<Job> = Vec::with_capacity(self.chunk);
         while jobs.len() < self.chunk
             && let Some(job) = self.retry.pop_front()

@@ -163,7 +163,9 @@ impl JobSource {
     /// Up to `n` jobs that are ready now (fewer, or none, while a list is still being
     /// read). A URL list that cannot be read further is an error.
     pub fn take(&mut self, n: usize) -> io::Result<Vec<Job>> {
-        let mut jobs = Vec::with_capacity(n);
+        // Allocated once a job is found: called after every report, most calls of a
+        // long run find none.
+        let mut jobs = Vec::new();
         while jobs.len() < n && !self.exhausted {
             let job = match &self.kind {
                 Kind::Plan(plan) => match plan.batch(self.next) {
@@ -197,6 +199,9 @@ impl JobSource {
             self.next = self.next.saturating_add(step);
             let index = job.batch.index;
             if self.shard.contains(index) && self.filter.admits(index) {
+                if jobs.is_empty() {
+                    jobs.reserve_exact(n);
+                }
                 jobs.push(job);
             }
         }
