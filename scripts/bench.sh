@@ -247,9 +247,11 @@ record inflight100k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys;
 # hold ten sockets to one server between them, far under the open-file limit (and the
 # server's answers to a connection leave several to a write).
 note "100,000 in flight over HTTP/2 on $slow"
-rm -rf "$work/seed"
-u=$(measure "$work/out" "$bin" --workers 2 --concurrency 50000 --http2 --http2-streams 10000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..1000000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet || true)
-record inflight100k "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"nofile\": $nofile, \"processes\": 1, \"workers\": 2}"
+for rep in $(seq "$reps"); do
+    rm -rf "$work/seed"
+    u=$(measure "$work/out" "$bin" --workers 2 --concurrency 50000 --http2 --http2-streams 10000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..1000000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet || true)
+    record inflight100k "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"nofile\": $nofile, \"processes\": 1, \"workers\": 2, \"rep\": $rep}"
+done
 
 # ---- micro-benchmarks --------------------------------------------------------------
 note "criterion micro-benchmarks"
