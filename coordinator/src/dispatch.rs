@@ -86,9 +86,13 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
     // Whatever happened, no worker outlives the run and no temp file stays behind.
     dispatch.stop_workers();
     drop(builtin);
+    // A worker that exits cleanly has finished or removed every temp file it made;
+    // searching a hundred thousand names for none would delay every run's end.
     let cleaned = match &output {
-        Output::Dir(dir) => manifest::remove_temp_files(dir).context("removing temp files"),
-        Output::Stdout => Ok(()),
+        Output::Dir(dir) if dispatch.untidy => {
+            manifest::remove_temp_files(dir).context("removing temp files")
+        }
+        _ => Ok(()),
     };
     let stopped_by = result?;
     cleaned?;
@@ -155,6 +159,9 @@ struct Dispatch {
     window: usize,
     restarts: u32,
     max_restarts: u32,
+    /// Whether a worker ended other than by exiting cleanly, and so may have left a
+    /// temp file: only then is the output directory searched for them at the end.
+    untidy: bool,
     /// Worker processes started so far.
     spawned: u64,
     grace: Duration,
@@ -209,6 +216,7 @@ impl Dispatch {
             window,
             restarts: 0,
             max_restarts: 0,
+            untidy: false,
             spawned: 0,
             grace: Duration::ZERO,
             deadline: None,
@@ -347,6 +355,7 @@ impl Dispatch {
     /// A worker died (killed, crashed, or sent a frame that does not decode): reap it,
     /// start another in its slot and hand its jobs out again.
     fn replace_worker(&mut self, slot: usize, why: &str) -> anyhow::Result<()> {
+        self.untidy = true;
         let s = &mut self.slots[slot];
         let status = match s.proc.take() {
             Some(mut proc) => {
@@ -541,7 +550,9 @@ impl Dispatch {
                 continue;
             };
             let grace = if s.done { STOP_GRACE } else { grace };
-            match proc.stop(grace) {
+            let stopped = proc.stop(grace);
+            self.untidy |= !stopped.as_ref().is_ok_and(|status| status.success());
+            match stopped {
                 Ok(status) if status.success() || !s.done => {}
                 Ok(status) => eprintln!("warning: worker {slot} {status}"),
                 Err(e) => eprintln!("warning: stopping worker {slot}: {e}"),
