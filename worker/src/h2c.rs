@@ -17,6 +17,7 @@ use http::header::{
 };
 use http::{HeaderMap, Request, Uri};
 use shared::config::WorkerConfig;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
 use crate::fetch::{ConfigError, header_map, one_line};
@@ -250,15 +251,22 @@ pub fn request_headers(pairs: &[(String, String)]) -> Result<HeaderMap, ConfigEr
     Ok(headers)
 }
 
+/// Bytes read from the socket at once. h2 reads 8 KiB at a time; a server that
+/// answers many streams together sends several times that in one write.
+const READ_BUFFER: usize = 32 * 1024;
+
+/// A connection as h2 reads and writes it.
+pub(crate) type Io = BufReader<TcpStream>;
+
 /// Starts HTTP/2 with prior knowledge on `stream`: the handle that opens streams, and
 /// the connection, to be run on a task of its own.
 pub(crate) async fn handshake(
     stream: TcpStream,
-) -> Result<(SendRequest<Bytes>, h2::client::Connection<TcpStream, Bytes>), h2::Error> {
+) -> Result<(SendRequest<Bytes>, h2::client::Connection<Io, Bytes>), h2::Error> {
     let _ = stream.set_nodelay(true);
     h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .handshake::<_, Bytes>(stream)
+        .handshake::<_, Bytes>(BufReader::with_capacity(READ_BUFFER, stream))
         .await
 }
