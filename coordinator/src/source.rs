@@ -163,8 +163,7 @@ impl JobSource {
     /// Up to `n` jobs that are ready now (fewer, or none, while a list is still being
     /// read). A URL list that cannot be read further is an error.
     pub fn take(&mut self, n: usize) -> io::Result<Vec<Job>> {
-        // Allocated once a job is found: called after every report, most calls of a
-        // long run find none.
+        // Allocated once a job is found: a URL list still being read often has none.
         let mut jobs = Vec::new();
         while jobs.len() < n && !self.exhausted {
             let job = match &self.kind {
