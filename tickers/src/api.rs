@@ -19,9 +19,12 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::pages::{tickers_csv, tickers_json};
 use crate::{Faults, MAX_LIMIT, Options};
 
-/// The paths the API answers on.
+/// The paths the API answers on: the trailing slash is optional.
+const ROUTES: [&str; 2] = ["/api/tickers/", "/api/tickers"];
+
+/// Whether the API answers on `path`.
 pub(crate) fn is_route(path: &str) -> bool {
-    matches!(path, "/api/tickers/" | "/api/tickers")
+    ROUTES.contains(&path)
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,9 +156,11 @@ pub(crate) const CUT_AFTER: Duration = Duration::from_millis(20);
 /// The API as axum routes: what HTTP/1.1 connections (and HTTP/2 ones when responses
 /// are compressed) are served with.
 pub(crate) fn app(options: Options) -> Router {
-    let mut router = Router::new()
-        .route("/api/tickers/", get(tickers))
-        .route("/api/tickers", get(tickers))
+    let mut router = ROUTES
+        .into_iter()
+        .fold(Router::new(), |router, path| {
+            router.route(path, get(tickers))
+        })
         .with_state(options);
     if options.faults.drop > 0.0 {
         router = router.layer(SetResponseHeaderLayer::overriding(
