@@ -8,6 +8,7 @@
 //! and waits in the connection's timer queue, and the same task that accepts streams
 //! sends the answers when they are due.
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,12 +53,15 @@ pub(crate) async fn serve(io: TcpStream, options: Options, mut stop: watch::Rece
         return;
     };
     let mut due = DelayQueue::new();
+    let mut due_now = Vec::new();
     let mut stopping = false;
     loop {
         tokio::select! {
             biased;
-            Some(expired) = poll_fn(|cx| due.poll_expired(cx)), if !due.is_empty() => {
-                deliver(expired.into_inner(), &options, &mut due);
+            () = poll_fn(|cx| take_due(&mut due, &mut due_now, cx)), if !due.is_empty() => {
+                for expired in due_now.drain(..) {
+                    deliver(expired, &options, &mut due);
+                }
             }
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => begin(request, respond, &options, &mut due),
@@ -77,6 +81,26 @@ pub(crate) async fn serve(io: TcpStream, options: Options, mut stop: watch::Rece
         }
     }
 }
+
+/// Answers due together, taken at once: one round of the connection's task for a
+/// batch of them rather than for each (at most `DUE_BATCH`, so that new streams and
+/// the outbox are not held back). Pending, with a wakeup registered, while none is due.
+fn take_due(due: &mut DelayQueue<Due>, taken: &mut Vec<Due>, cx: &mut Context<'_>) -> Poll<()> {
+    while taken.len() < DUE_BATCH {
+        match due.poll_expired(cx) {
+            Poll::Ready(Some(expired)) => taken.push(expired.into_inner()),
+            _ => break,
+        }
+    }
+    if taken.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(())
+    }
+}
+
+/// Answers delivered in one round at most.
+const DUE_BATCH: usize = 256;
 
 /// Answers a new stream now, or queues its page.
 fn begin(
@@ -251,6 +275,14 @@ mod tests {
         (addr, stop, served)
     }
 
+    /// Every page answered after `ms` milliseconds.
+    fn delayed(ms: u64) -> Options {
+        Options {
+            delay_ms: Span { start: ms, end: ms },
+            ..Options::default()
+        }
+    }
+
     async fn client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
         let io = TcpStream::connect(addr).await.expect("connect");
         let (client, connection) = h2::client::handshake(io).await.expect("handshake");
@@ -360,14 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shutdown_answers_the_requests_already_waiting() {
-        let options = Options {
-            delay_ms: Span {
-                start: 300,
-                end: 300,
-            },
-            ..Options::default()
-        };
-        let (addr, stop, served) = start(options).await;
+        let (addr, stop, served) = start(delayed(300)).await;
         let mut client = client(addr).await;
         let request = Request::get(format!("http://{addr}/api/tickers/?limit=1"))
             .body(())
@@ -383,5 +408,38 @@ mod tests {
             .await
             .expect("the server ends once the answer is out")
             .expect("server task");
+    }
+
+    #[tokio::test]
+    async fn answers_due_together_all_go_out_whatever_the_batch() {
+        let options = delayed(200);
+        let coins = options.coins;
+        let (addr, stop, served) = start(options).await;
+        let client = client(addr).await;
+        // More streams than one round delivers, all due at the same moment.
+        let streams = 3 * DUE_BATCH as u64 + 7;
+        let pages = (0..streams).map(|start| {
+            let mut client = client.clone();
+            async move {
+                let path = format!("/api/tickers/?start={start}&limit=2");
+                (start, get(&mut client, Method::GET, &path).await)
+            }
+        });
+        let answers = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(pages),
+        )
+        .await
+        .expect("every stream is answered");
+        for (start, (status, _, body)) in answers {
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                body.expect("body"),
+                tickers_json(start, 2, coins).as_bytes(),
+                "page at {start}"
+            );
+        }
+        let _ = stop.send(());
+        served.await.expect("server task");
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect::Policy;
 use shared::config::{RetryPolicy, WorkerConfig};
@@ -15,7 +16,7 @@ use shared::template::Template;
 use thiserror::Error;
 
 use crate::h2c::H2cClient;
-use crate::plain::{PlainClient, PlainError, follow_redirects};
+use crate::plain::{Exchange, PlainClient, PlainError, follow_redirects};
 use crate::store;
 
 /// A configuration that cannot be turned into an HTTP client.
@@ -54,6 +55,47 @@ pub enum Fetched {
         /// The body.
         body: Bytes,
     },
+}
+
+/// A lean client a job's task is built around: which of the fetcher's clients it is.
+trait Lean: Exchange + Send + Sync + 'static {
+    fn of(fetcher: &Fetcher) -> Option<&Self>;
+}
+
+impl Lean for PlainClient {
+    fn of(fetcher: &Fetcher) -> Option<&Self> {
+        fetcher.plain.as_ref()
+    }
+}
+
+impl Lean for H2cClient {
+    fn of(fetcher: &Fetcher) -> Option<&Self> {
+        fetcher.h2c.as_ref()
+    }
+}
+
+/// No lean client: every URL goes through reqwest.
+enum FullOnly {}
+
+impl Exchange for FullOnly {
+    async fn exchange(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+    ) -> Result<(crate::plain::Fetched, Option<String>), PlainError> {
+        match *self {}
+    }
+
+    fn max_redirects(&self) -> u32 {
+        match *self {}
+    }
+}
+
+impl Lean for FullOnly {
+    fn of(_: &Fetcher) -> Option<&Self> {
+        None
+    }
 }
 
 /// Fetches jobs for one worker: a lean client for plain `http://` URLs (HTTP/1.1, or
@@ -241,13 +283,28 @@ impl Fetcher {
         })
     }
 
+    /// Fetches one job on a task of its own and hands what came of it to `done`.
+    ///
+    /// Each kind of client gets a task type of its own, sized for its own exchange: an
+    /// HTTP/2 job's task carries no room for an HTTP/1.1 exchange nor for reqwest's,
+    /// and needs no second allocation for its own.
+    pub fn spawn(self: &Arc<Self>, job: Job, done: impl FnOnce(Fetched) + Send + 'static) {
+        if self.plain.is_some() {
+            tokio::spawn(self.run::<PlainClient>(job).map(done));
+        } else if self.h2c.is_some() {
+            tokio::spawn(self.run::<H2cClient>(job).map(done));
+        } else {
+            tokio::spawn(self.run::<FullOnly>(job).map(done));
+        }
+    }
+
     /// Fetches one job, retrying as the policy allows; never fails, the report says
     /// what happened. A body to be stored comes back with it, for [`Fetcher::store`].
     ///
     /// Not an `async fn`: its arguments would stay in the future's state for the whole
     /// request, beside what is made of them, and ten thousand requests in flight each
     /// carry that state.
-    pub fn run(self: &Arc<Self>, job: Job) -> impl Future<Output = Fetched> + Send + 'static {
+    fn run<C: Lean>(self: &Arc<Self>, job: Job) -> impl Future<Output = Fetched> + Send + 'static {
         let Job { batch, url } = job;
         let url = match (url, &self.url) {
             (Some(url), _) => url,
@@ -260,7 +317,7 @@ impl Fetcher {
             let mut attempts = 0;
             let (status, fetched) = loop {
                 attempts += 1;
-                let failure = match this.attempt(&url).await {
+                let failure = match this.attempt::<C>(&url).await {
                     Ok((status, body)) => break (Some(status), Ok(body)),
                     Err(failure) => failure,
                 };
@@ -389,28 +446,27 @@ impl Fetcher {
         }
     }
 
-    /// One request: the status and the whole body.
-    async fn attempt(&self, url: &str) -> Result<(u16, Bytes), Failure> {
+    /// One request: the status and the whole body. Plain `http://` URLs go through the
+    /// lean client `C` where there is one, the rest through reqwest.
+    async fn attempt<C: Lean>(&self, url: &str) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let plain_http = url
             .get(..7)
             .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
-        let fetched = match (&self.plain, &self.h2c) {
-            (Some(plain), _) if plain_http => {
-                tokio::time::timeout(self.timeout, follow_redirects(plain, url, self.max_body))
+        let fetched = match C::of(self) {
+            Some(client) if plain_http => {
+                tokio::time::timeout(self.timeout, follow_redirects(client, url, self.max_body))
                     .await
             }
-            // Boxed: HTTP/2 requests are larger in flight, and the HTTP/1.1 path's tasks
-            // should not be sized for them.
-            (_, Some(h2c)) if plain_http => {
-                let get = Box::pin(follow_redirects(h2c, url, self.max_body));
-                tokio::time::timeout(self.timeout, get).await
-            }
-            _ => return self.attempt_full(url).await,
+            // Boxed: in a run with a lean client this is the rare path, and its state
+            // should not size every task.
+            _ => return Box::pin(self.attempt_full(url)).await,
         };
         let fetched = match fetched {
             Ok(Ok(fetched)) => fetched,
-            Ok(Err(PlainError::NeedsFullClient(next))) => return self.attempt_full(&next).await,
+            Ok(Err(PlainError::NeedsFullClient(next))) => {
+                return Box::pin(self.attempt_full(&next)).await;
+            }
             Ok(Err(e)) => return Err(Failure::plain(e, self.max_body)),
             Err(_) => {
                 return Err(Failure::retryable(format!(

@@ -88,9 +88,9 @@ impl H2cClient {
         }
     }
 
-    /// A place on a connection to `authority` with a stream to spare, and its sender;
-    /// a new connection if there is none.
-    async fn sender(&self, authority: &str) -> Result<(Sender, Stream), PlainError> {
+    /// A place on a connection to `authority` with a stream to spare, and a handle that
+    /// starts streams on it; a new connection if there is none.
+    async fn sender(&self, authority: &str) -> Result<(SendRequest<Bytes>, Stream), PlainError> {
         let stream = {
             let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
             let open = match connections.get_mut(authority) {
@@ -113,13 +113,51 @@ impl H2cClient {
             connection.streams.fetch_add(1, Ordering::Relaxed);
             Stream(connection)
         };
-        let sender = stream
-            .0
-            .sender
-            .get_or_try_init(|| Box::pin(self.connect(authority)))
-            .await?
-            .clone();
-        Ok((sender, stream))
+        let sender = match stream.0.sender.get() {
+            Some(sender) => sender,
+            // Boxed: only a connection's first requests wait here, and the state of
+            // the wait should not size every request's.
+            None => {
+                let connect = || self.connect(authority);
+                Box::pin(stream.0.sender.get_or_try_init(connect)).await?
+            }
+        };
+        Ok((sender.send.clone(), stream))
+    }
+
+    /// Sends a GET of `path` to `authority` on `send`. Not async, like what it calls:
+    /// the request is never part of the waiting request's state.
+    fn send(
+        &self,
+        mut send: SendRequest<Bytes>,
+        authority: &str,
+        path: &str,
+    ) -> Result<h2::client::ResponseFuture, PlainError> {
+        let request = self.request(authority, path).map_err(|e| {
+            PlainError::Redirect(format!(
+                "`http://{authority}{path}` is not a valid URL: {e}"
+            ))
+        })?;
+        // No `ready()` first: a handle of its own has no request of its own waiting to
+        // open, which is all that would make it wait (streams over the server's limit
+        // are queued by the connection either way).
+        let (response, _) = send
+            .send_request(request, true)
+            .map_err(|e| PlainError::Reset(self.explain(one_line(&e))))?;
+        Ok(response)
+    }
+
+    /// A GET of `path` from `authority`, with the client's headers.
+    fn request(&self, authority: &str, path: &str) -> Result<Request<()>, http::Error> {
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()?;
+        let mut request = Request::new(());
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.headers.clone();
+        Ok(request)
     }
 
     /// `error`, with a hint while no response has come on any connection.
@@ -154,45 +192,24 @@ impl H2cClient {
 
 impl Exchange for H2cClient {
     /// One request and response on the connection to `authority`.
+    ///
+    /// Ordered so that little is held across the waits: the request is built once the
+    /// connection is there, and the response head is read and dropped before its body
+    /// streams in. Ten thousand requests in flight each carry this state.
     async fn exchange(
         &self,
         authority: &str,
         path: &str,
         max_body: u64,
     ) -> Result<(Fetched, Option<String>), PlainError> {
-        let url = || format!("http://{authority}{path}");
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| PlainError::Redirect(format!("`{}` is not a valid URL: {e}", url())))?;
-        let mut request = Request::new(());
-        *request.uri_mut() = uri;
-        *request.headers_mut() = self.headers.clone();
-        // The stream's place is held until its body is read.
-        let (sender, _stream) = self.sender(authority).await?;
         let reset = |e: h2::Error| PlainError::Reset(self.explain(one_line(&e)));
-        // Waits while the connection has as many streams open as the server allows.
-        let mut send = sender.send.ready().await.map_err(reset)?;
-        let (response, _) = send.send_request(request, true).map_err(reset)?;
-        let response = response.await.map_err(reset)?;
+        // The stream's place is held until its body is read.
+        let (send, _stream) = self.sender(authority).await?;
+        let response = self.send(send, authority, path)?;
+        let (head, mut body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
-        let (head, mut body) = response.into_parts();
-        let header = |name| {
-            head.headers
-                .get(name)
-                .and_then(|v: &http::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        if header(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-            return Err(PlainError::NeedsFullClient(url()));
-        }
-        if let Some(len) = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
-            && len > max_body
-        {
-            return Err(PlainError::TooLarge(len));
-        }
+        let (status, location, retry_after) =
+            read_head(head, max_body, || format!("http://{authority}{path}"))?;
         // One chunk is kept as it came; more are joined.
         let mut first: Option<Bytes> = None;
         let mut joined = BytesMut::new();
@@ -217,15 +234,10 @@ impl Exchange for H2cClient {
             }
         }
         let body = first.unwrap_or_else(|| joined.freeze());
-        let status = head.status.as_u16();
-        let location = match status {
-            301 | 302 | 303 | 307 | 308 => header(LOCATION),
-            _ => None,
-        };
         let fetched = Fetched {
             status,
             body,
-            retry_after: header(RETRY_AFTER),
+            retry_after,
         };
         Ok((fetched, location))
     }
@@ -233,6 +245,35 @@ impl Exchange for H2cClient {
     fn max_redirects(&self) -> u32 {
         self.max_redirects
     }
+}
+
+/// What a response head says: status, a redirect's `Location` and `Retry-After`; an
+/// error for a compressed body (the full client decodes those) or a declared length
+/// over `max_body`.
+fn read_head(
+    head: http::response::Parts,
+    max_body: u64,
+    url: impl Fn() -> String,
+) -> Result<(u16, Option<String>, Option<String>), PlainError> {
+    let text = |name| {
+        head.headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    if text(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+        return Err(PlainError::NeedsFullClient(url()));
+    }
+    if let Some(len) = text(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+        && len > max_body
+    {
+        return Err(PlainError::TooLarge(len));
+    }
+    let status = head.status.as_u16();
+    let location = match status {
+        301 | 302 | 303 | 307 | 308 => text(LOCATION).map(str::to_owned),
+        _ => None,
+    };
+    Ok((status, location, text(RETRY_AFTER).map(str::to_owned)))
 }
 
 /// Connection-specific headers do not exist in HTTP/2 (RFC 9113, 8.2.2).

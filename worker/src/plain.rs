@@ -182,12 +182,12 @@ impl PlainClient {
 /// One request and response of a lean client.
 pub trait Exchange {
     /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
-    async fn exchange(
+    fn exchange(
         &self,
         authority: &str,
         path: &str,
         max_body: u64,
-    ) -> Result<(Fetched, Option<String>), PlainError>;
+    ) -> impl Future<Output = Result<(Fetched, Option<String>), PlainError>> + Send;
 
     /// Redirects followed at most.
     fn max_redirects(&self) -> u32;

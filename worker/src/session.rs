@@ -5,7 +5,6 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures_util::FutureExt;
 use shared::config::WorkerConfig;
 use shared::frame::FrameError;
 use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, ToWorker, WorkerStats};
@@ -157,12 +156,10 @@ async fn run_jobs(
                 () = fetcher.pace() => {}
                 _ = stopped(&mut stop) => return Ok(()),
             }
-            let fetcher = Arc::clone(fetcher);
+            let storer = Arc::clone(fetcher);
             let reports = reports.clone();
             let fault = fault.clone();
-            // `map`, not an async block: the block would keep the job in its state
-            // beside the fetch made of it.
-            tokio::spawn(fetcher.run(job).map(move |fetched| {
+            fetcher.spawn(job, move |fetched| {
                 let fault = fault.and_then(|f| f.on_job_done());
                 if let Some(FaultKind::Block(time)) = fault {
                     std::thread::sleep(time);
@@ -183,9 +180,9 @@ async fn run_jobs(
                 };
                 match fetched {
                     Fetched::Done(report) => finish(report),
-                    Fetched::Store { report, body } => fetcher.store(report, body, finish),
+                    Fetched::Store { report, body } => storer.store(report, body, finish),
                 }
-            }));
+            });
         }
     }
 }
