@@ -406,27 +406,27 @@ impl Fetcher {
         body: Bytes,
         done: impl FnOnce(JobReport) + Send + 'static,
     ) {
-        let (Outcome::Saved { file }, Some(dir)) = (&report.outcome, &self.out_dir) else {
+        let (Outcome::Saved { file }, Some(dir)) = (&mut report.outcome, &self.out_dir) else {
             return done(report);
         };
-        let file = file.clone();
+        // The writer borrows the name and gives it back with the result.
+        let file = std::mem::take(file);
         let writer = match self.writer.get() {
             Some(writer) => Ok(writer),
             None => store::Writer::start(dir.clone()).map(|w| self.writer.get_or_init(|| w)),
         };
-        let settle = move |written: std::io::Result<()>| {
-            if let Err(e) = written {
-                let error = match &report.outcome {
-                    Outcome::Saved { file } => format!("writing {file}: {e}"),
-                    _ => e.to_string(),
-                };
-                report.outcome = Outcome::Failed { error };
-            }
+        let settle = move |file: String, written: std::io::Result<()>| {
+            report.outcome = match written {
+                Ok(()) => Outcome::Saved { file },
+                Err(e) => Outcome::Failed {
+                    error: format!("writing {file}: {e}"),
+                },
+            };
             done(report);
         };
         match writer {
             Ok(writer) => writer.submit(file, body, settle),
-            Err(e) => settle(Err(e)),
+            Err(e) => settle(file, Err(e)),
         }
     }
 

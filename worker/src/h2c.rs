@@ -15,6 +15,7 @@ use h2::client::SendRequest;
 use http::header::{
     CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, TRANSFER_ENCODING, UPGRADE,
 };
+use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
 use shared::config::WorkerConfig;
 use tokio::io::BufReader;
@@ -43,8 +44,9 @@ impl Sender {
 
 /// One connection: made by the first request sent on it while the others wait, then
 /// shared by up to `--http2-streams` requests.
-#[derive(Default)]
 struct Connection {
+    /// The `host:port` it goes to, parsed once for all the requests on it.
+    authority: Authority,
     sender: tokio::sync::OnceCell<Sender>,
     /// Requests on it now, counting those waiting for it to open.
     streams: AtomicUsize,
@@ -105,7 +107,13 @@ impl H2cClient {
             let connection = match spare {
                 Some(connection) => Arc::clone(connection),
                 None => {
-                    let connection = Arc::new(Connection::default());
+                    let connection = Arc::new(Connection {
+                        authority: Authority::try_from(authority).map_err(|e| {
+                            PlainError::Redirect(format!("`{authority}` is not a valid host: {e}"))
+                        })?,
+                        sender: tokio::sync::OnceCell::new(),
+                        streams: AtomicUsize::new(0),
+                    });
                     open.push(Arc::clone(&connection));
                     connection
                 }
@@ -125,14 +133,15 @@ impl H2cClient {
         Ok((sender.send.clone(), stream))
     }
 
-    /// Sends a GET of `path` to `authority` on `send`. Not async, like what it calls:
-    /// the request is never part of the waiting request's state.
+    /// Sends a GET of `path` on `send`, to the connection's host. Not async, like what
+    /// it calls: the request is never part of the waiting request's state.
     fn send(
         &self,
         mut send: SendRequest<Bytes>,
-        authority: &str,
+        stream: &Stream,
         path: &str,
     ) -> Result<h2::client::ResponseFuture, PlainError> {
+        let authority = &stream.0.authority;
         let request = self.request(authority, path).map_err(|e| {
             PlainError::Redirect(format!(
                 "`http://{authority}{path}` is not a valid URL: {e}"
@@ -148,10 +157,10 @@ impl H2cClient {
     }
 
     /// A GET of `path` from `authority`, with the client's headers.
-    fn request(&self, authority: &str, path: &str) -> Result<Request<()>, http::Error> {
+    fn request(&self, authority: &Authority, path: &str) -> Result<Request<()>, http::Error> {
         let uri = Uri::builder()
             .scheme("http")
-            .authority(authority)
+            .authority(authority.clone())
             .path_and_query(path)
             .build()?;
         let mut request = Request::new(());
@@ -204,8 +213,8 @@ impl Exchange for H2cClient {
     ) -> Result<(Fetched, Option<String>), PlainError> {
         let reset = |e: h2::Error| PlainError::Reset(self.explain(one_line(&e)));
         // The stream's place is held until its body is read.
-        let (send, _stream) = self.sender(authority).await?;
-        let response = self.send(send, authority, path)?;
+        let (send, stream) = self.sender(authority).await?;
+        let response = self.send(send, &stream, path)?;
         let (head, mut body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
         let (status, location, retry_after) =
