@@ -320,3 +320,102 @@ pub(crate) async fn handshake(
         .handshake::<_, Bytes>(BufReader::with_capacity(READ_BUFFER, stream))
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::config::RetryPolicy;
+    use shared::template::Template;
+
+    fn config(streams: u32) -> WorkerConfig {
+        WorkerConfig {
+            url: None,
+            name: Template::parse("batch{start}").expect("template"),
+            out_dir: None,
+            concurrency: 100,
+            headers: Vec::new(),
+            user_agent: "test".into(),
+            timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
+            max_body: 1 << 20,
+            retry: RetryPolicy {
+                retries: 0,
+                statuses: Vec::new(),
+                base_ms: 1,
+                max_ms: 1,
+                retry_after_max_ms: 1,
+                max_time_ms: 1,
+            },
+            max_redirects: 0,
+            rate: None,
+            compressed: false,
+            http2: true,
+            http2_streams: streams,
+        }
+    }
+
+    /// An h2c server that lets `limit` streams open at once on a connection and
+    /// answers each with its own path after a moment.
+    async fn limited_server(limit: u32) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((io, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut builder = h2::server::Builder::new();
+                    builder.max_concurrent_streams(limit);
+                    let Ok(mut connection) = builder.handshake::<_, Bytes>(io).await else {
+                        return;
+                    };
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let body = Bytes::from(request.uri().path().to_owned());
+                            let head = http::Response::new(());
+                            if let Ok(mut stream) = respond.send_response(head, false) {
+                                let _ = stream.send_data(body, true);
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_servers_stream_limit_wait_for_a_stream_and_all_complete() {
+        let addr = limited_server(3).await;
+        let client = H2cClient::new(&config(100), HeaderMap::new());
+        let authority = addr.to_string();
+        // The first answer comes after the server's settings, its limit among them:
+        // streams sent before a client knows the limit may be refused (and retried).
+        client
+            .exchange(&authority, "/first", 1 << 20)
+            .await
+            .expect("first request");
+        let requests = (0..20).map(|n| {
+            let (client, authority) = (&client, &authority);
+            async move {
+                let path = format!("/page/{n}");
+                let (fetched, _) = client
+                    .exchange(authority, &path, 1 << 20)
+                    .await
+                    .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
+                (path, fetched)
+            }
+        });
+        let answers = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(requests),
+        )
+        .await
+        .expect("all answered");
+        for (path, fetched) in answers {
+            assert_eq!(fetched.status, 200);
+            assert_eq!(fetched.body, path.as_bytes());
+        }
+    }
+}
