@@ -118,6 +118,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub max_redirects: u32,
 
+    /// Send the --header values (Authorization, Cookie, API keys, ...) after a redirect
+    /// to another scheme, host or port too, like curl's --location-trusted. Without it
+    /// they go only to the origin of the batch's own URL.
+    #[arg(long)]
+    pub location_trusted: bool,
+
     /// Ask for gzip or brotli bodies and store them decoded. Without it, plain http://
     /// URLs take a lean HTTP/1.1 client and bodies come as the server sends them.
     #[arg(long)]

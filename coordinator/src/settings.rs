@@ -251,6 +251,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
         max_body: parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?,
         retry,
         max_redirects: args.max_redirects,
+        location_trusted: args.location_trusted,
         rate: None,
         compressed: args.compressed,
         http2: args.http2,

@@ -33,6 +33,9 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
     /// Redirects followed at most.
     pub max_redirects: u32,
+    /// Send the `headers` after a redirect to another origin too (`--location-trusted`);
+    /// otherwise they go only to the origin of the job's URL.
+    pub location_trusted: bool,
     /// Requests per second this worker sends at most (its share of `--rate`).
     pub rate: Option<f64>,
     /// Ask for gzip/brotli bodies and decode them (always through the full client);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect::Policy;
 use shared::config::{RetryPolicy, WorkerConfig};
 use shared::plan::Batch;
@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::h2c::H2cClient;
 use crate::plain::{Exchange, PlainClient, PlainError, follow_redirects};
+use crate::redirect;
 use crate::store;
 
 /// A configuration that cannot be turned into an HTTP client.
@@ -83,6 +84,7 @@ impl Exchange for FullOnly {
         _: &str,
         _: &str,
         _: u64,
+        _: bool,
     ) -> Result<(crate::plain::Fetched, Option<String>), PlainError> {
         match *self {}
     }
@@ -110,6 +112,8 @@ pub struct Fetcher {
     /// configuration starts no thread.
     writer: OnceLock<store::Writer>,
     max_body: u64,
+    /// Whether `--header`s follow redirects to other origins.
+    location_trusted: bool,
     retry: RetryPolicy,
     pacer: Option<Pacer>,
     /// The lean client for plain `http://` URLs, unless compressed bodies or HTTP/2
@@ -147,10 +151,10 @@ impl FullClient {
             };
             builder
                 .user_agent(self.user_agent.clone())
-                .default_headers(self.headers.clone())
                 .timeout(self.timeout)
                 .connect_timeout(self.connect_timeout)
-                .redirect(Policy::limited(self.max_redirects))
+                // Redirects are followed by hand, to decide per hop which headers go.
+                .redirect(Policy::none())
                 .pool_max_idle_per_host(self.max_idle)
                 .tcp_nodelay(true)
                 .build()
@@ -217,7 +221,8 @@ impl Failure {
                 format!("body of {n} bytes or more is over --max-body {max_body}"),
                 None,
             ),
-            PlainError::Redirect(m) | PlainError::NeedsFullClient(m) => Failure::fatal(m, None),
+            PlainError::Redirect(m) => Failure::fatal(m, None),
+            PlainError::NeedsFullClient(handoff) => Failure::fatal(handoff.url, None),
         }
     }
 
@@ -274,6 +279,7 @@ impl Fetcher {
             out_dir: config.out_dir.as_ref().map(PathBuf::from),
             writer: OnceLock::new(),
             max_body: config.max_body,
+            location_trusted: config.location_trusted,
             retry: config.retry.clone(),
             pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
             plain: (lean && !config.http2).then(|| PlainClient::new(config)),
@@ -455,17 +461,17 @@ impl Fetcher {
             .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
         let fetched = match C::of(self) {
             Some(client) if plain_http => {
-                tokio::time::timeout(self.timeout, follow_redirects(client, url, self.max_body))
-                    .await
+                let fetch = follow_redirects(client, url, self.max_body, self.location_trusted);
+                tokio::time::timeout(self.timeout, fetch).await
             }
             // Boxed: in a run with a lean client this is the rare path, and its state
             // should not size every task.
-            _ => return Box::pin(self.attempt_full(url)).await,
+            _ => return Box::pin(self.attempt_full(url, url, 0)).await,
         };
         let fetched = match fetched {
             Ok(Ok(fetched)) => fetched,
             Ok(Err(PlainError::NeedsFullClient(next))) => {
-                return Box::pin(self.attempt_full(&next)).await;
+                return Box::pin(self.attempt_full(url, &next.url, next.hops)).await;
             }
             Ok(Err(e)) => return Err(Failure::plain(e, self.max_body)),
             Err(_) => {
@@ -494,16 +500,48 @@ impl Fetcher {
         }
     }
 
-    /// One request through reqwest: TLS, decompression, its own redirect handling. The
-    /// body is read chunk by chunk, so that one over `max_body` is never buffered whole.
-    async fn attempt_full(&self, url: &str) -> Result<(u16, Bytes), Failure> {
-        let mut response = self
-            .full
-            .client()?
-            .get(url)
-            .send()
-            .await
-            .map_err(Failure::transport)?;
+    /// One request through reqwest (TLS, decompression) for the job's URL `original`,
+    /// starting at `url`, `hops` redirects away from it. Redirects are followed here,
+    /// with the `--header`s for `original`'s origin only. The body is read chunk by
+    /// chunk, so that one over `max_body` is never buffered whole.
+    async fn attempt_full(
+        &self,
+        original: &str,
+        url: &str,
+        mut hops: u32,
+    ) -> Result<(u16, Bytes), Failure> {
+        let client = self.full.client()?;
+        let mut at = url.to_owned();
+        let mut response = loop {
+            let trusted = self.location_trusted || redirect::same_origin(original, &at);
+            let request = client.get(&at);
+            let request = match trusted {
+                true => request.headers(self.full.headers.clone()),
+                false => request,
+            };
+            let response = request.send().await.map_err(Failure::transport)?;
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .filter(|_| redirect::is_followed(response.status().as_u16()))
+                .and_then(|v| v.to_str().ok());
+            let Some(location) = location else {
+                break response;
+            };
+            if hops as usize >= self.full.max_redirects {
+                return Err(Failure::fatal(
+                    format!(
+                        "more than {} redirects (--max-redirects)",
+                        self.full.max_redirects
+                    ),
+                    None,
+                ));
+            }
+            hops += 1;
+            at = redirect::resolve(&at, location)
+                .map_err(|e| Failure::plain(e, self.max_body))?
+                .into();
+        };
         let status = response.status();
         let code = status.as_u16();
         if !status.is_success() {

@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::header::{
-    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, TRANSFER_ENCODING,
+    UPGRADE, USER_AGENT,
 };
 use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
@@ -22,7 +23,8 @@ use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
 use crate::fetch::{ConfigError, header_map, one_line};
-use crate::plain::{Exchange, Fetched, PlainError};
+use crate::plain::{Exchange, Fetched, Handoff, PlainError};
+use crate::redirect;
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
 /// held back waiting for window updates (hyper's defaults).
@@ -65,8 +67,10 @@ impl Drop for Stream {
 pub struct H2cClient {
     /// The connections to each `host:port`.
     connections: Mutex<HashMap<String, Vec<Arc<Connection>>>>,
-    /// Sent with every request (`User-Agent`, `--header`s).
+    /// Sent to the job's own origin (`User-Agent`, `--header`s).
     headers: HeaderMap,
+    /// Sent after a redirect to another origin (`User-Agent`).
+    anonymous: HeaderMap,
     /// Requests one connection carries at once; more open another connection.
     streams_per_connection: usize,
     connect_timeout: Duration,
@@ -77,12 +81,18 @@ pub struct H2cClient {
 }
 
 impl H2cClient {
-    /// A client for `config` that sends `headers` with every request.
+    /// A client for `config` that sends `headers` to the origin of each job's URL, and
+    /// only their `User-Agent` elsewhere.
     pub fn new(config: &WorkerConfig, mut headers: HeaderMap) -> H2cClient {
         strip_connection_headers(&mut headers);
+        let mut anonymous = HeaderMap::new();
+        if let Some(agent) = headers.get(USER_AGENT) {
+            anonymous.insert(USER_AGENT, agent.clone());
+        }
         H2cClient {
             connections: Mutex::new(HashMap::new()),
             headers,
+            anonymous,
             streams_per_connection: config.http2_streams.max(1) as usize,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
@@ -140,9 +150,10 @@ impl H2cClient {
         mut send: SendRequest<Bytes>,
         stream: &Stream,
         path: &str,
+        trusted: bool,
     ) -> Result<h2::client::ResponseFuture, PlainError> {
         let authority = &stream.0.authority;
-        let request = self.request(authority, path).map_err(|e| {
+        let request = self.request(authority, path, trusted).map_err(|e| {
             PlainError::Redirect(format!(
                 "`http://{authority}{path}` is not a valid URL: {e}"
             ))
@@ -156,8 +167,14 @@ impl H2cClient {
         Ok(response)
     }
 
-    /// A GET of `path` from `authority`, with the client's headers.
-    fn request(&self, authority: &Authority, path: &str) -> Result<Request<()>, http::Error> {
+    /// A GET of `path` from `authority`, with the client's headers (all of them when
+    /// `trusted`).
+    fn request(
+        &self,
+        authority: &Authority,
+        path: &str,
+        trusted: bool,
+    ) -> Result<Request<()>, http::Error> {
         let uri = Uri::builder()
             .scheme("http")
             .authority(authority.clone())
@@ -165,7 +182,11 @@ impl H2cClient {
             .build()?;
         let mut request = Request::new(());
         *request.uri_mut() = uri;
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = if trusted {
+            self.headers.clone()
+        } else {
+            self.anonymous.clone()
+        };
         Ok(request)
     }
 
@@ -210,11 +231,12 @@ impl Exchange for H2cClient {
         authority: &str,
         path: &str,
         max_body: u64,
+        trusted: bool,
     ) -> Result<(Fetched, Option<String>), PlainError> {
         let reset = |e: h2::Error| PlainError::Reset(self.explain(one_line(&e)));
         // The stream's place is held until its body is read.
         let (send, stream) = self.sender(authority).await?;
-        let response = self.send(send, &stream, path)?;
+        let response = self.send(send, &stream, path, trusted)?;
         let (head, mut body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
         let (status, location, retry_after) =
@@ -270,7 +292,10 @@ fn read_head(
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
     if text(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-        return Err(PlainError::NeedsFullClient(url()));
+        return Err(PlainError::NeedsFullClient(Handoff {
+            url: url(),
+            hops: 0,
+        }));
     }
     if let Some(len) = text(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > max_body
@@ -278,10 +303,9 @@ fn read_head(
         return Err(PlainError::TooLarge(len));
     }
     let status = head.status.as_u16();
-    let location = match status {
-        301 | 302 | 303 | 307 | 308 => text(LOCATION).map(str::to_owned),
-        _ => None,
-    };
+    let location = text(LOCATION)
+        .filter(|_| redirect::is_followed(status))
+        .map(str::to_owned);
     Ok((status, location, text(RETRY_AFTER).map(str::to_owned)))
 }
 
@@ -354,6 +378,7 @@ mod tests {
                 max_time_ms: 1,
             },
             max_redirects: 0,
+            location_trusted: false,
             rate: None,
             compressed: false,
             http2: true,
@@ -404,7 +429,7 @@ mod tests {
             async move {
                 let path = format!("/page/{n}");
                 let (fetched, _) = client
-                    .exchange(authority, &path, 1 << 20)
+                    .exchange(authority, &path, 1 << 20, true)
                     .await
                     .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
                 (path, fetched)

@@ -14,6 +14,7 @@ mod lag;
 mod load;
 mod plain;
 mod process;
+mod redirect;
 mod session;
 mod store;
 mod usage;

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::http1::{self, Keep, ReadError};
+use crate::redirect;
 
 /// A response kept whole.
 pub struct Fetched {
@@ -42,7 +43,16 @@ pub enum PlainError {
     Redirect(String),
     /// The URL (first or after a redirect) needs the full client: TLS or a
     /// compressed body.
-    NeedsFullClient(String),
+    NeedsFullClient(Handoff),
+}
+
+/// A request the full client takes over from a lean one.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The URL to fetch.
+    pub url: String,
+    /// Redirects followed to reach it.
+    pub hops: u32,
 }
 
 /// The client of one worker.
@@ -51,8 +61,10 @@ pub struct PlainClient {
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
     /// Whether connections are worth keeping: only while more jobs are waiting.
     retain: AtomicBool,
-    /// Header lines sent with every request (`User-Agent`, `--header`s).
+    /// Header lines sent to the job's own origin (`User-Agent`, `--header`s).
     extra: Vec<u8>,
+    /// Header lines sent after a redirect to another origin (`User-Agent`).
+    anonymous: Vec<u8>,
     connect_timeout: Duration,
     max_redirects: u32,
     max_idle: usize,
@@ -63,11 +75,12 @@ impl PlainClient {
     pub fn new(config: &WorkerConfig) -> PlainClient {
         let agent = std::iter::once(("User-Agent", config.user_agent.as_str()));
         let headers = config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let extra = http1::header_lines(agent.chain(headers), true);
+        let extra = http1::header_lines(agent.clone().chain(headers), true);
         PlainClient {
             idle: Mutex::new(HashMap::new()),
             retain: AtomicBool::new(true),
             extra,
+            anonymous: http1::header_lines(agent, true),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
             max_idle: config.concurrency as usize,
@@ -93,9 +106,15 @@ impl PlainClient {
         authority: &str,
         path: &str,
         max_body: u64,
+        trusted: bool,
     ) -> Result<(Fetched, Option<String>, bool), PlainError> {
         let mut request = Vec::new();
-        http1::write_request(&mut request, path, authority, &self.extra);
+        let headers = if trusted {
+            &self.extra
+        } else {
+            &self.anonymous
+        };
+        http1::write_request(&mut request, path, authority, headers);
         stream
             .write_all(&request)
             .await
@@ -118,24 +137,19 @@ impl PlainClient {
         ))
         .await
         .map_err(|e| match e {
-            ReadError::Closed => {
-                PlainError::Reset("connection closed before the response".to_owned())
-            }
-            ReadError::Incomplete => {
-                PlainError::Read("connection closed inside the response".to_owned())
-            }
-            ReadError::Malformed => PlainError::Read("not an HTTP/1.x response".to_owned()),
+            ReadError::Closed | ReadError::Reset => PlainError::Reset(e.describe()),
+            ReadError::Incomplete | ReadError::Malformed(_) => PlainError::Read(e.describe()),
             ReadError::TooLarge(n) => PlainError::TooLarge(n),
         })?;
         if response.encoded {
-            return Err(PlainError::NeedsFullClient(format!(
-                "http://{authority}{path}"
-            )));
+            return Err(PlainError::NeedsFullClient(Handoff {
+                url: format!("http://{authority}{path}"),
+                hops: 0,
+            }));
         }
-        let location = match response.status {
-            301 | 302 | 303 | 307 | 308 => response.location,
-            _ => None,
-        };
+        let location = response
+            .location
+            .filter(|_| redirect::is_followed(response.status));
         let fetched = Fetched {
             status: response.status,
             body: Bytes::from(body),
@@ -162,9 +176,17 @@ impl PlainClient {
         }
     }
 
+    /// An idle connection to `authority` that is still quiet: one the server closed,
+    /// or sent bytes on that nobody asked for, is dropped.
     fn take_idle(&self, authority: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.get_mut(authority)?.pop()
+        let conns = idle.get_mut(authority)?;
+        while let Some(stream) = conns.pop() {
+            if is_quiet(&stream) {
+                return Some(stream);
+            }
+        }
+        None
     }
 
     fn put_idle(&self, authority: &str, stream: TcpStream) {
@@ -179,14 +201,30 @@ impl PlainClient {
     }
 }
 
+/// Whether a connection that waits for its next request has nothing to read: no byte
+/// and no end of stream. Asked of the socket itself (a peek that does not wait), not
+/// of the event loop's readiness, which may not have seen the latest bytes yet.
+pub fn is_quiet(stream: &TcpStream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(
+        recv(stream.as_raw_fd(), &mut byte, flags),
+        Err(nix::errno::Errno::EAGAIN)
+    )
+}
+
 /// One request and response of a lean client.
 pub trait Exchange {
     /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
+    /// The `--header`s go along only when `trusted` (see [`crate::redirect`]).
     fn exchange(
         &self,
         authority: &str,
         path: &str,
         max_body: u64,
+        trusted: bool,
     ) -> impl Future<Output = Result<(Fetched, Option<String>), PlainError>> + Send;
 
     /// Redirects followed at most.
@@ -201,15 +239,21 @@ impl Exchange for PlainClient {
         authority: &str,
         path: &str,
         max_body: u64,
+        trusted: bool,
     ) -> Result<(Fetched, Option<String>), PlainError> {
         if let Some(mut stream) = self.take_idle(authority) {
-            match self.once(&mut stream, authority, path, max_body).await {
+            match self
+                .once(&mut stream, authority, path, max_body, trusted)
+                .await
+            {
                 Err(PlainError::Reset(_)) => {}
                 result => return self.settle(authority, stream, result),
             }
         }
         let mut stream = Box::pin(self.connect(authority)).await?;
-        let result = self.once(&mut stream, authority, path, max_body).await;
+        let result = self
+            .once(&mut stream, authority, path, max_body, trusted)
+            .await;
         self.settle(authority, stream, result)
     }
 
@@ -218,22 +262,33 @@ impl Exchange for PlainClient {
     }
 }
 
-/// GETs `url` (an `http://` URL) through `client`, following its redirects. The
-/// clients have no `get` of their own: an `async fn` around this one would add a layer
-/// of state to every request in flight.
+/// GETs `url` (an `http://` URL) through `client`, following its redirects; the
+/// `--header`s go to `url`'s origin only, or everywhere when `trust_all`. The clients
+/// have no `get` of their own: an `async fn` around this one would add a layer of
+/// state to every request in flight.
 pub async fn follow_redirects(
     client: &impl Exchange,
     url: &str,
     max_body: u64,
+    trust_all: bool,
 ) -> Result<Fetched, PlainError> {
     // Owned only after a redirect: a request in flight holds no copy of its URL.
-    let mut redirected: Option<String> = None;
+    let mut redirected: Option<(String, bool)> = None;
     let mut hops = 0;
     loop {
-        let url = redirected.as_deref().unwrap_or(url);
-        let (authority, path) =
-            split_http_url(url).map_err(|_| PlainError::NeedsFullClient(url.to_owned()))?;
-        let (fetched, location) = client.exchange(&authority, &path, max_body).await?;
+        let (at, trusted) = match &redirected {
+            Some((next, trusted)) => (next.as_str(), *trusted),
+            None => (url, true),
+        };
+        let (authority, path) = split_http_url(at).map_err(|_| {
+            PlainError::NeedsFullClient(Handoff {
+                url: at.to_owned(),
+                hops,
+            })
+        })?;
+        let (fetched, location) = client
+            .exchange(&authority, &path, max_body, trusted)
+            .await?;
         let Some(location) = location else {
             return Ok(fetched);
         };
@@ -244,50 +299,8 @@ pub async fn follow_redirects(
             )));
         }
         hops += 1;
-        redirected = Some(resolve(&authority, &path, &location)?);
-    }
-}
-
-/// The URL a `Location` header points to, from a request to `authority` + `path`.
-fn resolve(authority: &str, path: &str, location: &str) -> Result<String, PlainError> {
-    let lower = location.to_ascii_lowercase();
-    if lower.starts_with("http://") {
-        Ok(location.to_owned())
-    } else if lower.starts_with("https://") {
-        Err(PlainError::NeedsFullClient(location.to_owned()))
-    } else if let Some(rest) = location.strip_prefix("//") {
-        Ok(format!("http://{rest}"))
-    } else if location.starts_with('/') {
-        Ok(format!("http://{authority}{location}"))
-    } else if location.contains("://") {
-        Err(PlainError::Redirect(format!(
-            "redirect to an unsupported URL `{location}`"
-        )))
-    } else {
-        let dir = path.split('?').next().unwrap_or("/");
-        let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
-        Ok(format!(
-            "http://{authority}{}{location}",
-            if dir.is_empty() { "/" } else { dir }
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_locations_resolve_like_a_browser_would() {
-        let at = |loc: &str| resolve("h:80", "/a/b?x=1", loc);
-        assert_eq!(at("http://o:81/z").unwrap(), "http://o:81/z");
-        assert_eq!(at("/z?q").unwrap(), "http://h:80/z?q");
-        assert_eq!(at("//o/z").unwrap(), "http://o/z");
-        assert_eq!(at("c").unwrap(), "http://h:80/a/c");
-        assert!(matches!(
-            at("https://o/z"),
-            Err(PlainError::NeedsFullClient(_))
-        ));
-        assert!(matches!(at("ftp://o/z"), Err(PlainError::Redirect(_))));
+        let next = String::from(redirect::resolve(at, &location)?);
+        let trusted = trust_all || redirect::same_origin(url, &next);
+        redirected = Some((next, trusted));
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
 use crate::http1::{self, ReadError};
+use crate::plain::is_quiet;
 
 mod http2;
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
@@ -298,6 +299,11 @@ async fn drive(state: Rc<State>) {
     while let Some(slot) = state.claim() {
         if let Some(due) = slot.due {
             tokio::time::sleep_until(due.into()).await;
+            // A connection that got bytes (or its end) while it waited is not reused:
+            // they would be taken for the next answer.
+            if conn.as_ref().is_some_and(|c| !is_quiet(&c.stream)) {
+                conn = None;
+            }
         }
         let sent = Instant::now();
         let result =
@@ -354,8 +360,10 @@ async fn exchange(
     let response = http1::read_response(&mut conn.stream, &mut conn.buf, http1::Keep::Count)
         .await
         .map_err(|e| match e {
-            ReadError::Closed => Failure::Reset,
-            ReadError::Incomplete | ReadError::Malformed | ReadError::TooLarge(_) => Failure::Read,
+            ReadError::Closed | ReadError::Reset => Failure::Reset,
+            ReadError::Incomplete | ReadError::Malformed(_) | ReadError::TooLarge(_) => {
+                Failure::Read
+            }
         })?;
     Ok(Answer {
         status: response.status,

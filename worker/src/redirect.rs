@@ -1,0 +1,66 @@
+//! Following redirects by hand, for every client: where a `Location` points, and
+//! whether the user's headers may go there.
+//!
+//! Like curl without `--location-trusted`: the `--header`s (an `Authorization`, a
+//! `Cookie`, an API key, whatever they are) go only to the origin (scheme, host and
+//! port) of the URL the job asked for. A redirect elsewhere gets the `User-Agent`
+//! alone, unless the run trusts every location.
+
+use url::Url;
+
+use crate::plain::PlainError;
+
+/// Statuses whose `Location` is followed.
+pub fn is_followed(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// The URL a `Location` header points to, from a request to `base`: resolved as a
+/// browser would, with what a browser would percent-encode encoded, so that nothing a
+/// server writes there reaches a request line raw.
+pub fn resolve(base: &str, location: &str) -> Result<Url, PlainError> {
+    let bad = |why: String| PlainError::Redirect(format!("redirect to `{location}`: {why}"));
+    let next = Url::parse(base)
+        .and_then(|base| base.join(location))
+        .map_err(|e| bad(e.to_string()))?;
+    match next.scheme() {
+        "http" | "https" if next.host_str().is_some() => Ok(next),
+        "http" | "https" => Err(bad("no host".to_owned())),
+        other => Err(bad(format!("unsupported scheme `{other}`"))),
+    }
+}
+
+/// Whether `url` has the origin of `original`: the same scheme, host and port (the
+/// default port of the scheme when none is written).
+pub fn same_origin(original: &str, url: &str) -> bool {
+    match (Url::parse(original), Url::parse(url)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_like_a_browser_would() {
+        let at = |loc: &str| resolve("http://h:81/a/b?x=1", loc).map(String::from);
+        assert_eq!(at("http://o:82/z").unwrap(), "http://o:82/z");
+        assert_eq!(at("/z?q").unwrap(), "http://h:81/z?q");
+        assert_eq!(at("//o/z").unwrap(), "http://o/z");
+        assert_eq!(at("c").unwrap(), "http://h:81/a/c");
+        assert_eq!(at("https://o/z").unwrap(), "https://o/z");
+        assert_eq!(at("/a b\tc").unwrap(), "http://h:81/a%20bc");
+        assert!(matches!(at("ftp://o/z"), Err(PlainError::Redirect(_))));
+    }
+
+    #[test]
+    fn an_origin_is_scheme_host_and_port() {
+        assert!(same_origin("http://h/a", "http://H:80/b"));
+        assert!(!same_origin("http://127.0.0.1:81/", "http://localhost:81/"));
+        assert!(!same_origin("http://h/", "https://h/"));
+        assert!(!same_origin("http://h:81/", "http://h:82/"));
+        assert!(!same_origin("not a url", "not a url"));
+    }
+}
