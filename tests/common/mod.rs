@@ -7,23 +7,141 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
+
+/// The longest any process a test starts may run: past it the process (and its
+/// process group) is killed and the test fails, so that a hang is a failure under
+/// plain `cargo test` too (nextest also ends a test after .config/nextest.toml's
+/// slow-timeout).
+pub const CHILD_LIMIT: Duration = Duration::from_secs(180);
 
 /// The `coordinator` binary under test.
 pub fn coordinator() -> Command {
     Command::new(env!("CARGO_BIN_EXE_coordinator"))
 }
 
-/// Runs the binary to the end with no stdin.
+/// Runs the binary to the end with no stdin, within [`CHILD_LIMIT`].
 pub fn run(args: &[&str], cwd: &Path) -> Output {
-    coordinator()
-        .args(args)
-        .current_dir(cwd)
+    output_of(coordinator().args(args).current_dir(cwd))
+}
+
+/// Like [`Command::output`] (no stdin, stdout and stderr captured), but bounded by
+/// [`CHILD_LIMIT`]. The command runs in a process group of its own, so that a
+/// script and what it started can be killed together when the limit passes.
+pub fn output_of(cmd: &mut Command) -> Output {
+    let child = cmd
         .stdin(Stdio::null())
-        .output()
-        .expect("running coordinator")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    wait_output(child, CHILD_LIMIT)
+}
+
+/// Reads a pipe to its end on a thread of its own; the bytes come on the channel.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = tx.send(bytes);
+        });
+    } else {
+        let _ = tx.send(Vec::new());
+    }
+    rx
+}
+
+/// Waits for `child` to exit, at most `limit`, collecting its piped stdout and
+/// stderr. Past the limit the child is killed (with its process group, when it leads
+/// one) and the test fails with what it wrote to stderr.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_within(&mut child, limit);
+    // Workers inherit stderr and leave with their coordinator, so the pipes close soon
+    // after it exits; a pipe still held open by a stray process is not waited for long.
+    let collect =
+        |rx: mpsc::Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
+    match status {
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "pid {} still ran after {limit:?}: killed it; its stderr:\n{}",
+            child.id(),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`; past it kills it (and its process
+/// group, when it leads one), reaps it and returns `None`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    eventually(limit, || {
+        status = child.try_wait().expect("waiting for a child");
+        status.is_some()
+    });
+    if status.is_none() {
+        kill_tree(child);
+    }
+    status
+}
+
+/// SIGKILL to `child`, and to its process group when it leads one; then reaps it.
+pub fn kill_tree(child: &mut Child) {
+    let pid = child.id();
+    if fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat_field(&stat, 5))
+        == Some(pid)
+    {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{pid}")])
+            .status();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Field `n` (1-based, as in proc(5)) of a /proc/PID/stat line, for fields after the
+/// command name.
+fn stat_field(stat: &str, n: usize) -> Option<u32> {
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)?
+        .parse()
+        .ok()
+}
+
+/// The process group of `pid`.
+pub fn process_group(pid: u32) -> Option<u32> {
+    stat_field(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, 5)
+}
+
+/// Waits for `child` to exit within [`CHILD_LIMIT`] and returns its exit code (None
+/// when a signal ended it); fails the test (after killing it) when it does not.
+#[track_caller]
+pub fn exit_code_within(child: &mut Child) -> Option<i32> {
+    match wait_within(child, CHILD_LIMIT) {
+        Some(status) => status.code(),
+        None => panic!(
+            "pid {} still ran after {CHILD_LIMIT:?}: killed it",
+            child.id()
+        ),
+    }
 }
 
 /// `coordinator serve` on a free loopback port, stopped and reaped on drop.
@@ -44,10 +162,17 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting coordinator serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("reading the server address");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let Ok(line) = rx.recv_timeout(CHILD_LIMIT) else {
+            kill_tree(&mut child);
+            panic!("coordinator serve gave no address in {CHILD_LIMIT:?}");
+        };
         assert!(
             line.starts_with("http://127.0.0.1:"),
             "server said {line:?}"
@@ -55,6 +180,25 @@ impl Server {
         Server {
             child,
             base: line.trim().to_owned(),
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the server and waits (within [`CHILD_LIMIT`]) for it to exit.
+    pub fn stop_with(mut self, signal: &str) -> ExitStatus {
+        send_signal(self.child.id(), signal);
+        match wait_within(&mut self.child, CHILD_LIMIT) {
+            Some(status) => status,
+            None => panic!("the server did not stop on SIG{signal}: killed it"),
         }
     }
 
@@ -150,6 +294,21 @@ pub fn worker_pids(stderr: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Established client connections to `port` on this machine (the client's end of
+/// each: its remote port is `port`), from /proc/net/tcp.
+pub fn connections_to(port: u16) -> usize {
+    let table = fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().unwrap();
+            u16::from_str_radix(remote_port, 16).unwrap() == port && fields[3] == "01"
+        })
+        .count()
+}
+
 /// Direct children of `pid`, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -163,6 +322,32 @@ pub fn children_of(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
+}
+
+/// Waits until `pid` has exactly `n` children (its workers) and returns them; fails
+/// the test when it never has.
+#[track_caller]
+pub fn wait_for_workers(pid: u32, n: usize) -> Vec<u32> {
+    let mut workers = Vec::new();
+    let found = eventually(CHILD_LIMIT, || {
+        workers = children_of(pid);
+        workers.len() == n
+    });
+    assert!(
+        found,
+        "pid {pid} has {workers:?} as children, not {n} workers"
+    );
+    workers
+}
+
+/// Waits until at least `n` client connections to `port` are established; fails the
+/// test when they never are.
+#[track_caller]
+pub fn wait_for_connections(port: u16, n: usize) {
+    assert!(
+        eventually(CHILD_LIMIT, || connections_to(port) >= n),
+        "fewer than {n} connections to port {port}"
+    );
 }
 
 /// Sends `signal` (e.g. "KILL", "INT") to `pid` with kill(1).
