@@ -163,9 +163,7 @@ fn sort_out(dir: &Path, mode: Mode) -> io::Result<(IndexSet, IndexSet)> {
     })?;
     if keep_failed {
         // A batch that failed is done for --resume: it is in the manifest.
-        for i in failed.iter() {
-            done.insert(i);
-        }
+        done.extend(&failed);
     }
     Ok((done, failed))
 }

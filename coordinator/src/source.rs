@@ -2,6 +2,7 @@
 //! list is read line by line on a thread of its own into a bounded channel, so that a
 //! list of millions of lines (or a slow stdin) never sits in memory or blocks dispatch.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::thread;
 
@@ -14,32 +15,76 @@ use crate::settings::{UrlList, next_url};
 /// URLs read ahead of dispatch at most.
 const READ_AHEAD: usize = 4096;
 
-/// A set of batch indices, one bit each: a plan of ten million batches costs 1.25 MB.
+/// A set of batch indices, kept as disjoint runs of consecutive indices: its size
+/// follows the number of runs, never the largest index, so that one batch near
+/// `u64::MAX` costs as little as batch 0 (a bitmap there would take terabytes).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IndexSet {
-    words: Vec<u64>,
+    /// First index of each run to its last (inclusive: a run may end at `u64::MAX`).
+    /// Runs never overlap or touch: neighbours are merged.
+    runs: BTreeMap<u64, u64>,
     len: u64,
 }
 
 impl IndexSet {
     /// Adds `index`.
     pub fn insert(&mut self, index: u64) {
-        let word = (index / 64) as usize;
-        if word >= self.words.len() {
-            self.words.resize(word + 1, 0);
+        self.insert_run(index, index);
+    }
+
+    /// Adds every index of `first..=last`.
+    fn insert_run(&mut self, mut first: u64, mut last: u64) {
+        // The run that starts at or before `first` may overlap or touch it.
+        if let Some((&start, &end)) = self.runs.range(..=first).next_back()
+            && end.saturating_add(1) >= first
+        {
+            if end >= last {
+                return;
+            }
+            first = start;
+            self.runs.remove(&start);
+            self.len -= end - start + 1;
         }
-        let bit = 1 << (index % 64);
-        if self.words[word] & bit == 0 {
-            self.words[word] |= bit;
-            self.len += 1;
+        // Runs that start inside `first..=last + 1` are swallowed.
+        let reach = last.saturating_add(1);
+        while let Some((&start, &end)) = self.runs.range(first..=reach).next() {
+            self.runs.remove(&start);
+            self.len -= end - start + 1;
+            last = last.max(end);
+        }
+        self.runs.insert(first, last);
+        self.len += last - first + 1;
+    }
+
+    /// Adds every index of `other`.
+    pub fn extend(&mut self, other: &IndexSet) {
+        for (&first, &last) in &other.runs {
+            self.insert_run(first, last);
         }
     }
 
     /// Whether `index` is in the set.
     pub fn contains(&self, index: u64) -> bool {
-        self.words
-            .get((index / 64) as usize)
-            .is_some_and(|w| w & (1 << (index % 64)) != 0)
+        self.runs
+            .range(..=index)
+            .next_back()
+            .is_some_and(|(_, &last)| last >= index)
+    }
+
+    /// The first index at or after `from` that is not in the set, if there is one.
+    pub fn next_absent(&self, from: u64) -> Option<u64> {
+        match self.runs.range(..=from).next_back() {
+            Some((_, &last)) if last >= from => last.checked_add(1),
+            _ => Some(from),
+        }
+    }
+
+    /// The first index at or after `from` that is in the set, if there is one.
+    pub fn next_present(&self, from: u64) -> Option<u64> {
+        if self.contains(from) {
+            return Some(from);
+        }
+        self.runs.range(from..).next().map(|(&first, _)| first)
     }
 
     /// Number of indices in the set.
@@ -48,12 +93,9 @@ impl IndexSet {
     }
 
     /// The indices, in order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.words.iter().enumerate().flat_map(|(w, &bits)| {
-            (0..64u64)
-                .filter(move |b| bits & (1 << b) != 0)
-                .map(move |b| w as u64 * 64 + b)
-        })
+        self.runs.iter().flat_map(|(&first, &last)| first..=last)
     }
 }
 
@@ -167,13 +209,17 @@ impl JobSource {
         let mut jobs = Vec::new();
         while jobs.len() < n && !self.exhausted {
             let job = match &self.kind {
-                Kind::Plan(plan) => match plan.batch(self.next) {
-                    Some(batch) => Job { batch, url: None },
-                    None => {
-                        self.exhausted = true;
-                        break;
+                Kind::Plan(plan) => {
+                    match skip_to_admitted(&self.filter, self.shard, &mut self.next)
+                        .and_then(|i| plan.batch(i))
+                    {
+                        Some(batch) => Job { batch, url: None },
+                        None => {
+                            self.exhausted = true;
+                            break;
+                        }
                     }
-                },
+                }
                 Kind::Urls(rx) => match rx.try_recv() {
                     Ok(Ok(url)) => Job {
                         batch: Batch::single(self.next),
@@ -208,10 +254,36 @@ impl JobSource {
     }
 }
 
+/// Moves `next` over the batches the filter leaves out, a run of them at a time
+/// rather than one by one: a resume of a plan near `u64::MAX` batches long must not
+/// walk every index its manifest lists. `None` once no batch is left.
+fn skip_to_admitted(filter: &Filter, shard: Shard, next: &mut u64) -> Option<u64> {
+    let at = match filter {
+        Filter::All => Some(*next),
+        Filter::Skip(done) => done.next_absent(*next),
+        Filter::Only(failed) => failed.next_present(*next),
+    }?;
+    // Back onto this shard's slice: the next index at or after `next` in it.
+    let (rest, want) = (at % shard.count, shard.index);
+    let offset = if rest <= want {
+        want - rest
+    } else {
+        shard.count - (rest - want)
+    };
+    *next = at.checked_add(offset)?;
+    Some(*next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shared::plan::Span;
+
+    /// The batch indices of the next `n` jobs of `source`.
+    fn indices(source: &mut JobSource, n: usize) -> Vec<u64> {
+        let jobs = source.take(n).unwrap();
+        jobs.iter().map(|j| j.batch.index).collect()
+    }
 
     #[test]
     fn plan_jobs_come_in_chunks_until_exhausted() {
@@ -244,21 +316,11 @@ mod tests {
         }
         let mut resume = JobSource::plan(plan, Shard::WHOLE, Filter::Skip(done.clone()));
         assert_eq!(resume.total(), Some(7));
-        let left: Vec<u64> = resume
-            .take(100)
-            .unwrap()
-            .iter()
-            .map(|j| j.batch.index)
-            .collect();
+        let left = indices(&mut resume, 100);
         assert_eq!(left, [1, 2, 4, 5, 6, 7, 8]);
         let mut retry = JobSource::plan(plan, Shard::WHOLE, Filter::Only(done));
         assert_eq!(retry.total(), Some(3));
-        let again: Vec<u64> = retry
-            .take(100)
-            .unwrap()
-            .iter()
-            .map(|j| j.batch.index)
-            .collect();
+        let again = indices(&mut retry, 100);
         assert_eq!(again, [0, 3, 9]);
     }
 
@@ -268,12 +330,7 @@ mod tests {
         let shard = Shard::new(1, 3).unwrap();
         let mut source = JobSource::plan(plan, shard, Filter::All);
         assert_eq!(source.total(), Some(3));
-        let got: Vec<u64> = source
-            .take(100)
-            .unwrap()
-            .iter()
-            .map(|j| j.batch.index)
-            .collect();
+        let got = indices(&mut source, 100);
         assert_eq!(got, [1, 4, 7]);
 
         let list = UrlList {
@@ -291,6 +348,37 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_near_the_top_of_u64_jumps_to_what_is_left() {
+        let plan = BatchPlan::new(
+            Span {
+                start: 0,
+                end: u64::MAX,
+            },
+            1,
+        )
+        .unwrap();
+        let shard = Shard::new(1_099_511_627_775, 1_099_511_627_776).unwrap();
+        let in_shard = |k: u64| shard.index + k * shard.count;
+        let mut failed = IndexSet::default();
+        for k in [3, 16_000_000] {
+            failed.insert(in_shard(k));
+        }
+        let mut retry = JobSource::plan(plan, shard, Filter::Only(failed.clone()));
+        let got = indices(&mut retry, 10);
+        assert_eq!(got, [in_shard(3), in_shard(16_000_000)]);
+        assert!(retry.take(10).unwrap().is_empty());
+        assert!(retry.is_exhausted());
+
+        let mut done = IndexSet::default();
+        for k in 0..3 {
+            done.insert(in_shard(k));
+        }
+        let mut resume = JobSource::plan(plan, shard, Filter::Skip(done));
+        let next = indices(&mut resume, 2);
+        assert_eq!(next, [in_shard(3), in_shard(4)]);
+    }
+
+    #[test]
     fn index_sets_count_each_index_once() {
         let mut set = IndexSet::default();
         for i in [5, 5, 64, 1_000_000] {
@@ -298,6 +386,32 @@ mod tests {
         }
         assert_eq!(set.len(), 3);
         assert!(set.contains(64) && set.contains(1_000_000) && !set.contains(63));
+    }
+
+    #[test]
+    fn index_sets_merge_runs_and_stay_small_near_the_top_of_u64() {
+        let mut set = IndexSet::default();
+        // A bitmap sized by these indices would take terabytes.
+        for i in [u64::MAX, u64::MAX - 2, 1 << 62, u64::MAX - 1, 3, 5, 4] {
+            set.insert(i);
+        }
+        assert_eq!(set.len(), 7);
+        assert_eq!(set.runs.len(), 3, "{:?}", set.runs);
+        assert!(set.contains(u64::MAX) && set.contains(4) && !set.contains(6));
+        assert_eq!(set.next_absent(3), Some(6));
+        assert_eq!(set.next_absent(0), Some(0));
+        assert_eq!(set.next_absent(u64::MAX - 2), None);
+        let mut other = IndexSet::default();
+        for i in [2, 6, 7, 100] {
+            other.insert(i);
+        }
+        set.extend(&other);
+        assert_eq!(set.len(), 11);
+        assert_eq!(
+            set.iter().take(7).collect::<Vec<_>>(),
+            [2, 3, 4, 5, 6, 7, 100]
+        );
+        assert_eq!(set.runs.len(), 4, "{:?}", set.runs);
     }
 
     #[test]

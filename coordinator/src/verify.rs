@@ -6,15 +6,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::BufReader;
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use shared::plan::{Batch, BatchPlan, Shard, Span};
+use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::Template;
 
 use crate::cli::VerifyArgs;
-use crate::exit::{Exit, print_stdout};
+use crate::exit::Exit;
 use crate::manifest;
 use crate::resume::{self, RECORD_FILE, RunRecord};
 use crate::settings::{UsageError, next_url};
@@ -90,8 +90,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
     let mut seen = IndexSet::default();
     let mut duplicates = Vec::new();
     let mut strays = 0u64;
+    // Only what a manifest names is kept one by one; the rest is counted, so that
+    // nothing here grows with the size of the plan.
     let mut bad: BTreeMap<u64, Gap> = BTreeMap::new();
+    let mut tallies: BTreeMap<u64, Tally> = BTreeMap::new();
     for run in by_shard.values() {
+        let tally = tallies.entry(run.shard.index).or_default();
         let entries = manifest::read(&run.dir)
             .with_context(|| format!("reading the manifest in {}", run.dir.display()))?;
         for entry in entries {
@@ -105,44 +109,57 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
                 continue;
             }
             seen.insert(i);
-            match (&entry.file, &entry.error) {
-                (Some(file), _) => match fs::metadata(run.dir.join(file)) {
-                    Ok(m) if m.len() == entry.bytes => ok.insert(i),
-                    Ok(m) => {
-                        bad.insert(
-                            i,
-                            Gap::FileBad(format!(
-                                "{file} has {} bytes, the manifest says {}",
-                                m.len(),
-                                entry.bytes
-                            )),
-                        );
+            let gap = match (&entry.file, &entry.error) {
+                (Some(file), _) => match fs::symlink_metadata(run.dir.join(file)) {
+                    Ok(m) if m.is_file() && m.len() == entry.bytes => None,
+                    Ok(m) if !m.is_file() => {
+                        Some(Gap::FileBad(format!("{file} is not a plain file")))
                     }
-                    Err(_) => {
-                        bad.insert(i, Gap::FileBad(format!("{file} is missing")));
-                    }
+                    Ok(m) => Some(Gap::FileBad(format!(
+                        "{file} has {} bytes, the manifest says {}",
+                        m.len(),
+                        entry.bytes
+                    ))),
+                    Err(_) => Some(Gap::FileBad(format!("{file} is missing"))),
                 },
-                (None, error) => {
-                    bad.insert(i, Gap::Failed(error.clone().unwrap_or_default()));
+                (None, error) => Some(Gap::Failed(error.clone().unwrap_or_default())),
+            };
+            match gap {
+                None => {
+                    ok.insert(i);
+                    tally.ok += 1;
+                }
+                Some(gap) => {
+                    match gap {
+                        Gap::Failed(_) => tally.failed += 1,
+                        _ => tally.file_bad += 1,
+                    }
+                    bad.insert(i, gap);
                 }
             }
         }
     }
-
-    // Every batch of the plan that is not ok, in order, with its reason.
-    let gaps: Vec<(u64, Gap)> = match total {
-        Some(total) => (0..total)
-            .filter(|i| !ok.contains(*i))
-            .map(|i| {
-                let gap = match bad.remove(&i) {
-                    Some(gap) => gap,
-                    None if by_shard.contains_key(&(i % count)) => Gap::Absent,
-                    None => Gap::NoShard,
-                };
-                (i, gap)
-            })
-            .collect(),
-        None => bad.into_iter().collect(),
+    // Batches of a shard that no manifest line names, and batches of shards with no
+    // directory, follow from the plan's length: counted, never listed in full.
+    let mut no_shard = 0;
+    if let Some(total) = total {
+        no_shard = total;
+        for (&index, tally) in &mut tallies {
+            let len = Shard { index, count }.len_of(total);
+            no_shard -= len;
+            tally.absent = len.saturating_sub(tally.ok + tally.failed + tally.file_bad);
+        }
+    }
+    let sum = |f: fn(&Tally) -> u64| tallies.values().map(f).sum::<u64>();
+    let (absent, failed, file_bad) = (sum(|t| t.absent), sum(|t| t.failed), sum(|t| t.file_bad));
+    let gap_count = absent + failed + file_bad + no_shard;
+    let gaps = || Gaps {
+        next: Some(0),
+        total,
+        ok: &ok,
+        bad: &bad,
+        given: &tallies,
+        count,
     };
 
     let _ = writeln!(
@@ -153,22 +170,11 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
         if count == 1 { "" } else { "s" },
     );
     let _ = writeln!(report, "ok: {} batches, each with its whole file", ok.len());
-    let absent = gaps.iter().filter(|(_, g)| *g == Gap::Absent).count();
-    let failed = gaps
-        .iter()
-        .filter(|(_, g)| matches!(g, Gap::Failed(_)))
-        .count();
-    let file_bad = gaps
-        .iter()
-        .filter(|(_, g)| matches!(g, Gap::FileBad(_)))
-        .count();
-    let no_shard = gaps.iter().filter(|(_, g)| *g == Gap::NoShard).count();
     let _ = writeln!(
         report,
-        "gaps: {} ({absent} not in any manifest, {failed} failed, {file_bad} with a missing or changed file, {no_shard} in shards with no directory)",
-        gaps.len()
+        "gaps: {gap_count} ({absent} not in any manifest, {failed} failed, {file_bad} with a missing or changed file, {no_shard} in shards with no directory)",
     );
-    for (i, gap) in gaps.iter().take(SHOWN_GAPS) {
+    for (i, gap) in gaps().take(SHOWN_GAPS) {
         let shard = Shard {
             index: i % count,
             count,
@@ -179,13 +185,13 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
         let why = match gap {
             Gap::Absent => "not in the manifest".to_owned(),
             Gap::Failed(e) => format!("failed: {e}"),
-            Gap::FileBad(e) => e.clone(),
+            Gap::FileBad(e) => e,
             Gap::NoShard => "its shard was not given".to_owned(),
         };
         let _ = writeln!(report, "  batch {i} (shard {shard}, {place}): {why}");
     }
-    if gaps.len() > SHOWN_GAPS {
-        let _ = writeln!(report, "  ... and {} more", gaps.len() - SHOWN_GAPS);
+    if gap_count > SHOWN_GAPS as u64 {
+        let _ = writeln!(report, "  ... and {} more", gap_count - SHOWN_GAPS as u64);
     }
     let _ = writeln!(report, "duplicates: {}", duplicates.len());
     for i in duplicates.iter().take(SHOWN_GAPS) {
@@ -197,7 +203,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
             "stray lines: {strays} (batches outside their shard or the plan)"
         );
     }
-    let complete = gaps.is_empty() && duplicates.is_empty() && strays == 0 && duplicate_shards == 0;
+    let complete = gap_count == 0 && duplicates.is_empty() && strays == 0 && duplicate_shards == 0;
     let _ = writeln!(
         report,
         "{}",
@@ -205,40 +211,95 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
     );
     eprint!("{report}");
 
-    let mut out = String::new();
-    if args.print_command {
-        // A shard with no directory starts afresh, beside the directories given.
-        for index in (0..count).filter(|k| !by_shard.contains_key(k)) {
-            if gaps.iter().any(|(i, _)| i % count == index) {
+    // Written as it is made: the gaps of a huge plan may be more than memory holds.
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let printed = (|| -> anyhow::Result<()> {
+        if args.print_command {
+            // A shard with no directory starts afresh, beside the directories given.
+            let missing = (0..count).filter(|k| !by_shard.contains_key(k));
+            for index in missing {
                 let shard = Shard { index, count };
-                let dir = sibling_dir(&first.dir, first.shard.index, index);
-                let record = RunRecord {
-                    shard: Some(shard.to_string()),
-                    ..first.record.clone()
-                };
-                let _ = writeln!(out, "{}", command(&Run { dir, record, shard }, ""));
+                if total.is_some_and(|t| shard.len_of(t) > 0) {
+                    let dir = sibling_dir(&first.dir, first.shard.index, index);
+                    let record = RunRecord {
+                        shard: Some(shard.to_string()),
+                        ..first.record.clone()
+                    };
+                    writeln!(out, "{}", command(&Run { dir, record, shard }, ""))?;
+                }
+            }
+            for run in by_shard.values() {
+                let tally = &tallies[&run.shard.index];
+                if tally.absent > 0 || tally.file_bad > 0 {
+                    writeln!(out, "{}", command(run, "--resume"))?;
+                }
+                if tally.failed > 0 {
+                    writeln!(out, "{}", command(run, "--retry-failed"))?;
+                }
             }
         }
-        for run in by_shard.values() {
-            let in_shard = |g: &dyn Fn(&Gap) -> bool| {
-                gaps.iter().any(|(i, gap)| run.shard.contains(*i) && g(gap))
-            };
-            if in_shard(&|g| matches!(g, Gap::Absent | Gap::FileBad(_))) {
-                let _ = writeln!(out, "{}", command(run, "--resume"));
-            }
-            if in_shard(&|g| matches!(g, Gap::Failed(_))) {
-                let _ = writeln!(out, "{}", command(run, "--retry-failed"));
-            }
+        if args.print_urls && gap_count > 0 {
+            print_urls(&first.record, gaps().map(|(i, _)| i), &mut out)?;
         }
+        out.flush()?;
+        Ok(())
+    })();
+    match printed {
+        // A closed stdout (`| head`) is a normal end, not an error.
+        Err(e)
+            if e.downcast_ref::<io::Error>().map(io::Error::kind)
+                == Some(io::ErrorKind::BrokenPipe) => {}
+        other => other?,
     }
-    if args.print_urls && !gaps.is_empty() {
-        let indices: Vec<u64> = gaps.iter().map(|(i, _)| *i).collect();
-        for url in urls_of(&first.record, &indices)? {
-            let _ = writeln!(out, "{url}");
-        }
-    }
-    print_stdout(&out)?;
     Ok(if complete { Exit::Ok } else { Exit::SomeFailed })
+}
+
+/// What the manifest of one shard's run holds.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Batches stored, each with its whole file.
+    ok: u64,
+    /// Batches recorded as failed.
+    failed: u64,
+    /// Batches whose file is missing or changed.
+    file_bad: u64,
+    /// Batches of the shard that no line names (known once the plan's length is).
+    absent: u64,
+}
+
+/// Every batch of the plan that is not ok, in order, with its reason; found a run of
+/// ok batches at a time, so that listing the first few gaps of a huge plan is quick.
+struct Gaps<'a> {
+    /// Where the search goes on; `None` once past the end.
+    next: Option<u64>,
+    total: Option<u64>,
+    ok: &'a IndexSet,
+    bad: &'a BTreeMap<u64, Gap>,
+    /// The shards whose directory was given.
+    given: &'a BTreeMap<u64, Tally>,
+    count: u64,
+}
+
+impl Iterator for Gaps<'_> {
+    type Item = (u64, Gap);
+
+    fn next(&mut self) -> Option<(u64, Gap)> {
+        let Some(total) = self.total else {
+            // With no known length, only what the manifests name can be listed.
+            let (&i, gap) = self.bad.range(self.next?..).next()?;
+            self.next = i.checked_add(1);
+            return Some((i, gap.clone()));
+        };
+        let i = self.ok.next_absent(self.next?).filter(|&i| i < total);
+        self.next = i.and_then(|i| i.checked_add(1));
+        let i = i?;
+        let gap = match self.bad.get(&i) {
+            Some(gap) => gap.clone(),
+            None if self.given.contains_key(&(i % self.count)) => Gap::Absent,
+            None => Gap::NoShard,
+        };
+        Some((i, gap))
+    }
 }
 
 fn load(dir: &Path) -> anyhow::Result<Run> {
@@ -350,15 +411,18 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The URLs of the batches `indices` (in order).
-fn urls_of(record: &RunRecord, indices: &[u64]) -> anyhow::Result<Vec<String>> {
+/// Writes the URLs of the batches `indices` (in order) to `out`, one per line.
+fn print_urls(
+    record: &RunRecord,
+    indices: impl Iterator<Item = u64>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     if let (Some(plan), Some(url)) = (batch_plan(record)?, &record.source) {
         let template = Template::parse(url).map_err(|e| UsageError::new("verify", e))?;
-        return Ok(indices
-            .iter()
-            .filter_map(|i| plan.batch(*i))
-            .map(|b: Batch| template.render(&b.values()))
-            .collect());
+        for batch in indices.filter_map(|i| plan.batch(i)) {
+            writeln!(out, "{}", template.render(&batch.values()))?;
+        }
+        return Ok(());
     }
     let Some(path) = record
         .source
@@ -370,17 +434,16 @@ fn urls_of(record: &RunRecord, indices: &[u64]) -> anyhow::Result<Vec<String>> {
         );
     };
     let mut reader = BufReader::new(File::open(path).with_context(|| format!("reading {path}"))?);
-    let mut wanted = indices.iter().peekable();
-    let mut urls = Vec::new();
+    let mut wanted = indices.peekable();
     let mut i = 0;
-    while let (Some(&&next), Some(url)) = (wanted.peek(), next_url(&mut reader)?) {
+    while let (Some(&next), Some(url)) = (wanted.peek(), next_url(&mut reader)?) {
         if i == next {
-            urls.push(url);
+            writeln!(out, "{url}")?;
             wanted.next();
         }
         i += 1;
     }
-    Ok(urls)
+    Ok(())
 }
 
 #[cfg(test)]
