@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::fs;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
@@ -31,7 +32,7 @@ fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn text(bytes: &[u8]) -> String {
+fn text_of(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -82,9 +83,38 @@ fn a_shard_near_the_top_of_u64_resumes_and_verifies_in_bounded_memory() {
     assert_eq!(temp_files(&out), Vec::<String>::new());
 
     let verify = run_capped(4 << 20, &["verify", "out"], dir.path());
-    let report = text(&verify.stderr);
+    let report = text_of(&verify.stderr);
     assert_exit(&verify, 1);
     assert!(report.contains("gaps: 18446744073709551"), "{report}");
     assert!(report.contains("in shards with no directory"), "{report}");
     assert!(report.contains("incomplete"), "{report}");
+}
+
+#[test]
+fn an_invalid_utf8_manifest_line_costs_its_batch_only_on_verify_and_resume() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let first = scrape(&url, "0..50", &["--workers", "1"], dir.path());
+    assert_exit(&first, 0);
+    let out = dir.path().join("out");
+    let path = out.join("manifest.jsonl");
+    let text = fs::read(&path).unwrap();
+    let mut lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), 5);
+    lines[1] = b"{\"index\":\xff\xfe not UTF-8}\n";
+    fs::write(&path, lines.concat()).unwrap();
+
+    let verify = run(&["verify", "out"], dir.path());
+    let report = text_of(&verify.stderr);
+    assert_exit(&verify, 1);
+    assert!(report.contains("ok: 4 batches"), "{report}");
+    assert_eq!(report.matches("skipped 1 unreadable line").count(), 1, "{report}");
+
+    let resume = scrape(&url, "0..50", &["--workers", "1", "--resume"], dir.path());
+    let stderr = text_of(&resume.stderr);
+    assert_exit(&resume, 0);
+    assert!(stderr.contains("done: 1 batches ok"), "{stderr}");
+    assert_eq!(stderr.matches("skipped 1 unreadable line").count(), 1, "{stderr}");
+    assert_complete_run(&out, 50);
 }

@@ -9,6 +9,7 @@
 mod cli;
 mod dispatch;
 mod exit;
+mod lines;
 mod load;
 mod manifest;
 mod open_files;

@@ -2,12 +2,14 @@
 //! after the batch's file is in place, so a line always stands for a whole file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use shared::protocol::{JobReport, Outcome};
+
+use crate::lines::{self, Line};
 
 /// The manifest's file name inside the output directory.
 pub const FILE_NAME: &str = "manifest.jsonl";
@@ -100,13 +102,94 @@ impl Manifest {
     }
 }
 
-/// Reads every complete line of `dir`'s manifest; a torn last line is skipped.
-pub fn read(dir: &Path) -> io::Result<impl Iterator<Item = Entry>> {
-    let file = File::open(dir.join(FILE_NAME))?;
-    Ok(BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str(&line).ok()))
+/// Longest manifest line read, in bytes: a line holds one URL (at most
+/// 64 KiB) and a short error, so anything longer was not
+/// written by this tool and is skipped like any other unreadable line.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Reads every readable line of `dir`'s manifest. A line that is not valid UTF-8, not
+/// an entry or too long is skipped and counted (and the count told once on stderr when
+/// the reading ends), rather than ending the reading there: the lines after it still
+/// count. A torn last line, as a crash leaves it, is skipped silently.
+pub fn read(dir: &Path) -> io::Result<Entries> {
+    let path = dir.join(FILE_NAME);
+    let file = File::open(&path)?;
+    Ok(Entries {
+        reader: BufReader::new(file),
+        path,
+        buf: Vec::new(),
+        line: 0,
+        skipped: 0,
+        first_skipped: 0,
+        ended: false,
+    })
+}
+
+/// The entries of a manifest, in file order.
+pub struct Entries {
+    reader: BufReader<File>,
+    path: PathBuf,
+    buf: Vec<u8>,
+    /// Lines read so far.
+    line: u64,
+    /// Unreadable lines so far, and the number of the first.
+    skipped: u64,
+    first_skipped: u64,
+    ended: bool,
+}
+
+impl Entries {
+    /// Unreadable lines skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    fn end(&mut self) -> Option<Entry> {
+        if !self.ended && self.skipped > 0 {
+            eprintln!(
+                "warning: {}: skipped {} unreadable line{} (the first is line {}); their batches count as not done",
+                self.path.display(),
+                self.skipped,
+                if self.skipped == 1 { "" } else { "s" },
+                self.first_skipped
+            );
+        }
+        self.ended = true;
+        None
+    }
+}
+
+impl Iterator for Entries {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        while !self.ended {
+            // A read error ends the reading as the end of the file would.
+            let read = lines::read_capped(&mut self.reader, MAX_LINE, &mut self.buf);
+            let line = match read {
+                Ok(Line::End) | Err(_) => break,
+                Ok(line) => line,
+            };
+            self.line += 1;
+            let entry = match line {
+                Line::TooLong => None,
+                _ => std::str::from_utf8(&self.buf)
+                    .ok()
+                    .and_then(|text| serde_json::from_str(text).ok()),
+            };
+            match entry {
+                Some(entry) => return Some(entry),
+                None if line == Line::Unended => {}
+                None => {
+                    if self.skipped == 0 {
+                        self.first_skipped = self.line;
+                    }
+                    self.skipped += 1;
+                }
+            }
+        }
+        self.end()
+    }
 }
 
 /// Rewrites the manifest with the entries `keep` accepts, through a temp file and a
@@ -211,6 +294,33 @@ mod tests {
         assert_eq!(entries[0].file.as_deref(), Some("b0.json"));
         assert_eq!(entries[1].error.as_deref(), Some("HTTP 404 Not Found"));
         assert_eq!(entries[1].worker, 1);
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_skipped_and_counted_not_the_lines_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::open(dir.path()).unwrap();
+        m.record(&Entry::new(0, &report(0, true))).unwrap();
+        m.flush().unwrap();
+        drop(m);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE_NAME))
+            .unwrap();
+        f.write_all(b"{\"index\":\xff\xfe}\nnot json\n").unwrap();
+        f.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+        f.write_all(b"\n").unwrap();
+        drop(f);
+        let mut m = Manifest::open(dir.path()).unwrap();
+        for i in 1..4 {
+            m.record(&Entry::new(0, &report(i, true))).unwrap();
+        }
+        m.flush().unwrap();
+        let mut entries = read(dir.path()).unwrap();
+        let indices: Vec<u64> = entries.by_ref().map(|e| e.index).collect();
+        assert_eq!(indices, [0, 1, 2, 3]);
+        assert_eq!(entries.skipped(), 3);
+        assert_eq!(entries.first_skipped, 2);
     }
 
     #[test]
