@@ -252,6 +252,15 @@ mod tests {
     use super::*;
     use shared::plan::Batch;
 
+    /// Appends raw bytes to the manifest in `dir`, as a crash or an editor might.
+    fn append(dir: &Path, bytes: &[u8]) {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(FILE_NAME))
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
     fn report(i: u64, ok: bool) -> JobReport {
         JobReport {
             batch: Batch {
@@ -284,11 +293,7 @@ mod tests {
         m.record(&Entry::new(1, &report(1, false))).unwrap();
         m.flush().unwrap();
         drop(m);
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(FILE_NAME))
-            .unwrap();
-        f.write_all(b"{\"index\":2,\"sta").unwrap();
+        append(dir.path(), b"{\"index\":2,\"sta");
         let entries: Vec<_> = read(dir.path()).unwrap().collect();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].file.as_deref(), Some("b0.json"));
@@ -303,14 +308,9 @@ mod tests {
         m.record(&Entry::new(0, &report(0, true))).unwrap();
         m.flush().unwrap();
         drop(m);
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(FILE_NAME))
-            .unwrap();
-        f.write_all(b"{\"index\":\xff\xfe}\nnot json\n").unwrap();
-        f.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
-        f.write_all(b"\n").unwrap();
-        drop(f);
+        append(dir.path(), b"{\"index\":\xff\xfe}\nnot json\n");
+        append(dir.path(), &vec![b'x'; MAX_LINE + 10]);
+        append(dir.path(), b"\n");
         let mut m = Manifest::open(dir.path()).unwrap();
         for i in 1..4 {
             m.record(&Entry::new(0, &report(i, true))).unwrap();
@@ -347,11 +347,7 @@ mod tests {
         }
         m.flush().unwrap();
         drop(m);
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(FILE_NAME))
-            .unwrap();
-        f.write_all(b"{\"index\":9").unwrap();
+        append(dir.path(), b"{\"index\":9");
         rewrite(dir.path(), |e| e.file.is_some()).unwrap();
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert_eq!(text.lines().count(), 2);
