@@ -13,25 +13,11 @@ use std::time::Duration;
 
 use common::*;
 
-/// Established client connections to `port` on this machine, from /proc/net/tcp.
-fn connections_to(port: u16) -> usize {
-    let table = fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let remote_port = fields[2].rsplit(':').next().unwrap();
-            u16::from_str_radix(remote_port, 16).unwrap() == port && fields[3] == "01"
-        })
-        .count()
-}
-
 #[test]
 fn requests_go_as_streams_a_hundred_to_a_connection() {
     // Each page waits 200 ms, so that all 400 requests are in flight together.
     let server = Server::start(&["--delay", "200..200"]);
-    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    let port = server.port();
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
     let mut child = coordinator()
@@ -46,12 +32,17 @@ fn requests_go_as_streams_a_hundred_to_a_connection() {
         .spawn()
         .unwrap();
     let mut most = 0;
-    let finished = eventually(Duration::from_secs(60), || {
+    let mut status = None;
+    let finished = eventually(CHILD_LIMIT, || {
         most = most.max(connections_to(port));
-        child.try_wait().unwrap().is_some()
+        status = child.try_wait().unwrap();
+        status.is_some()
     });
+    if !finished {
+        kill_tree(&mut child);
+    }
     assert!(finished, "the run did not finish");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(status.unwrap().code(), Some(0));
     assert_complete_run(&dir.path().join("out"), 4000);
     // Two workers with 200 in flight each, 100 streams to a connection; over
     // HTTP/1.1 the same run holds up to 400 connections.
@@ -65,18 +56,22 @@ fn requests_go_as_streams_a_hundred_to_a_connection() {
 fn an_http1_only_server_sees_the_preface_and_the_batch_fails_with_a_reason() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen = thread::spawn(move || {
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let mut preface = [0u8; 24];
         stream.read_exact(&mut preface).unwrap();
         let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-        preface
+        let _ = seen_tx.send(preface);
     });
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/p?start={{start}}&limit={{limit}}");
     let result = scrape(&url, "0..10", &["--http2", "--retries", "0"], dir.path());
     assert_exit(&result, 1);
-    assert_eq!(&seen.join().unwrap(), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let preface = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the server got a connection");
+    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
     let lines = manifest(&dir.path().join("out"));
     assert_eq!(lines.len(), 1);
     assert!(lines[0]["file"].is_null(), "{}", lines[0]);
@@ -139,8 +134,8 @@ fn large_bodies_arrive_whole_over_many_frames_and_the_body_cap_holds() {
     let error = lines[0]["error"].as_str().unwrap();
     assert!(error.contains("over --max-body"), "{error}");
     assert_eq!(
-        file_names(&capped.path().join("out")).len(),
-        2,
+        file_names(&capped.path().join("out")),
+        ["manifest.jsonl", "run.json"].map(String::from).into(),
         "no batch file"
     );
 }

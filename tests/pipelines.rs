@@ -99,11 +99,7 @@ fn a_closed_stdout_ends_the_run_promptly_and_quietly() {
     assert!(eventually(LIMIT, || children_of(child.id()).len() == 2));
     let workers = children_of(child.id());
     drop(stdout); // like `| head -n 5`
-    assert!(
-        eventually(LIMIT, || child.try_wait().unwrap().is_some()),
-        "the run did not end"
-    );
-    let output = child.wait_with_output().unwrap();
+    let output = wait_output(child, LIMIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
@@ -165,5 +161,5 @@ fn urls_from_stdin_are_fetched_before_stdin_ends() {
     drop(stdin);
     let second = lines.recv_timeout(LIMIT).unwrap();
     assert!(second.contains("\"index\":1"), "{second}");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(exit_code_within(&mut child), Some(0));
 }
