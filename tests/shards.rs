@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -21,8 +21,35 @@ fn repo() -> PathBuf {
 fn script(name: &str) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts").join(name))
-        .env("COORDINATOR", env!("CARGO_BIN_EXE_coordinator"))
-        .stdin(Stdio::null());
+        .env("COORDINATOR", env!("CARGO_BIN_EXE_coordinator"));
+    without_scheduler(&mut cmd);
+    cmd
+}
+
+/// Removes every variable `--shard auto` reads (and all of Slurm's), so that a test
+/// run inside a real Kubernetes pod or Slurm job sees only what it sets itself.
+fn without_scheduler(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("SLURM_")
+            || name.starts_with("COORDINATOR_SHARD_")
+            || name.starts_with("JOB_COMPLETION")
+        {
+            cmd.env_remove(&*name);
+        }
+    }
+    for name in [
+        "COORDINATOR_SHARD_INDEX",
+        "COORDINATOR_SHARD_COUNT",
+        "JOB_COMPLETION_INDEX",
+        "JOB_COMPLETIONS",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_CPUS_PER_TASK",
+    ] {
+        cmd.env_remove(name);
+    }
     cmd
 }
 
@@ -37,13 +64,7 @@ fn shard_dirs(root: &Path, m: u64) -> Vec<String> {
 }
 
 fn verify(dirs: &[String], extra: &[&str]) -> Output {
-    coordinator()
-        .arg("verify")
-        .args(dirs)
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    output_of(coordinator().arg("verify").args(dirs).args(extra))
 }
 
 /// Every batch file of 0..items in batches of 10, across the shard dirs, with its bytes.
@@ -72,19 +93,16 @@ fn four_local_shards_verify_and_a_gap_is_found_and_fixed_by_the_printed_commands
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("out");
     let url = server.tickers_template();
-    let run = script("shards-local.sh")
-        .args([
-            "4",
-            root.to_str().unwrap(),
-            "--url",
-            &url,
-            "--range",
-            "0..2000",
-            "--workers",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let run = output_of(script("shards-local.sh").args([
+        "4",
+        root.to_str().unwrap(),
+        "--url",
+        &url,
+        "--range",
+        "0..2000",
+        "--workers",
+        "1",
+    ]));
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
     assert!(text(&run.stderr).contains("complete"));
     let dirs = shard_dirs(&root, 4);
@@ -153,11 +171,7 @@ fn four_local_shards_verify_and_a_gap_is_found_and_fixed_by_the_printed_commands
 
     for command in commands.lines() {
         let command = command.replacen("coordinator", env!("CARGO_BIN_EXE_coordinator"), 1);
-        let fix = Command::new("sh")
-            .args(["-c", &command])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let fix = output_of(Command::new("sh").args(["-c", &command]));
         assert_eq!(
             fix.status.code(),
             Some(0),
@@ -215,12 +229,11 @@ fn verify_names_a_missing_shard_and_refuses_mixed_plans() {
     let command = command
         .trim()
         .replacen("coordinator", env!("CARGO_BIN_EXE_coordinator"), 1);
-    let fix = Command::new("sh")
-        .args(["-c", &command])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let fix = output_of(
+        Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(dir.path()),
+    );
     assert_eq!(
         fix.status.code(),
         Some(0),
@@ -281,25 +294,9 @@ fn auto_shard_run(env: &[(&str, &str)]) -> (Output, PathBuf, tempfile::TempDir, 
         "--out",
         out.to_str().unwrap(),
         "--quiet",
-    ])
-    .stdin(Stdio::null());
-    for var in [
-        "COORDINATOR_SHARD_INDEX",
-        "COORDINATOR_SHARD_COUNT",
-        "JOB_COMPLETION_INDEX",
-        "JOB_COMPLETIONS",
-    ] {
-        cmd.env_remove(var);
-    }
-    for var in [
-        "SLURM_ARRAY_TASK_ID",
-        "SLURM_ARRAY_TASK_COUNT",
-        "SLURM_ARRAY_TASK_MIN",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
-    (cmd.output().unwrap(), out, dir, server)
+    ]);
+    without_scheduler(&mut cmd).envs(env.iter().copied());
+    (output_of(&mut cmd), out, dir, server)
 }
 
 fn indices(out: &Path) -> BTreeSet<u64> {
@@ -338,28 +335,159 @@ fn shard_auto_without_a_scheduler_is_a_usage_error() {
 }
 
 #[test]
-fn the_slurm_script_runs_its_shard_under_a_simulated_array_task() {
+fn the_slurm_script_runs_its_shard_under_a_simulated_array_task_and_resumes_when_requeued() {
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
-    for task in ["1", "2"] {
-        let output = script("slurm-array.sh")
-            .envs([
-                ("SCRAPE_URL", url.as_str()),
-                ("SCRAPE_RANGE", "0..200"),
-                ("OUT_ROOT", dir.path().to_str().unwrap()),
-                ("SLURM_ARRAY_TASK_ID", task),
-                ("SLURM_ARRAY_TASK_MIN", "1"),
-                ("SLURM_ARRAY_TASK_COUNT", "2"),
-            ])
-            .output()
-            .unwrap();
+    let task = |id: &str| {
+        output_of(script("slurm-array.sh").envs([
+            ("SCRAPE_URL", url.as_str()),
+            ("SCRAPE_RANGE", "0..200"),
+            ("OUT_ROOT", dir.path().to_str().unwrap()),
+            ("SLURM_ARRAY_TASK_ID", id),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ("SLURM_CPUS_PER_TASK", "2"),
+        ]))
+    };
+    // First runs: no run.json yet, so no --resume (which would refuse a fresh
+    // directory with exit 2).
+    for id in ["1", "2"] {
+        let output = task(id);
         assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     }
     let dirs = shard_dirs(dir.path(), 2);
+    assert_union_complete(&dirs, 200);
+
+    // Task 2 is requeued after losing a file: its run.json is there, so the script adds
+    // --resume (a plain second run into the directory would be refused with exit 2),
+    // and only that batch is fetched again.
+    let shard1 = Path::new(&dirs[1]);
+    let lost = manifest(shard1)[3]["file"].as_str().unwrap().to_owned();
+    fs::remove_file(shard1.join(&lost)).unwrap();
+    let before = manifest(shard1).len();
+    let requeued = task("2");
+    assert_eq!(
+        requeued.status.code(),
+        Some(0),
+        "{}",
+        text(&requeued.stderr)
+    );
+    assert_eq!(
+        manifest(shard1).len(),
+        before,
+        "one line replaced, none added"
+    );
+    assert!(shard1.join(&lost).exists(), "{lost} fetched again");
     let check = verify(&dirs, &[]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
     assert_union_complete(&dirs, 200);
+}
+
+/// The pod command of scripts/k8s-indexed-job.yaml: the container's `command` and its
+/// one argument, the shell script, with `swaps` (text, replacement) made in the
+/// script, each of which must be found there. Also returns `.spec.completions` and the
+/// pod's environment.
+fn k8s_pod_command(swaps: &[(&str, &str)]) -> (Vec<String>, u64, Vec<(String, String)>) {
+    let yaml = fs::read_to_string(repo().join("scripts/k8s-indexed-job.yaml")).unwrap();
+    let job: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let completions = job["spec"]["completions"].as_u64().unwrap();
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let mut command: Vec<String> = container["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let args = container["args"].as_sequence().unwrap();
+    assert_eq!(args.len(), 1, "one script for sh -c");
+    let mut script = args[0].as_str().unwrap().to_owned();
+    for (from, to) in swaps {
+        assert!(
+            script.contains(from),
+            "{from:?} is not in the pod's script: {script}"
+        );
+        script = script.replace(from, to);
+    }
+    command.push(script);
+    let env = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (command, completions, env)
+}
+
+#[test]
+fn the_kubernetes_pod_command_runs_every_index_then_resumes_and_verifies() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.tickers_template();
+    let root = dir.path().display().to_string();
+    let (command, completions, env) = k8s_pod_command(&[
+        (
+            "exec coordinator ",
+            &format!("exec '{}' ", env!("CARGO_BIN_EXE_coordinator")),
+        ),
+        (
+            "http://api.example/tickers/?start={start}&limit={limit}",
+            &url,
+        ),
+        ("--range 0..1000000", "--range 0..800"),
+        ("=/out/", &format!("='{root}'/")),
+    ]);
+    assert_eq!(command[..2], ["/bin/sh", "-c"], "{command:?}");
+    let pod = |index: u64| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &command[2]]);
+        without_scheduler(&mut cmd)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("JOB_COMPLETION_INDEX", index.to_string());
+        output_of(&mut cmd)
+    };
+    // First pass: each shard starts fresh (with --resume it would be refused, exit 2).
+    for index in 0..completions {
+        let output = pod(index);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "index {index}: {}",
+            text(&output.stderr)
+        );
+    }
+    let dirs = shard_dirs(dir.path(), completions);
+    assert_union_complete(&dirs, 800);
+
+    // Second pass, as after pods were restarted: every shard has its run.json, so the
+    // command adds --resume (without it a second run would be refused, exit 2); the
+    // shard that lost a file fetches it again.
+    let shard3 = Path::new(&dirs[3]);
+    let lost = manifest(shard3)[0]["file"].as_str().unwrap().to_owned();
+    fs::remove_file(shard3.join(&lost)).unwrap();
+    for index in 0..completions {
+        let output = pod(index);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "index {index}: {}",
+            text(&output.stderr)
+        );
+    }
+    assert!(shard3.join(&lost).exists(), "{lost} fetched again");
+    let check = verify(&dirs, &[]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stderr).contains("ok: 80 batches"),
+        "{}",
+        text(&check.stderr)
+    );
+    assert_union_complete(&dirs, 800);
 }
 
 #[test]
@@ -370,12 +498,16 @@ fn the_orchestration_examples_parse() {
         "parallel-ssh.sh",
         "test",
     ] {
-        let status = Command::new("bash")
-            .arg("-n")
-            .arg(repo().join("scripts").join(name))
-            .status()
-            .unwrap();
-        assert!(status.success(), "bash -n {name}");
+        let check = output_of(
+            Command::new("bash")
+                .arg("-n")
+                .arg(repo().join("scripts").join(name)),
+        );
+        assert!(
+            check.status.success(),
+            "bash -n {name}: {}",
+            text(&check.stderr)
+        );
     }
     let yaml = fs::read_to_string(repo().join("scripts/k8s-indexed-job.yaml")).unwrap();
     let job: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
