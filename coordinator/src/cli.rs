@@ -183,6 +183,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "64MiB")]
     pub max_body: String,
 
+    /// Memory the response bodies of one worker may take at once, e.g. 256MiB: a
+    /// request waits for room rather than go over it (one body of up to --max-body may
+    /// go beyond it at a time, so that large bodies never wait for each other forever).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub body_budget: String,
+
     /// Stop the whole run after this long (like SIGTERM: in-flight batches get --grace);
     /// exit code 4.
     #[arg(long, value_name = "DURATION")]

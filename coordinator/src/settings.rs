@@ -251,6 +251,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
         max_body: parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?,
         retry,
         max_redirects: args.max_redirects,
+        body_budget: parse_size(&args.body_budget).map_err(|e| usage("--body-budget", e))?,
         location_trusted: args.location_trusted,
         rate: None,
         compressed: args.compressed,

@@ -29,6 +29,9 @@ pub struct WorkerConfig {
     pub connect_timeout_ms: u64,
     /// Largest body accepted, in bytes; a larger one fails the batch unbuffered.
     pub max_body: u64,
+    /// Bytes of response bodies the worker holds at once at most, beyond one body of
+    /// up to `max_body`; requests wait for room rather than exceed it.
+    pub body_budget: u64,
     /// When and how failed requests are tried again.
     pub retry: RetryPolicy,
     /// Redirects followed at most.

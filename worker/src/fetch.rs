@@ -15,6 +15,7 @@ use shared::protocol::{Job, JobReport, Outcome};
 use shared::template::Template;
 use thiserror::Error;
 
+use crate::budget::{Budget, Charge};
 use crate::h2c::H2cClient;
 use crate::plain::{Exchange, PlainClient, PlainError, follow_redirects};
 use crate::redirect;
@@ -44,10 +45,11 @@ impl ConfigError {
     }
 }
 
-/// A fetched job.
+/// A fetched job. Its charge on the body budget goes with it until its bytes have
+/// left the worker.
 pub enum Fetched {
-    /// Nothing left to do: the report is final.
-    Done(JobReport),
+    /// Nothing left to do: the report is final (it holds the body under `--out -`).
+    Done(JobReport, Charge),
     /// `body` is still to be stored under the file name of the report's
     /// [`Outcome::Saved`]; [`Fetcher::store`] settles the report.
     Store {
@@ -55,6 +57,8 @@ pub enum Fetched {
         report: JobReport,
         /// The body.
         body: Bytes,
+        /// What the body holds of the budget.
+        charge: Charge,
     },
 }
 
@@ -85,6 +89,7 @@ impl Exchange for FullOnly {
         _: &str,
         _: u64,
         _: bool,
+        _: &mut Charge,
     ) -> Result<(crate::plain::Fetched, Option<String>), PlainError> {
         match *self {}
     }
@@ -122,6 +127,8 @@ pub struct Fetcher {
     /// The HTTP/2 client for plain `http://` URLs under `--http2`.
     h2c: Option<H2cClient>,
     timeout: Duration,
+    /// The memory the bodies of this worker may take at once.
+    budget: Arc<Budget>,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
 }
@@ -285,6 +292,7 @@ impl Fetcher {
             plain: (lean && !config.http2).then(|| PlainClient::new(config)),
             h2c,
             timeout: Duration::from_millis(config.timeout_ms),
+            budget: Budget::new(config.body_budget),
             requests: AtomicU64::new(0),
         })
     }
@@ -321,12 +329,14 @@ impl Fetcher {
         async move {
             let started = Instant::now();
             let mut attempts = 0;
+            let mut charge = Charge::new(&this.budget);
             let (status, fetched) = loop {
                 attempts += 1;
-                let failure = match this.attempt::<C>(&url).await {
+                let failure = match this.attempt::<C>(&url, &mut charge).await {
                     Ok((status, body)) => break (Some(status), Ok(body)),
                     Err(failure) => failure,
                 };
+                charge.release();
                 match this.retry_wait(&failure, attempts, started) {
                     Ok(wait) => {
                         // Boxed, like the other rare paths: a job's task is sized for
@@ -342,7 +352,15 @@ impl Fetcher {
                     Err(error) => break (failure.status, Err(error)),
                 }
             };
-            this.settle(batch, url, status, fetched, started, attempts)
+            let fetched = this.settle(batch, url, status, fetched, started, attempts);
+            match fetched {
+                (report, Some(body)) => Fetched::Store {
+                    report,
+                    body,
+                    charge,
+                },
+                (report, None) => Fetched::Done(report, charge),
+            }
         }
     }
 
@@ -379,7 +397,7 @@ impl Fetcher {
         fetched: Result<Bytes, String>,
         started: Instant,
         attempts: u32,
-    ) -> Fetched {
+    ) -> (JobReport, Option<Bytes>) {
         let bytes = fetched.as_ref().map_or(0, |body| body.len() as u64);
         let (outcome, to_store) = match fetched {
             Ok(body) if self.out_dir.is_some() => {
@@ -398,10 +416,7 @@ impl Fetcher {
             attempts,
             outcome,
         };
-        match to_store {
-            Some(body) => Fetched::Store { report, body },
-            None => Fetched::Done(report),
-        }
+        (report, to_store)
     }
 
     /// Stores the body of a [`Fetched::Store`] on the writer thread (started on first
@@ -410,6 +425,7 @@ impl Fetcher {
         &self,
         mut report: JobReport,
         body: Bytes,
+        charge: Charge,
         done: impl FnOnce(JobReport) + Send + 'static,
     ) {
         let (Outcome::Saved { file }, Some(dir)) = (&mut report.outcome, &self.out_dir) else {
@@ -422,6 +438,8 @@ impl Fetcher {
             None => store::Writer::start(dir.clone()).map(|w| self.writer.get_or_init(|| w)),
         };
         let settle = move |file: String, written: std::io::Result<()>| {
+            // The bytes are on disk (or will never be): their budget is free again.
+            drop(charge);
             report.outcome = match written {
                 Ok(()) => Outcome::Saved { file },
                 Err(e) => Outcome::Failed {
@@ -454,24 +472,30 @@ impl Fetcher {
 
     /// One request: the status and the whole body. Plain `http://` URLs go through the
     /// lean client `C` where there is one, the rest through reqwest.
-    async fn attempt<C: Lean>(&self, url: &str) -> Result<(u16, Bytes), Failure> {
+    async fn attempt<C: Lean>(
+        &self,
+        url: &str,
+        charge: &mut Charge,
+    ) -> Result<(u16, Bytes), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let plain_http = url
             .get(..7)
             .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
         let fetched = match C::of(self) {
             Some(client) if plain_http => {
-                let fetch = follow_redirects(client, url, self.max_body, self.location_trusted);
+                let fetch =
+                    follow_redirects(client, url, self.max_body, self.location_trusted, charge);
                 tokio::time::timeout(self.timeout, fetch).await
             }
             // Boxed: in a run with a lean client this is the rare path, and its state
             // should not size every task.
-            _ => return Box::pin(self.attempt_full(url, url, 0)).await,
+            _ => return Box::pin(self.attempt_full(url, url, 0, charge)).await,
         };
         let fetched = match fetched {
             Ok(Ok(fetched)) => fetched,
             Ok(Err(PlainError::NeedsFullClient(next))) => {
-                return Box::pin(self.attempt_full(url, &next.url, next.hops)).await;
+                charge.release();
+                return Box::pin(self.attempt_full(url, &next.url, next.hops, charge)).await;
             }
             Ok(Err(e)) => return Err(Failure::plain(e, self.max_body)),
             Err(_) => {
@@ -509,6 +533,7 @@ impl Fetcher {
         original: &str,
         url: &str,
         mut hops: u32,
+        charge: &mut Charge,
     ) -> Result<(u16, Bytes), Failure> {
         let client = self.full.client()?;
         let mut at = url.to_owned();
@@ -573,6 +598,7 @@ impl Fetcher {
             if (body.len() + chunk.len()) as u64 > self.max_body {
                 return Err(too_big((body.len() + chunk.len()) as u64));
             }
+            charge.cover(body.len() + chunk.len()).await;
             body.extend_from_slice(&chunk);
         }
         Ok((code, body.freeze()))

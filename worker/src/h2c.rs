@@ -22,6 +22,7 @@ use shared::config::WorkerConfig;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
+use crate::budget::Charge;
 use crate::fetch::{ConfigError, header_map, one_line};
 use crate::plain::{Exchange, Fetched, Handoff, PlainError};
 use crate::redirect;
@@ -232,6 +233,7 @@ impl Exchange for H2cClient {
         path: &str,
         max_body: u64,
         trusted: bool,
+        charge: &mut Charge,
     ) -> Result<(Fetched, Option<String>), PlainError> {
         let reset = |e: h2::Error| PlainError::Reset(self.explain(one_line(&e)));
         // The stream's place is held until its body is read.
@@ -249,11 +251,13 @@ impl Exchange for H2cClient {
             let chunk = chunk.map_err(|e| {
                 PlainError::Read(format!("the response was cut off: {}", one_line(&e)))
             })?;
-            let _ = body.flow_control().release_capacity(chunk.len());
             len += chunk.len() as u64;
             if len > max_body {
                 return Err(PlainError::TooLarge(len));
             }
+            // The server may send more only once the budget covers what came.
+            charge.cover(len as usize).await;
+            let _ = body.flow_control().release_capacity(chunk.len());
             match first.take() {
                 None if joined.is_empty() => first = Some(chunk),
                 earlier => {
@@ -355,6 +359,7 @@ pub(crate) async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::Budget;
     use shared::config::RetryPolicy;
     use shared::template::Template;
 
@@ -369,6 +374,7 @@ mod tests {
             timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
             max_body: 1 << 20,
+            body_budget: 1 << 30,
             retry: RetryPolicy {
                 retries: 0,
                 statuses: Vec::new(),
@@ -429,7 +435,13 @@ mod tests {
             async move {
                 let path = format!("/page/{n}");
                 let (fetched, _) = client
-                    .exchange(authority, &path, 1 << 20, true)
+                    .exchange(
+                        authority,
+                        &path,
+                        1 << 20,
+                        true,
+                        &mut Charge::new(&Budget::new(1 << 30)),
+                    )
                     .await
                     .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
                 (path, fetched)

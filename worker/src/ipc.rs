@@ -9,6 +9,8 @@ use shared::protocol::FromWorker;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::budget::Charge;
+
 /// Reads frames from the coordinator.
 pub struct FrameReader<R> {
     inner: BufReader<R>,
@@ -53,6 +55,9 @@ fn truncated(e: io::Error) -> FrameError {
 pub enum Outgoing {
     /// A message, framed.
     Message(FromWorker),
+    /// A job's report, framed; its charge on the body budget is given back once the
+    /// frame is written.
+    Report(FromWorker, Option<Charge>),
     /// Bytes that are no frame (fault injection only).
     Garbage,
 }
@@ -64,6 +69,8 @@ const GARBAGE: &[u8] = b"\xff\xff\xff\x7fnot a frame";
 pub struct FrameWriter<W> {
     inner: W,
     buf: Vec<u8>,
+    /// The budget the bodies in `buf` hold, until they are written.
+    charges: Vec<Charge>,
 }
 
 /// Frames gathered into one write at most.
@@ -75,6 +82,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         FrameWriter {
             inner,
             buf: Vec::with_capacity(8 * 1024),
+            charges: Vec::new(),
         }
     }
 
@@ -105,6 +113,10 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     fn add(&mut self, item: Outgoing) -> Result<(), FrameError> {
         match item {
             Outgoing::Message(msg) => encode_into(&msg, &mut self.buf),
+            Outgoing::Report(msg, charge) => {
+                self.charges.extend(charge);
+                encode_into(&msg, &mut self.buf)
+            }
             Outgoing::Garbage => {
                 self.buf.extend_from_slice(GARBAGE);
                 Ok(())
@@ -116,6 +128,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.inner.write_all(&self.buf).await?;
         self.inner.flush().await?;
         self.buf.clear();
+        self.charges.clear();
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! The coordinator starts it by re-executing its own binary in a hidden worker mode;
 //! [`run_process`] is that mode's whole body.
 
+mod budget;
 mod fault;
 mod fetch;
 mod h2c;
@@ -24,5 +25,8 @@ pub use fetch::{ConfigError, Fetcher};
 pub use h2c::request_headers as http2_request_headers;
 pub use process::run_process;
 pub use session::{WorkerError, serve};
-pub use store::{TEMP_SUFFIX, is_temp_file, temp_path, write_atomic};
+pub use store::{
+    TEMP_SUFFIX, create_fresh, is_temp_file, open_append_nofollow, open_nofollow, temp_path,
+    write_atomic,
+};
 pub use usage::own_usage;

@@ -15,6 +15,7 @@ use shared::http_url::split_http_url;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::budget::Charge;
 use crate::http1::{self, Keep, ReadError};
 use crate::redirect;
 
@@ -107,6 +108,7 @@ impl PlainClient {
         path: &str,
         max_body: u64,
         trusted: bool,
+        charge: &mut Charge,
     ) -> Result<(Fetched, Option<String>, bool), PlainError> {
         let mut request = Vec::new();
         let headers = if trusted {
@@ -133,7 +135,7 @@ impl PlainClient {
         let response = Box::pin(http1::read_response(
             stream,
             &mut buf,
-            Keep::Into(&mut body, max_body),
+            Keep::Into(&mut body, max_body, Some(charge)),
         ))
         .await
         .map_err(|e| match e {
@@ -218,13 +220,15 @@ pub fn is_quiet(stream: &TcpStream) -> bool {
 /// One request and response of a lean client.
 pub trait Exchange {
     /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
-    /// The `--header`s go along only when `trusted` (see [`crate::redirect`]).
+    /// The `--header`s go along only when `trusted` (see [`crate::redirect`]); the
+    /// body is kept within the worker's budget through `charge`.
     fn exchange(
         &self,
         authority: &str,
         path: &str,
         max_body: u64,
         trusted: bool,
+        charge: &mut Charge,
     ) -> impl Future<Output = Result<(Fetched, Option<String>), PlainError>> + Send;
 
     /// Redirects followed at most.
@@ -240,19 +244,20 @@ impl Exchange for PlainClient {
         path: &str,
         max_body: u64,
         trusted: bool,
+        charge: &mut Charge,
     ) -> Result<(Fetched, Option<String>), PlainError> {
         if let Some(mut stream) = self.take_idle(authority) {
-            match self
-                .once(&mut stream, authority, path, max_body, trusted)
-                .await
-            {
+            let result = self
+                .once(&mut stream, authority, path, max_body, trusted, charge)
+                .await;
+            match result {
                 Err(PlainError::Reset(_)) => {}
                 result => return self.settle(authority, stream, result),
             }
         }
         let mut stream = Box::pin(self.connect(authority)).await?;
         let result = self
-            .once(&mut stream, authority, path, max_body, trusted)
+            .once(&mut stream, authority, path, max_body, trusted, charge)
             .await;
         self.settle(authority, stream, result)
     }
@@ -271,6 +276,7 @@ pub async fn follow_redirects(
     url: &str,
     max_body: u64,
     trust_all: bool,
+    charge: &mut Charge,
 ) -> Result<Fetched, PlainError> {
     // Owned only after a redirect: a request in flight holds no copy of its URL.
     let mut redirected: Option<(String, bool)> = None;
@@ -287,11 +293,14 @@ pub async fn follow_redirects(
             })
         })?;
         let (fetched, location) = client
-            .exchange(&authority, &path, max_body, trusted)
+            .exchange(&authority, &path, max_body, trusted, charge)
             .await?;
         let Some(location) = location else {
             return Ok(fetched);
         };
+        // The redirect's own body is not kept.
+        drop(fetched);
+        charge.release();
         if hops == client.max_redirects() {
             return Err(PlainError::Redirect(format!(
                 "more than {} redirects (--max-redirects)",

@@ -167,8 +167,8 @@ async fn run_jobs(
                 // The slot is given back once the job has reported, so that every slot
                 // back means every job reported. A stored body reports from the writer
                 // thread; injected faults strike once the job's file is in place.
-                let finish = move |report| {
-                    let _ = reports.send(Outgoing::Message(FromWorker::Done(report)));
+                let finish = move |report, charge| {
+                    let _ = reports.send(Outgoing::Report(FromWorker::Done(report), charge));
                     drop(slot);
                     match fault {
                         Some(FaultKind::Panic) => panic!("injected by {FAULT_VAR}"),
@@ -179,8 +179,12 @@ async fn run_jobs(
                     }
                 };
                 match fetched {
-                    Fetched::Done(report) => finish(report),
-                    Fetched::Store { report, body } => storer.store(report, body, finish),
+                    Fetched::Done(report, charge) => finish(report, Some(charge)),
+                    Fetched::Store {
+                        report,
+                        body,
+                        charge,
+                    } => storer.store(report, body, charge, |report| finish(report, None)),
                 }
             });
         }

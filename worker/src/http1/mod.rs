@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::budget::Charge;
+
 /// Bytes read from the socket at a time, at least.
 const READ_SIZE: usize = 8 * 1024;
 /// Response heads with more headers than this are refused.
@@ -85,8 +87,9 @@ enum Framing {
 pub enum Keep<'a> {
     /// Count them.
     Count,
-    /// Append them to this vector, failing past `max` bytes.
-    Into(&'a mut Vec<u8>, u64),
+    /// Append them to this vector, failing past `max` bytes; a charge on the worker's
+    /// body budget, if any, is made to cover them before each read.
+    Into(&'a mut Vec<u8>, u64, Option<&'a mut Charge>),
 }
 
 /// Reads one response from `io`, using `buf` (emptied first) as the read buffer.
@@ -142,7 +145,7 @@ pub async fn read_response(
         }
     };
     head.first_byte = first_byte.unwrap_or_else(Instant::now);
-    if let (Keep::Into(_, max), Framing::Length(len)) = (&keep, &framing)
+    if let (Keep::Into(_, max, _), Framing::Length(len)) = (&keep, &framing)
         && len > max
     {
         return Err(ReadError::TooLarge(*len));
@@ -153,7 +156,7 @@ pub async fn read_response(
         count: 0,
         keep,
     };
-    if let (Keep::Into(out, _), Framing::Length(len)) = (&mut body.keep, &framing) {
+    if let (Keep::Into(out, _, _), Framing::Length(len)) = (&mut body.keep, &framing) {
         out.reserve((*len).min(MAX_RESERVE) as usize);
     }
     match framing {
@@ -164,6 +167,7 @@ pub async fn read_response(
             body.take(all)?;
             body.buf.clear();
             body.pos = 0;
+            body.charge().await;
             match fill(io, body.buf).await {
                 Ok(0) => break,
                 Ok(_) => {}
@@ -286,7 +290,7 @@ impl Body<'_, '_> {
     /// Consumes `n` available bytes of body: counted, and kept if asked.
     fn take(&mut self, n: u64) -> Result<(), ReadError> {
         let bytes = &self.buf[self.pos..self.pos + n as usize];
-        if let Keep::Into(out, max) = &mut self.keep {
+        if let Keep::Into(out, max, _) = &mut self.keep {
             if out.len() as u64 + n > *max {
                 return Err(ReadError::TooLarge(out.len() as u64 + n));
             }
@@ -297,10 +301,20 @@ impl Body<'_, '_> {
         Ok(())
     }
 
+    /// Waits until the kept body's charge covers it and one more read.
+    async fn charge(&mut self) {
+        if let Keep::Into(out, _, Some(charge)) = &mut self.keep {
+            charge
+                .cover(out.capacity().max(out.len() + READ_SIZE))
+                .await;
+        }
+    }
+
     /// Drops what was consumed and reads more; the end of the stream is an error here.
     async fn more(&mut self, io: &mut (impl AsyncRead + Unpin)) -> Result<(), ReadError> {
         self.buf.drain(..self.pos);
         self.pos = 0;
+        self.charge().await;
         match fill(io, self.buf).await {
             Ok(0) | Err(()) => Err(ReadError::Incomplete),
             Ok(_) => Ok(()),

@@ -161,7 +161,7 @@ proptest! {
         let mut kept = Vec::new();
         let mut io = Pieces { wire: &wire, sizes: &sizes, next: 0 };
         let ours = rt
-            .block_on(read_response(&mut io, &mut Vec::new(), Keep::Into(&mut kept, 1 << 20)))
+            .block_on(read_response(&mut io, &mut Vec::new(), Keep::Into(&mut kept, 1 << 20, None)))
             .map(|r| r.status);
         prop_assert_eq!(ours, Ok(status));
         prop_assert_eq!(kept, body);
@@ -178,7 +178,7 @@ proptest! {
         let mut buf = Vec::new();
         let mut kept = Vec::new();
         let mut io = Pieces { wire: &wire, sizes: &sizes, next: 0 };
-        let result = runtime().block_on(read_response(&mut io, &mut buf, Keep::Into(&mut kept, 4096)));
+        let result = runtime().block_on(read_response(&mut io, &mut buf, Keep::Into(&mut kept, 4096, None)));
         prop_assert!(buf.capacity() <= 4 * MAX_HEAD, "read buffer grew to {}", buf.capacity());
         prop_assert!(kept.len() <= 4096);
         if head.is_empty() && !garbage.starts_with(b"HTTP/1.") {

@@ -104,14 +104,14 @@ fn kept_bodies_are_whole_and_bounded() {
     let mut body = Vec::new();
     let r = run(async {
         let mut io = tokio_test_reader(wire);
-        read_response(&mut io, &mut Vec::new(), Keep::Into(&mut body, 100)).await
+        read_response(&mut io, &mut Vec::new(), Keep::Into(&mut body, 100, None)).await
     });
     assert_eq!(r.unwrap().body, 11);
     assert_eq!(body, b"hello world");
     let mut small = Vec::new();
     let r = run(async {
         let mut io = tokio_test_reader(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world");
-        read_response(&mut io, &mut Vec::new(), Keep::Into(&mut small, 10)).await
+        read_response(&mut io, &mut Vec::new(), Keep::Into(&mut small, 10, None)).await
     });
     assert_eq!(r, Err(ReadError::TooLarge(11)));
     let r = run(async {
@@ -146,7 +146,7 @@ fn read_whole(wire: &[u8]) -> (Result<Response, ReadError>, Vec<u8>) {
     let r = run(read_response(
         &mut io,
         &mut Vec::new(),
-        Keep::Into(&mut body, 1 << 20),
+        Keep::Into(&mut body, 1 << 20, None),
     ));
     (r, body)
 }
@@ -232,7 +232,7 @@ fn an_announced_length_reserves_no_more_than_a_little() {
     let r = run(read_response(
         &mut io,
         &mut Vec::new(),
-        Keep::Into(&mut body, 100_000_000),
+        Keep::Into(&mut body, 100_000_000, None),
     ));
     assert_eq!(r, Err(ReadError::Incomplete));
     assert!(
