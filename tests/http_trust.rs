@@ -25,6 +25,12 @@ struct Request {
 }
 
 impl Request {
+    /// The batch a `/p?start=N` request asks for.
+    fn batch(&self) -> u64 {
+        let n = self.target.rsplit('=').next().unwrap_or("0");
+        n.parse().unwrap_or(0)
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|line| {
             let (n, v) = line.split_once(':')?;
@@ -131,19 +137,13 @@ fn interim_responses_before_the_answer_are_skipped_and_every_file_is_its_own_pag
     // 103 Early Hints in the same write as the answer for even batches, 30 ms before
     // it for odd ones, and a 100 Continue first for every third.
     let server = RawServer::start(|s, r| {
-        let n: u64 = r
-            .target
-            .rsplit('=')
-            .next()
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0);
+        let n = r.batch();
         let mut first = Vec::new();
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             first.extend(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         first.extend(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n");
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             first.extend(ok_response(&r.target));
             return s.write_all(&first);
         }
@@ -165,16 +165,10 @@ fn a_connection_that_got_bytes_nobody_asked_for_is_never_reused() {
     let injected = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&injected);
     let server = RawServer::start(move |s, r| {
-        let n: u64 = r
-            .target
-            .rsplit('=')
-            .next()
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0);
+        let n = r.batch();
         let wrong = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED";
         let mut answer = ok_response(&r.target);
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             answer.extend(wrong);
             count.fetch_add(1, Ordering::Relaxed);
             return s.write_all(&answer);
@@ -258,10 +252,11 @@ fn cross_origin_redirector() -> RawServer {
     server
 }
 
+/// The `Authorization`, `X-Api-Key` and `Host` a request came with.
+type Seen = (Option<String>, Option<String>, Option<String>);
+
 /// The headers each path received, from the server's log.
-fn received(
-    server: &RawServer,
-) -> BTreeMap<String, Vec<(Option<String>, Option<String>, Option<String>)>> {
+fn received(server: &RawServer) -> BTreeMap<String, Vec<Seen>> {
     let mut by_path: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for r in server.seen.lock().unwrap().iter() {
         let path = r.target.split('?').next().unwrap_or("").to_owned();
@@ -417,14 +412,12 @@ fn watch_workers(
 fn endless_trailers_and_chunk_extensions_fail_within_the_caps() {
     // Half the batches get an endless trailer, half an endless chunk extension.
     let server = RawServer::start(|s, r| {
-        let n: u64 = r
-            .target
-            .rsplit('=')
-            .next()
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0);
-        let start: &[u8] = if n % 2 == 0 { b"0\r\nX-T: " } else { b"5;x=" };
+        let n = r.batch();
+        let start: &[u8] = if n.is_multiple_of(2) {
+            b"0\r\nX-T: "
+        } else {
+            b"5;x="
+        };
         s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?;
         s.write_all(start)?;
         let filler = [b'a'; 64 * 1024];
