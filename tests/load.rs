@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::Duration;
 
 use common::*;
@@ -412,24 +412,12 @@ fn scrape_rate_spaces_the_requests_of_all_workers() {
 /// and hold connections to `server`; stdout is piped.
 fn start_long_load(server: &Server) -> Child {
     let dir = tempfile::tempdir().unwrap();
-    let child = coordinator()
-        .args([
-            "load",
-            &page(server),
-            "-w",
-            "2",
-            "-c",
-            "4",
-            "-z",
-            "60s",
-            "--json",
-        ])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_piped(
+        coordinator()
+            .args(["load", &page(server), "-w", "2", "-c", "4", "-z", "60s"])
+            .arg("--json")
+            .current_dir(dir.path()),
+    );
     wait_for_workers(child.id(), 2);
     wait_for_connections(server.port(), 4);
     child

@@ -73,23 +73,12 @@ fn a_closed_stdout_ends_the_run_promptly_and_quietly() {
     let server = Server::start(&["--delay", "1..3"]);
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
-    let mut child = coordinator()
-        .args([
-            "--workers",
-            "2",
-            "--url",
-            &url,
-            "--range",
-            "0..10000000",
-            "--out",
-            "-",
-        ])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        coordinator()
+            .args(["--workers", "2", "--url", &url])
+            .args(["--range", "0..10000000", "--out", "-"])
+            .current_dir(dir.path()),
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     for _ in 0..5 {
         let mut line = String::new();

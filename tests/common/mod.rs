@@ -44,6 +44,15 @@ pub fn output_of(cmd: &mut Command) -> Output {
     wait_output(child, CHILD_LIMIT)
 }
 
+/// Starts `cmd` with no stdin and with stdout and stderr piped.
+pub fn spawn_piped(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
 /// Reads a pipe to its end on a thread of its own; the bytes come on the channel.
 fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
