@@ -3,8 +3,23 @@
 # crates.io, aiohttp from PyPI), starts targets on loopback, runs this tool and its
 # peers on the same workloads in the same run, and writes BENCHMARKS.md.
 #
-#   scripts/bench.sh            # full suite (about 10 minutes)
+#   scripts/bench.sh                   # full suite (about 20 minutes)
 #   BENCH_SECONDS=5 scripts/bench.sh   # shorter load runs
+#   BENCH_ONLY=scrape_rate BENCH_BIN=target/debug/coordinator BENCH_REPS=1 scripts/bench.sh
+#                                      # a smoke run of one group, into target/bench-partial.md
+#
+# BENCH_ONLY takes a comma-separated list of groups: load (against nginx and over
+# HTTP/2; needs nginx, wrk and oha), scrape, scrape_scaling, scrape_rate, inflight10k,
+# inflight100k, criterion. Only what the chosen groups need is installed. BENCH_BIN
+# runs that binary instead of building the release one; BENCH_OUT names the report
+# (default BENCHMARKS.md, or target/bench-partial.md with BENCH_ONLY).
+#
+# Every measured command is checked, not believed: rusage.py exits with the command's
+# exit code and records it, and scripts/bench/validate.py checks the output on its own
+# (page files counted and compared byte for byte, by sha256, with the pages the server
+# serves, fetched separately; load runs against nginx compared with nginx's own request
+# count). A run that exited non-zero or whose output is wrong is recorded as failed;
+# report.py lists it as failed and never takes it into a figure.
 #
 # All traffic goes to 127.0.0.1; every run is bounded in time or count. The machine
 # is shared and noisy: compare ratios within one run, not absolute numbers across runs.
@@ -13,44 +28,99 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
 secs=${BENCH_SECONDS:-10}
 reps=${BENCH_REPS:-3}
+only=${BENCH_ONLY:-}
+groups="load scrape scrape_scaling scrape_rate inflight10k inflight100k criterion"
+for g in ${only//,/ }; do
+    case " $groups " in
+    *" $g "*) ;;
+    *)
+        echo "bench.sh: BENCH_ONLY: unknown group $g (groups: $groups)" >&2
+        exit 2
+        ;;
+    esac
+done
+selected() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+if [ -n "$only" ]; then
+    report=${BENCH_OUT:-$repo/target/bench-partial.md}
+else
+    report=${BENCH_OUT:-$repo/BENCHMARKS.md}
+fi
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk
+if selected load; then
+    if ! need nginx || ! need wrk; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk
+    fi
+    need oha || cargo install oha --locked
 fi
-need oha || cargo install oha --locked
-python3 -c 'import aiohttp' 2>/dev/null || pip install -q aiohttp
-cargo build --release -q -p coordinator
-bin=$repo/target/release/coordinator
+if selected scrape || selected inflight10k; then
+    python3 -c 'import aiohttp' 2>/dev/null || pip install -q aiohttp
+fi
+if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$(realpath -- "$BENCH_BIN")
+else
+    cargo build --release -q -p coordinator
+    bin=$repo/target/release/coordinator
+fi
+validate=$repo/scripts/bench/validate.py
 
 # On tmpfs: file creation on the disk here varies wildly from minute to minute, which
 # would drown the differences between the tools.
 work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then kill "$pid"; fi
+    done
+    wait
     rm -rf -- "$work"
 }
 trap cleanup EXIT
-ulimit -n "$(ulimit -Hn)" || true
+ulimit -n "$(ulimit -Hn)"
 results=$work/results.jsonl
 : >"$results"
 note() { printf '%s\n' "$*" >&2; }
 
-# Records one measured run: name, group, the rusage JSON, and the tool's own numbers.
-record() { # group name rusage_json extra_json
-    python3 - "$1" "$2" "$3" "$4" >>"$results" <<'PY'
+# Records one measured run: group, name, then JSON objects merged left to right (the
+# rusage JSON with the exit code, the check, the run's own fields). The row is valid
+# only when every check in it says so; what failed goes to "why".
+record() { # group name json...
+    python3 - "$@" >>"$results" <<'PY'
 import json, sys
-group, name, usage, extra = sys.argv[1:5]
-row = {"group": group, "name": name, **json.loads(usage), **json.loads(extra)}
+group, name, *parts = sys.argv[1:]
+row, why, valid = {"group": group, "name": name}, [], True
+for text in parts:
+    try:
+        part = json.loads(text) if text.strip() else {}
+    except ValueError:
+        part = {"valid": False, "why": f"unreadable check output: {text[:200]!r}"}
+    if "valid" in part:
+        valid = valid and part["valid"] is True
+        if part.get("why"):
+            why.append(part["why"])
+    row.update({k: v for k, v in part.items() if k not in ("valid", "why")})
+row["valid"], row["why"] = valid, "; ".join(why) or None
 print(json.dumps(row))
 PY
 }
-measure() { # stdout_file cmd... -> rusage JSON on stdout
+# Runs one command under rusage.py; sets $usage (its JSON, with "exit_code") and
+# $status. A command that failed is recorded as failed, not skipped or averaged in.
+measure() { # stdout_file cmd...
     local out=$1
     shift
-    python3 "$repo/scripts/bench/rusage.py" --sample-rss --stdout "$out" -- "$@"
+    usage=$(python3 "$repo/scripts/bench/rusage.py" --sample-rss --stdout "$out" -- "$@") && status=0 || status=$?
+    if [ -z "$usage" ]; then
+        usage="{\"exit_code\": $status}"
+    fi
+    if [ "$status" != 0 ]; then
+        note "  exit $status: $*"
+    fi
+}
+# Runs validate.py; sets $check (its JSON). Its verdict is in the JSON ("valid").
+check_with() { # validate.py args...
+    if ! check=$(python3 "$validate" "$@"); then
+        note "  check failed: ${check:-validate.py gave no verdict}"
+    fi
 }
 start_server() { # url_file cmd... -> sets $server_url
     local file=$1
@@ -62,15 +132,41 @@ start_server() { # url_file cmd... -> sets $server_url
         sleep 0.05
     done
     server_url=$(head -n1 "$file")
+    if [ -z "$server_url" ]; then
+        note "bench.sh: $* printed no address"
+        exit 1
+    fi
 }
 
-# ---- targets ----------------------------------------------------------------------
-mkdir -p "$work/www" "$work/nginx"
 start_server "$work/tickers.url" "$bin" serve --addr 127.0.0.1:0
 tickers=$server_url
-curl -s "$tickers/api/tickers/?start=0&limit=8" >"$work/www/tickers.json"
-nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/nginx/nginx.conf" <<CONF
+template="$tickers/api/tickers/?start={start}&limit={limit}"
+
+# ---- the pages every scrape must store, fetched once, apart from the tools --------
+ref_pages=0
+for g in scrape:10000 scrape_scaling:40000 scrape_rate:2000 inflight10k:10000 inflight100k:100000; do
+    if selected "${g%%:*}" && [ "${g#*:}" -gt "$ref_pages" ]; then ref_pages=${g#*:}; fi
+done
+if [ "$ref_pages" -gt 0 ]; then
+    note "reference: $ref_pages pages from $tickers"
+    python3 "$validate" reference --base "$tickers" --pages "$ref_pages" --out "$work/ref.json"
+fi
+scrape_case() { # group name dir pages names extra_json cmd...
+    local group=$1 name=$2 dir=$3 pages=$4 names=$5 extra=$6
+    shift 6
+    measure "$work/out" "$@"
+    check_with pages --ref "$work/ref.json" --dir "$dir" --pages "$pages" --names "$names"
+    record "$group" "$name" "$usage" "$check" "$extra"
+}
+
+# ---- load mode: CPU per request against nginx ----------------------------------------
+static=
+body_bytes=0
+if selected load; then
+    mkdir -p "$work/www" "$work/nginx"
+    curl -sS --fail -o "$work/www/tickers.json" "$tickers/api/tickers/?start=0&limit=8"
+    nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
@@ -81,80 +177,96 @@ http {
     server {
         listen 127.0.0.1:$nginx_port;
         location / { root $work/www; }
+        location = /nginx_status { stub_status; }
     }
 }
 CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-static=http://127.0.0.1:$nginx_port/tickers.json
-for _ in $(seq 100); do curl -sf -o /dev/null "$static" && break; sleep 0.05; done
-body_bytes=$(stat -c %s "$work/www/tickers.json")
-note "nginx on $static ($body_bytes bytes); tickers API on $tickers"
+    nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+    pids+=($!)
+    static=http://127.0.0.1:$nginx_port/tickers.json
+    for _ in $(seq 100); do curl -sf -o /dev/null "$static" && break; sleep 0.05; done
+    curl -sS --fail -o /dev/null "$static"
+    body_bytes=$(stat -c %s "$work/www/tickers.json")
+    note "nginx on $static ($body_bytes bytes); tickers API on $tickers"
 
-# ---- load mode: CPU per request against nginx ----------------------------------------
-wrk_requests() { python3 -c 'import re,sys; print(re.search(r"(\d+) requests in", open(sys.argv[1]).read()).group(1))' "$1"; }
-oha_requests() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(d["statusCodeDistribution"].values()))' "$1"; }
-ours_requests() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["responses"])' "$1"; }
+    # Requests nginx has taken so far (its stub_status counts the status request too).
+    nginx_requests() { curl -sS --fail "http://127.0.0.1:$nginx_port/nginx_status" | awk 'NR == 3 {print $3}'; }
+    # One load run: its exit code, the tool's own statuses and errors, and (against
+    # nginx) the tool's request count against nginx's: in flight at the end of -z, up
+    # to 2 x 50 requests reach nginx that the tool does not count.
+    load_case() { # group name tool target(nginx|other) extra_json cmd...
+        local group=$1 name=$2 tool=$3 target=$4 extra=$5 before after
+        shift 5
+        if [ "$target" = nginx ]; then before=$(nginx_requests); fi
+        measure "$work/out" "$@"
+        if [ "$target" = nginx ]; then
+            after=$(nginx_requests)
+            check_with load --tool "$tool" --report "$work/out" --server-requests $((after - before - 1)) --slack 100
+        else
+            check_with load --tool "$tool" --report "$work/out"
+        fi
+        record "$group" "$name" "$usage" "$check" "$extra"
+    }
 
-load_round() { # group: keepalive or close
-    local group=$1 o=$work/out
-    local wrk_extra=() oha_extra=() ours_extra=()
-    if [ "$group" = close ]; then
-        wrk_extra=(-H "Connection: close")
-        oha_extra=(--disable-keepalive)
-        ours_extra=(--no-keepalive)
-    fi
-    for rep in $(seq "$reps"); do
-        u=$(measure "$o" wrk -t2 -c50 -d"${secs}s" "${wrk_extra[@]}" "$static")
-        record "$group" wrk "$u" "{\"requests\": $(wrk_requests "$o"), \"rep\": $rep}"
-        u=$(measure "$o" oha --no-tui --output-format json -z "${secs}s" -c 50 "${oha_extra[@]}" "$static")
-        record "$group" oha "$u" "{\"requests\": $(oha_requests "$o"), \"rep\": $rep}"
-        u=$(measure "$o" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet "${ours_extra[@]}" "$static")
-        record "$group" coordinator "$u" "{\"requests\": $(ours_requests "$o"), \"rep\": $rep}"
-    done
-}
-note "load mode, keep-alive"
-load_round keepalive
-note "load mode, a new connection per request"
-load_round close
+    load_round() { # group: keepalive or close
+        local group=$1
+        local wrk_extra=() oha_extra=() ours_extra=()
+        if [ "$group" = close ]; then
+            wrk_extra=(-H "Connection: close")
+            oha_extra=(--disable-keepalive)
+            ours_extra=(--no-keepalive)
+        fi
+        for rep in $(seq "$reps"); do
+            load_case "$group" wrk wrk nginx "{\"rep\": $rep}" wrk -t2 -c50 -d"${secs}s" "${wrk_extra[@]}" "$static"
+            load_case "$group" oha oha nginx "{\"rep\": $rep}" oha --no-tui --output-format json -z "${secs}s" -c 50 "${oha_extra[@]}" "$static"
+            load_case "$group" coordinator coordinator nginx "{\"rep\": $rep}" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet "${ours_extra[@]}" "$static"
+        done
+    }
+    note "load mode, keep-alive"
+    load_round keepalive
+    note "load mode, a new connection per request"
+    load_round close
 
-# The --rate path against the saturating path, each tool against itself.
-ours_rps=$(python3 - "$results" <<'PY'
+    # The --rate path against the saturating path, each tool against itself; the rate
+    # comes from the valid keep-alive runs (none: the group is recorded as failed).
+    ours_rps=$(python3 - "$results" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-r = [x["requests"] / x["wall_s"] for x in rows if x["group"] == "keepalive" and x["name"] == "coordinator"]
-print(int(statistics.median(r) * 0.8))
+r = [x["requests"] / x["wall_s"] for x in rows if x["group"] == "keepalive" and x["name"] == "coordinator"
+     and x.get("exit_code") == 0 and x["valid"]]
+print(int(statistics.median(r) * 0.8) if r else 0)
 PY
-)
-note "load mode, --rate $ours_rps/s"
-for rep in $(seq "$reps"); do
-    u=$(measure "$work/out" "$bin" load -w 2 -c 50 -z "${secs}s" --rate "$ours_rps" --json --quiet "$static")
-    record rate coordinator "$u" "{\"requests\": $(ours_requests "$work/out"), \"rep\": $rep, \"rate\": $ours_rps}"
-    u=$(measure "$work/out" oha --no-tui --output-format json -z "${secs}s" -c 50 -q "$ours_rps" "$static")
-    record rate oha "$u" "{\"requests\": $(oha_requests "$work/out"), \"rep\": $rep, \"rate\": $ours_rps}"
-done
+    )
+    if [ "$ours_rps" -gt 0 ]; then
+        note "load mode, --rate $ours_rps/s"
+        for rep in $(seq "$reps"); do
+            load_case rate coordinator coordinator nginx "{\"rep\": $rep, \"rate\": $ours_rps}" "$bin" load -w 2 -c 50 -z "${secs}s" --rate "$ours_rps" --json --quiet "$static"
+            load_case rate oha oha nginx "{\"rep\": $rep, \"rate\": $ours_rps}" oha --no-tui --output-format json -z "${secs}s" -c 50 -q "$ours_rps" "$static"
+        done
+    else
+        note "load mode, --rate: no valid keep-alive run to take the rate from"
+        record rate coordinator '{"exit_code": null, "rate": 0}' '{"valid": false, "why": "no valid keep-alive run to take the rate from"}'
+    fi
 
-# Over HTTP/2 (h2c) against the built-in server: nginx here speaks HTTP/2 only over
-# TLS, and wrk not at all. One stream per connection, 50 connections, like the above.
-note "load mode over HTTP/2"
-for rep in $(seq "$reps"); do
-    u=$(measure "$work/out" oha --no-tui --output-format json --http2 -z "${secs}s" -c 50 "$tickers/api/tickers/?start=0&limit=8")
-    record h2load oha "$u" "{\"requests\": $(oha_requests "$work/out"), \"rep\": $rep}"
-    u=$(measure "$work/out" "$bin" load --http2 -w 2 -c 50 -z "${secs}s" --json --quiet "$tickers/api/tickers/?start=0&limit=8")
-    record h2load coordinator "$u" "{\"requests\": $(ours_requests "$work/out"), \"rep\": $rep}"
-done
+    # Over HTTP/2 (h2c) against the built-in server: nginx here speaks HTTP/2 only over
+    # TLS, and wrk not at all. One stream per connection, 50 connections, like the above.
+    note "load mode over HTTP/2"
+    for rep in $(seq "$reps"); do
+        load_case h2load oha oha other "{\"rep\": $rep}" oha --no-tui --output-format json --http2 -z "${secs}s" -c 50 "$tickers/api/tickers/?start=0&limit=8"
+        load_case h2load coordinator coordinator other "{\"rep\": $rep}" "$bin" load --http2 -w 2 -c 50 -z "${secs}s" --json --quiet "$tickers/api/tickers/?start=0&limit=8"
+    done
 
-note "scaling: 1 and 2 workers"
-for w in 1 2; do
-    u=$(measure "$work/out" "$bin" load -w "$w" -c 50 -z "${secs}s" --json --quiet "$static")
-    record scaling "coordinator -w $w" "$u" "{\"requests\": $(ours_requests "$work/out")}"
-done
+    note "scaling: 1 and 2 workers"
+    for w in 1 2; do
+        load_case scaling "coordinator -w $w" coordinator nginx '{}' "$bin" load -w "$w" -c 50 -z "${secs}s" --json --quiet "$static"
+    done
+fi
 
 # ---- scrape mode: 10,000 pages of the tickers API to files ------------------------
-pages=10000
-range=0..$((pages * 10))
-template="$tickers/api/tickers/?start={start}&limit={limit}"
-python3 - "$tickers" "$pages" "$work/curl.cfg" <<'PY'
+if selected scrape; then
+    pages=10000
+    range=0..$((pages * 10))
+    python3 - "$tickers" "$pages" "$work/curl.cfg" <<'PY'
 import sys
 base, pages, cfg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 with open(cfg, "w") as f:
@@ -162,102 +274,118 @@ with open(cfg, "w") as f:
         s = i * 10
         f.write(f'url = "{base}/api/tickers/?start={s}&limit=10"\noutput = "batch{s}-{s + 10}.json"\n')
 PY
-for rep in $(seq "$reps"); do
-    note "scrape mode, rep $rep"
-    rm -rf "$work/s"; mkdir -p "$work/s"
-    u=$(measure "$work/out" "$bin" --workers 2 --url "$template" --range "$range" --batch 10 --out "$work/s/ours" --json --quiet)
-    record scrape coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
-    rm -rf "$work/s/ours"
-    u=$(measure "$work/out" "$bin" --workers 2 --http2 --url "$template" --range "$range" --batch 10 --out "$work/s/ours" --json --quiet)
-    record scrape "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
-    u=$(measure "$work/out" python3 "$repo/scripts/bench/peer_asyncio.py" --url-template "$template" --range "$range" --batch 10 --concurrency 256 --out "$work/s/py")
-    record scrape "python asyncio+aiohttp" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
-    mkdir -p "$work/s/curl"
-    u=$(cd "$work/s/curl" && measure "$work/out" curl -s --parallel --parallel-max 256 -K "$work/curl.cfg")
-    record scrape "curl --parallel" "$u" "{\"pages\": $(find "$work/s/curl" -name 'batch*' | wc -l), \"rep\": $rep}"
-done
+    for rep in $(seq "$reps"); do
+        note "scrape mode, rep $rep"
+        rm -rf "$work/s"
+        mkdir -p "$work/s/curl"
+        scrape_case scrape coordinator "$work/s/ours" "$pages" range "{\"rep\": $rep}" \
+            "$bin" --workers 2 --url "$template" --range "$range" --batch 10 --out "$work/s/ours" --json --quiet
+        rm -rf "$work/s/ours"
+        scrape_case scrape "coordinator --http2" "$work/s/ours" "$pages" range "{\"rep\": $rep}" \
+            "$bin" --workers 2 --http2 --url "$template" --range "$range" --batch 10 --out "$work/s/ours" --json --quiet
+        scrape_case scrape "python asyncio+aiohttp" "$work/s/py" "$pages" range "{\"rep\": $rep}" \
+            python3 "$repo/scripts/bench/peer_asyncio.py" --url-template "$template" --range "$range" --batch 10 --concurrency 256 --out "$work/s/py"
+        scrape_case scrape "curl --parallel" "$work/s/curl" "$pages" range "{\"rep\": $rep}" \
+            curl -sS --fail --parallel --parallel-max 256 --output-dir "$work/s/curl" -K "$work/curl.cfg"
+    done
+fi
 
 # ---- scaling with workers against a server that is not the bottleneck ---------------
 # Each page is answered after 20 ms, so the server mostly waits: with 100 requests in
 # flight per worker, throughput should grow with the workers until CPU runs out.
-start_server "$work/d20.url" "$bin" serve --addr 127.0.0.1:0 --delay 20..20
-d20="$server_url/api/tickers/?start={start}&limit={limit}"
-for w in 1 2; do
-    note "scrape scaling: $w worker(s), 20 ms per page"
-    rm -rf "$work/scale"
-    u=$(measure "$work/out" "$bin" --workers "$w" --concurrency 100 --url "$d20" --range 0..400000 --batch 10 --out "$work/scale" --json --quiet)
-    record scrape_scaling "$w" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out")}"
-done
+if selected scrape_scaling; then
+    start_server "$work/d20.url" "$bin" serve --addr 127.0.0.1:0 --delay 20..20
+    d20="$server_url/api/tickers/?start={start}&limit={limit}"
+    for w in 1 2; do
+        note "scrape scaling: $w worker(s), 20 ms per page"
+        rm -rf "$work/scale"
+        scrape_case scrape_scaling "$w" "$work/scale" 40000 range '{}' \
+            "$bin" --workers "$w" --concurrency 100 --url "$d20" --range 0..400000 --batch 10 --out "$work/scale" --json --quiet
+    done
+fi
 
-# ---- --rate in scrape mode: 200 requests/s for 10 s over 2 workers -------------------
-note "scrape mode --rate 200 for 10 s"
-rm -rf "$work/rate"
-u=$(measure "$work/out" "$bin" --workers 2 --url "$template" --range 0..1000000 --batch 10 --rate 200 --deadline 10s --grace 0.5s --out "$work/rate" --quiet || true)
-windows=$(python3 - "$work/rate/manifest.jsonl" <<'PY'
-import collections, json, sys
-at = [json.loads(l)["at_ms"] for l in open(sys.argv[1])]
-t0 = min(at)
-per = collections.Counter((a - t0) // 1000 for a in at)
-full = [per[s] for s in range(0, 10)]
-print(json.dumps({"requests": len(at), "max_window": max(full), "min_window": min(full)}))
-PY
-)
-record scrape_rate coordinator "$u" "$windows"
+# ---- --rate in scrape mode: 2,000 requests at 200/s over 2 workers (10 s) ------------
+if selected scrape_rate; then
+    note "scrape mode --rate 200: 2,000 requests"
+    rm -rf "$work/rate"
+    measure "$work/out" "$bin" --workers 2 --url "$template" --range 0..20000 --batch 10 --rate 200 --out "$work/rate" --quiet
+    check_with pages --ref "$work/ref.json" --dir "$work/rate" --pages 2000 --names range
+    pages_check=$check
+    check_with rate --dir "$work/rate" --pages 2000 --seconds 10
+    record scrape_rate coordinator "$usage" "$pages_check" "$check" '{"rep": 1}'
+fi
 
 # ---- the seed's experiment: 10,000 requests in flight, each answered after 2-4 s ----
-start_server "$work/slow.url" "$bin" serve --addr 127.0.0.1:0 --delay 2000..4000
-slow=$server_url
-note "10,000 in flight on $slow"
-for rep in $(seq "$reps"); do
-    rm -rf "$work/seed"
-    u=$(measure "$work/out" "$bin" --workers 2 --concurrency 5000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet)
-    record inflight10k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
-    rm -rf "$work/seed"
-    u=$(measure "$work/out" "$bin" --workers 2 --concurrency 5000 --http2 --http2-streams 1000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet)
-    record inflight10k "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
-    u=$(measure "$work/out" python3 "$repo/scripts/bench/inflight.py" --url "$slow/api/tickers/?start={start}&limit=10" --count 10000)
-    record inflight10k "python asyncio+aiohttp" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/out"), \"rep\": $rep}"
-done
+if selected inflight10k || selected inflight100k; then
+    start_server "$work/slow.url" "$bin" serve --addr 127.0.0.1:0 --delay 2000..4000
+    slow=$server_url
+fi
+if selected inflight10k; then
+    note "10,000 in flight on $slow"
+    for rep in $(seq "$reps"); do
+        rm -rf "$work/seed"
+        scrape_case inflight10k coordinator "$work/seed" 10000 range "{\"rep\": $rep}" \
+            "$bin" --workers 2 --concurrency 5000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet
+        rm -rf "$work/seed"
+        scrape_case inflight10k "coordinator --http2" "$work/seed" 10000 range "{\"rep\": $rep}" \
+            "$bin" --workers 2 --concurrency 5000 --http2 --http2-streams 1000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..100000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet
+        rm -rf "$work/seed"
+        scrape_case inflight10k "python asyncio+aiohttp" "$work/seed" 10000 range "{\"rep\": $rep}" \
+            python3 "$repo/scripts/bench/inflight.py" --url "$slow/api/tickers/?start={start}&limit=10" --count 10000 --out "$work/seed"
+    done
+fi
 
 # 100,000 in flight. One source address reaches one server port through ~28K ephemeral
 # ports, and one process may hold at most `ulimit -Hn` descriptors (the coordinator raises
 # its soft limit to that; raising the hard limit needs privileges): so the requests are
 # spread over eight servers on eight ports, and over eight worker processes.
-nofile=$(ulimit -Hn)
-servers=8
-per_worker=$((100000 / servers))
-note "100,000 in flight over $servers servers and $servers workers (open files: $nofile per process)"
-: >"$work/bases"
-for k in $(seq "$servers"); do
-    start_server "$work/slow$k.url" "$bin" serve --addr 127.0.0.1:0 --delay 2000..4000
-    echo "$server_url" >>"$work/bases"
-done
-python3 - "$work/bases" "$work/urls100k" <<'PY'
+if selected inflight100k; then
+    nofile=$(ulimit -Hn)
+    servers=8
+    per_worker=$((100000 / servers))
+    note "100,000 in flight over $servers servers and $servers workers (open files: $nofile per process)"
+    : >"$work/bases"
+    for k in $(seq "$servers"); do
+        start_server "$work/slow$k.url" "$bin" serve --addr 127.0.0.1:0 --delay 2000..4000
+        echo "$server_url" >>"$work/bases"
+    done
+    python3 - "$work/bases" "$work/urls100k" <<'PY'
 import sys
 bases = open(sys.argv[1]).read().split()
 with open(sys.argv[2], "w") as f:
     for i in range(100_000):
         f.write(f"{bases[i % len(bases)]}/api/tickers/?start={i * 10}&limit=10\n")
 PY
-rm -rf "$work/seed"
-u=$(measure "$work/out" "$bin" --workers "$servers" --concurrency "$per_worker" --urls "$work/urls100k" --out "$work/seed" --timeout 60s --json --quiet || true)
-record inflight100k coordinator "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"nofile\": $nofile, \"processes\": $servers}"
-
-# The same 100,000 over HTTP/2: ten thousand streams to a connection, so two workers
-# hold ten sockets to one server between them, far under the open-file limit (and the
-# server's answers to a connection leave several to a write).
-note "100,000 in flight over HTTP/2 on $slow"
-for rep in $(seq "$reps"); do
     rm -rf "$work/seed"
-    u=$(measure "$work/out" "$bin" --workers 2 --concurrency 50000 --http2 --http2-streams 10000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..1000000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet || true)
-    record inflight100k "coordinator --http2" "$u" "{\"pages\": $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$work/out" 2>/dev/null || echo 0), \"nofile\": $nofile, \"processes\": 1, \"workers\": 2, \"rep\": $rep}"
-done
+    scrape_case inflight100k coordinator "$work/seed" 100000 list "{\"nofile\": $nofile, \"processes\": $servers}" \
+        "$bin" --workers "$servers" --concurrency "$per_worker" --urls "$work/urls100k" --out "$work/seed" --timeout 60s --json --quiet
+
+    # The same 100,000 over HTTP/2: ten thousand streams to a connection, so two workers
+    # hold ten sockets to one server between them, far under the open-file limit (and the
+    # server's answers to a connection leave several to a write).
+    note "100,000 in flight over HTTP/2 on $slow"
+    for rep in $(seq "$reps"); do
+        rm -rf "$work/seed"
+        scrape_case inflight100k "coordinator --http2" "$work/seed" 100000 range "{\"nofile\": $nofile, \"processes\": 1, \"workers\": 2, \"rep\": $rep}" \
+            "$bin" --workers 2 --concurrency 50000 --http2 --http2-streams 10000 --url "$slow/api/tickers/?start={start}&limit={limit}" --range 0..1000000 --batch 10 --out "$work/seed" --timeout 60s --json --quiet
+    done
+fi
 
 # ---- micro-benchmarks --------------------------------------------------------------
-note "criterion micro-benchmarks"
-cargo bench -q -p shared --bench ipc -- --warm-up-time 1 --measurement-time 3 2>/dev/null |
-    grep -E '^[a-z].*time:|^ +time:|^[a-z]' >"$work/criterion.txt" || true
+: >"$work/criterion.txt"
+if selected criterion; then
+    note "criterion micro-benchmarks"
+    if cargo bench -q -p shared --bench ipc -- --warm-up-time 1 --measurement-time 3 >"$work/criterion.raw" 2>"$work/criterion.err"; then
+        if ! grep -E '^[a-z].*time:|^ +time:|^[a-z]' "$work/criterion.raw" >"$work/criterion.txt"; then
+            echo "(cargo bench printed no timings)" >"$work/criterion.txt"
+        fi
+    else
+        code=$?
+        note "criterion failed (exit $code): $(tail -n 5 "$work/criterion.err")"
+        echo "(failed: cargo bench exited with $code)" >"$work/criterion.txt"
+    fi
+fi
 
 python3 "$repo/scripts/bench/report.py" "$results" "$work/criterion.txt" \
-    --seconds "$secs" --reps "$reps" --body-bytes "$body_bytes" --static-url "$static" >"$repo/BENCHMARKS.md"
-note "wrote BENCHMARKS.md"
+    --seconds "$secs" --reps "$reps" --body-bytes "$body_bytes" --static-url "${static:-}" >"$report"
+note "wrote $report"

@@ -17,8 +17,11 @@ How it works: it first raises its RLIMIT_NOFILE soft limit to the hard limit (on
 socket per request), then opens one aiohttp.ClientSession with TCPConnector(limit=0)
 (no connection limit), creates all --count tasks at once (URL i has start = 10*i; the
 URL may use {start}, {end}, {limit}, {index}), and awaits them all. Each task reads
-the whole body and drops it (nothing is written to disk); a 2xx response counts as
-ok. wall_s runs from creating the session to the last task finishing.
+the whole body; a 2xx response counts as ok. With --out DIR each 2xx body is also
+written to DIR/batch{start}-{end}.json, on the event loop as peer_asyncio.py does (the
+coordinator writes its files too, and bench.sh checks the files against the server's
+pages); without it nothing is written. wall_s runs from creating the session to the
+last task finishing.
 Exit code: 0 when every request was ok, 1 otherwise, 2 on a usage error.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import resource
 import sys
 import time
@@ -47,25 +51,32 @@ def raise_nofile_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-async def fetch(session: aiohttp.ClientSession, url: str) -> str | None:
-    """Returns None when the request was ok, else a short error."""
+async def fetch(session: aiohttp.ClientSession, url: str, path: str | None) -> str | None:
+    """Returns None when the request was ok, else a short error. A 2xx body goes to
+    `path` when one is given."""
     try:
         async with session.get(url) as resp:
-            await resp.read()
+            body = await resp.read()
             if 200 <= resp.status < 300:
+                if path is not None:
+                    with open(path, "wb") as f:
+                        f.write(body)
                 return None
             return f"HTTP {resp.status}"
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-async def run(template: str, count: int, timeout: float) -> tuple[list[str | None], float]:
+async def run(template: str, count: int, timeout: float,
+              out: str | None) -> tuple[list[str | None], float]:
     connector = aiohttp.TCPConnector(limit=0)
     t0 = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        tasks = [asyncio.create_task(fetch(session, template.format(
-                     start=10 * i, end=10 * i + 10, limit=10, index=i)))
+        tasks = [asyncio.create_task(fetch(
+                     session,
+                     template.format(start=10 * i, end=10 * i + 10, limit=10, index=i),
+                     None if out is None else os.path.join(out, f"batch{10 * i}-{10 * i + 10}.json")))
                  for i in range(count)]
         results = await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
@@ -78,10 +89,13 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=10_000, help="requests, all in flight at once (default 10000)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     ap.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
+    ap.add_argument("--out", metavar="DIR", help="write each 2xx body to DIR/batch{start}-{end}.json")
     a = ap.parse_args()
     if a.count < 1:
         ap.error("--count: must be at least 1")
     check_template(ap, "--url", a.url)
+    if a.out is not None:
+        os.makedirs(a.out, exist_ok=True)
     loop_factory = peer_loop_factory(ap, a.uvloop)
 
     soft, _ = raise_nofile_limit()
@@ -89,7 +103,7 @@ def main() -> int:
         print(f"inflight: RLIMIT_NOFILE is {soft}, below --count {a.count}; expect failures",
               file=sys.stderr)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        results, wall = runner.run(run(a.url, a.count, a.timeout))
+        results, wall = runner.run(run(a.url, a.count, a.timeout, a.out))
 
     errors = collections.Counter(r for r in results if r is not None)
     for error, n in errors.most_common(5):

@@ -3,8 +3,14 @@
 
 Usage (by bench.sh): report.py RESULTS.jsonl CRITERION.txt --seconds S --reps N
                      --body-bytes B --static-url URL > BENCHMARKS.md
-Every figure is the median over the repetitions of one run of the suite; ratios
-compare tools measured in that same run.
+Every figure is the median over the valid repetitions of one run of the suite;
+ratios compare tools measured in that same run. A repetition is valid when its
+command exited 0 (the `exit_code` rusage.py recorded) and validate.py found its output
+right (`valid`): a failed one is listed under "Failed runs", with why, and never
+enters a figure. A configuration with no valid repetition has no figure, and its
+target reads "not measured".
+
+    report.py --self-test      renders made-up rows and checks the above
 """
 import argparse
 import json
@@ -13,6 +19,7 @@ import platform
 import re
 import statistics
 import subprocess
+import sys
 import time
 
 
@@ -23,8 +30,13 @@ def sh(cmd):
         return "?"
 
 
+def valid(row):
+    """Whether a row may enter a figure: its command exited 0 and its output checked out."""
+    return row.get("exit_code") == 0 and row.get("valid") is True
+
+
 def median(rows, key):
-    values = [key(r) for r in rows]
+    values = [key(r) for r in rows if valid(r)]
     return statistics.median(values) if values else float("nan")
 
 
@@ -32,35 +44,42 @@ def cpu_per(r, count_key):
     return r["cpu_s"] * 1e6 / max(r[count_key], 1)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results")
-    ap.add_argument("criterion")
-    ap.add_argument("--seconds", type=int)
-    ap.add_argument("--reps", type=int)
-    ap.add_argument("--body-bytes", type=int)
-    ap.add_argument("--static-url")
-    a = ap.parse_args()
-    rows = [json.loads(line) for line in open(a.results)]
+def render(rows, criterion, a, machine=True):
+    """BENCHMARKS.md from the rows, as text."""
 
     def group(g, name=None):
+        """The valid rows of a configuration."""
+        return [r for r in everything(g, name) if valid(r)]
+
+    def everything(g, name=None):
         return [r for r in rows if r["group"] == g and (name is None or r["name"] == name)]
+
+    def not_measured(g, name):
+        runs = everything(g, name)
+        return f"**not measured**: none of its {len(runs)} runs was valid (see Failed runs)"
 
     out = []
     p = out.append
     p("# Benchmarks\n")
     p(f"Measured by `scripts/bench.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-      "Every figure is the median of "
-      f"{a.reps} repetitions within one run of the suite; the machine is shared and noisy, so compare "
-      "the ratios between tools measured in the same run, not absolute numbers across runs.\n")
+      "Every figure is the median of the valid runs among "
+      f"{a.reps} repetitions within one run of the suite (valid: the command exited 0 and its output "
+      "was checked independently; the others are listed under Failed runs and left out); the machine "
+      "is shared and noisy, so compare the ratios between tools measured in the same run, not absolute "
+      "numbers across runs.\n")
     p("## Machine\n")
-    model = sh("lscpu | sed -n 's/^Model name: *//p'")
-    mem = sh("free -g | awk '/Mem/ {print $2}'")
-    aiohttp = sh("python3 -c 'import aiohttp; print(aiohttp.__version__)'")
-    tools = [sh("rustc --version"), sh("nginx -v 2>&1"), sh("wrk --version 2>&1 | head -1"), sh("oha --version"),
-             f"Python {platform.python_version()} with aiohttp {aiohttp}", sh("curl --version | head -1")]
-    p(f"- {os.cpu_count()} cores ({model}), {mem} GiB, Linux {platform.release()}")
-    p("- " + "; ".join(tools))
+    if machine:
+        model = sh("lscpu | sed -n 's/^Model name: *//p'")
+        mem = sh("free -g | awk '/Mem/ {print $2}'")
+        aiohttp = sh("python3 -c 'import aiohttp; print(aiohttp.__version__)'")
+        tools = [sh("rustc --version"), sh("nginx -v 2>&1"), sh("wrk --version 2>&1 | head -1"), sh("oha --version"),
+                 f"Python {platform.python_version()} with aiohttp {aiohttp}", sh("curl --version | head -1")]
+        p(f"- {os.cpu_count()} cores ({model}), {mem} GiB, Linux {platform.release()}")
+        p("- " + "; ".join(tools))
+    p("- How each run was checked: scrape runs by counting the page files in the output "
+      "directory and comparing each one's bytes with a sha256 of the same page fetched "
+      "separately from the server; load runs against nginx by nginx's own request count "
+      "(stub_status) and the tool's statuses and errors; every run by its exit code.")
     p("- Client and server share the same 2 cores, so requests per second mostly show how much CPU "
       "the client left to the server; CPU time per request (user + system, all processes of the "
       "client, from `getrusage` of its children) is the figure to compare.\n")
@@ -74,14 +93,29 @@ def main():
     p(f"coordinator load -w 2 -c 50 -z {a.seconds}s --json --quiet [--no-keepalive] [--rate R] URL")
     p("```\n")
     verdicts = []
+
+    def runs_of(g, name, failed_cells, title=None):
+        """The valid runs of a configuration that ran; for one with none, writes
+        `failed_cells` as its table row and, given a title, its target as not measured."""
+        rs = group(g, name)
+        if not rs:
+            p(failed_cells)
+            if title:
+                verdicts.append(f"{title}: {not_measured(g, name)}")
+        return rs
+
     for g, title in (("keepalive", "keep-alive"), ("close", "a new connection per request")):
+        if not everything(g):
+            continue
         p(f"### {title}\n")
         p("| tool | requests/s | client CPU µs/request | vs wrk | peak RSS (all processes) |")
         p("|---|---:|---:|---:|---:|")
         wrk = median(group(g, "wrk"), lambda r: cpu_per(r, "requests"))
         per = {}
         for name in ("wrk", "oha", "coordinator"):
-            rs = group(g, name)
+            if not everything(g, name):
+                continue
+            rs = runs_of(g, name, f"| {name} | failed | | | |")
             if not rs:
                 continue
             cpu = median(rs, lambda r: cpu_per(r, "requests"))
@@ -90,19 +124,30 @@ def main():
             rss = median(rs, lambda r: r.get("peak_rss_kib_tree") or r["max_rss_kib_single"])
             p(f"| {name} | {rps:,.0f} | {cpu:.1f} | {cpu / wrk:.2f}x | {rss / 1024:.1f} MiB |")
         p("")
-        if "coordinator" in per:
-            ok = per["coordinator"] <= 1.2 * per["wrk"] and per["coordinator"] < per.get("oha", float("inf"))
-            verdicts.append(f"Load mode, {title}: CPU/request {per['coordinator']:.1f} µs vs wrk {per['wrk']:.1f} "
-                            f"({per['coordinator'] / per['wrk']:.2f}x, target ≤ 1.2x) and oha {per.get('oha', float('nan')):.1f} "
-                            f"(target: below): **{'met' if ok else 'missed'}**")
+        if everything(g, "coordinator"):
+            if "coordinator" not in per or "wrk" not in per:
+                missing = "coordinator" if "coordinator" not in per else "wrk"
+                verdicts.append(f"Load mode, {title}: {not_measured(g, missing)}")
+            else:
+                ok = per["coordinator"] <= 1.2 * per["wrk"] and per["coordinator"] < per.get("oha", float("inf"))
+                oha = (f"oha {per['oha']:.1f} (target: below)" if "oha" in per
+                       else "oha not measured (target: below)")
+                verdicts.append(f"Load mode, {title}: CPU/request {per['coordinator']:.1f} µs vs wrk {per['wrk']:.1f} "
+                                f"({per['coordinator'] / per['wrk']:.2f}x, target ≤ 1.2x) and {oha}: "
+                                f"**{'met' if ok else 'missed'}**")
 
-    rate_rows = group("rate")
+    rate_rows = everything("rate")
     if rate_rows:
         r = rate_rows[0]["rate"]
         p(f"### --rate path ({r:,} requests/s) against the saturating path\n")
         p("| tool | requests/s sent | CPU µs/request at the rate | saturating | rate/saturating |")
         p("|---|---:|---:|---:|---:|")
         for name in ("oha", "coordinator"):
+            if not group("rate", name) or not group("keepalive", name):
+                p(f"| {name} | failed | | | |")
+                if name == "coordinator":
+                    verdicts.append(f"--rate path: {not_measured('rate' if not group('rate', name) else 'keepalive', name)}")
+                continue
             at = median(group("rate", name), lambda x: cpu_per(x, "requests"))
             sent = median(group("rate", name), lambda x: x["requests"] / x["wall_s"])
             sat = median(group("keepalive", name), lambda x: cpu_per(x, "requests"))
@@ -112,8 +157,7 @@ def main():
                                 f"**{'met' if at / sat <= 1.5 else 'missed'}**")
         p("")
 
-    h2 = group("h2load")
-    if h2:
+    if everything("h2load"):
         p("### HTTP/2 (h2c), against `coordinator serve`\n")
         p("nginx serves HTTP/2 only over TLS here and wrk has no HTTP/2, so this compares oha "
           "and this tool against the built-in server (page `start=0&limit=8`), 50 connections "
@@ -126,7 +170,9 @@ def main():
         p("|---|---:|---:|---:|")
         oha = median(group("h2load", "oha"), lambda x: cpu_per(x, "requests"))
         for name in ("oha", "coordinator"):
-            rs = group("h2load", name)
+            if not everything("h2load", name):
+                continue
+            rs = runs_of("h2load", name, f"| {name} | failed | | |")
             if not rs:
                 continue
             cpu = median(rs, lambda x: cpu_per(x, "requests"))
@@ -134,80 +180,108 @@ def main():
             p(f"| {name} | {rate:,.0f} | {cpu:.1f} | {cpu / oha:.2f}x |")
         p("")
 
-    sc = group("scaling")
-    if sc:
+    if everything("scaling"):
         p("### Scaling with workers (same nginx, keep-alive)\n")
         p("| workers | requests/s | client CPU µs/request |")
         p("|---|---:|---:|")
-        for r in sc:
+        for r in everything("scaling"):
+            if not valid(r):
+                p(f"| {r['name'].split()[-1]} | failed | |")
+                continue
             p(f"| {r['name'].split()[-1]} | {r['requests'] / r['wall_s']:,.0f} | {cpu_per(r, 'requests'):.1f} |")
         p("\nOn 2 cores shared with the server, a second worker mostly takes CPU from nginx; "
           "the figure to watch is that CPU per request does not grow with workers.\n")
 
-    p("## Scrape mode (10,000 pages of the tickers API to files)\n")
-    p("Target: `coordinator serve` (no delay). Each tool writes every page to its own file.\n")
-    p("```")
-    p("coordinator --workers 2 [--http2] --url 'http://127.0.0.1:PORT/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --json --quiet")
-    p("python3 scripts/bench/peer_asyncio.py --url-template ... --range 0..100000 --batch 10 --concurrency 256 --out DIR")
-    p("curl -s --parallel --parallel-max 256 -K urls.cfg   # url/output pairs")
-    p("```\n")
-    p("| tool | pages/s | CPU µs/page | pages/s vs Python | CPU/page vs Python |")
-    p("|---|---:|---:|---:|---:|")
-    py_rate = median(group("scrape", "python asyncio+aiohttp"), lambda r: r["pages"] / r["wall_s"])
-    py_cpu = median(group("scrape", "python asyncio+aiohttp"), lambda r: cpu_per(r, "pages"))
-    for name in ("coordinator", "coordinator --http2", "python asyncio+aiohttp", "curl --parallel"):
-        rs = group("scrape", name)
-        if not rs:
-            continue
-        rate = median(rs, lambda r: r["pages"] / r["wall_s"])
-        cpu = median(rs, lambda r: cpu_per(r, "pages"))
-        p(f"| {name} | {rate:,.0f} | {cpu:.1f} | {rate / py_rate:.1f}x | {cpu / py_cpu:.2f}x |")
-        if name.startswith("coordinator"):
-            ok = rate >= 10 * py_rate and cpu <= py_cpu / 10
-            verdicts.append(f"Scrape mode, `{name}`: {rate / py_rate:.1f}x the Python peer's pages/s (target ≥ 10x) at "
-                            f"{cpu / py_cpu:.2f}x its CPU/page (target ≤ 0.1x): **{'met' if ok else 'missed'}**")
-    p("\n`--http2` speaks HTTP/2 with prior knowledge (h2c) to the built-in server, 100 "
-      "streams to a connection; aiohttp and this curl speak HTTP/1.1.\n")
+    if everything("scrape"):
+        p("## Scrape mode (10,000 pages of the tickers API to files)\n")
+        p("Target: `coordinator serve` (no delay). Each tool writes every page to its own file; "
+          "pages/s counts the files found afterwards with the server's bytes.\n")
+        p("```")
+        p("coordinator --workers 2 [--http2] --url 'http://127.0.0.1:PORT/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --json --quiet")
+        p("python3 scripts/bench/peer_asyncio.py --url-template ... --range 0..100000 --batch 10 --concurrency 256 --out DIR")
+        p("curl -sS --fail --parallel --parallel-max 256 -K urls.cfg   # url/output pairs")
+        p("```\n")
+        p("| tool | pages/s | CPU µs/page | pages/s vs Python | CPU/page vs Python |")
+        p("|---|---:|---:|---:|---:|")
+        py = "python asyncio+aiohttp"
+        py_rate = median(group("scrape", py), lambda r: r["pages"] / r["wall_s"])
+        py_cpu = median(group("scrape", py), lambda r: cpu_per(r, "pages"))
+        for name in ("coordinator", "coordinator --http2", py, "curl --parallel"):
+            if not everything("scrape", name):
+                continue
+            rs = runs_of("scrape", name, f"| {name} | failed | | | |",
+                         name.startswith("coordinator") and f"Scrape mode, `{name}`")
+            if not rs:
+                continue
+            rate = median(rs, lambda r: r["pages"] / r["wall_s"])
+            cpu = median(rs, lambda r: cpu_per(r, "pages"))
+            p(f"| {name} | {rate:,.0f} | {cpu:.1f} | {rate / py_rate:.1f}x | {cpu / py_cpu:.2f}x |")
+            if name.startswith("coordinator"):
+                if not group("scrape", py):
+                    verdicts.append(f"Scrape mode, `{name}`: {not_measured('scrape', py)}")
+                    continue
+                ok = rate >= 10 * py_rate and cpu <= py_cpu / 10
+                verdicts.append(f"Scrape mode, `{name}`: {rate / py_rate:.1f}x the Python peer's pages/s (target ≥ 10x) at "
+                                f"{cpu / py_cpu:.2f}x its CPU/page (target ≤ 0.1x): **{'met' if ok else 'missed'}**")
+        p("\n`--http2` speaks HTTP/2 with prior knowledge (h2c) to the built-in server, 100 "
+          "streams to a connection; aiohttp and this curl speak HTTP/1.1.\n")
 
-    for r in group("scrape_rate"):
+    if everything("scrape_rate"):
         p("### --rate in scrape mode\n")
-        p("`coordinator --workers 2 --url ... --range 0..1000000 --batch 10 --rate 200 --deadline 10s --grace 0.5s --out DIR`\n")
-        p(f"{r['requests']:,} requests recorded in the 10 s (expected 2,000); busiest one-second window "
-          f"{r['max_window']}, quietest {r['min_window']} (windows counted from the manifest's `at_ms`).\n")
-        ok = abs(r["requests"] - 2000) <= 40 and r["max_window"] <= 220
-        verdicts.append(f"Scrape --rate 200 for 10 s: {r['requests']:,} requests (target 2,000 ± 2%), busiest second "
-                        f"{r['max_window']} (target ≤ 220): **{'met' if ok else 'missed'}**")
+        p("`coordinator --workers 2 --url ... --range 0..20000 --batch 10 --rate 200 --out DIR`: "
+          "2,000 requests, which at 200/s take 10 s\n")
+        rs = group("scrape_rate")
+        if not rs:
+            p("failed (see Failed runs)\n")
+            verdicts.append(f"Scrape --rate 200: {not_measured('scrape_rate', 'coordinator')}")
+        for r in rs[:1]:
+            p(f"{r['requests']:,} requests, all stored with the server's bytes, spread over {r['span_s']:.2f} s "
+              f"between the first and the last manifest line; busiest one-second window {r['max_window']}, "
+              f"quietest {r['min_window']} (windows counted from the manifest's `at_ms`).\n")
+            ok = abs(r["span_s"] - 10) <= 0.2 and r["max_window"] <= 220
+            verdicts.append(f"Scrape --rate 200: 2,000 requests over {r['span_s']:.2f} s (target 10 s ± 2%), busiest second "
+                            f"{r['max_window']} (target ≤ 220): **{'met' if ok else 'missed'}**")
 
-    sc = group("scrape_scaling")
-    if sc:
+    if everything("scrape_scaling"):
         p("### Scaling with workers, against a server that is not the bottleneck\n")
         p("`coordinator serve --delay 20..20` answers each page after 20 ms, so it mostly waits:\n")
         p("`coordinator --workers N --concurrency 100 --url ... --range 0..400000 --batch 10 --out DIR`\n")
         p("| workers | pages/s | vs 1 worker | CPU µs/page |")
         p("|---|---:|---:|---:|")
-        one = next((r["pages"] / r["wall_s"] for r in sc if r["name"] == "1"), None)
-        for r in sc:
+        one = next((r["pages"] / r["wall_s"] for r in group("scrape_scaling", "1")), None)
+        for r in everything("scrape_scaling"):
+            if not valid(r):
+                p(f"| {r['name']} | failed | | |")
+                continue
             rate = r["pages"] / r["wall_s"]
-            p(f"| {r['name']} | {rate:,.0f} | {rate / one:.2f}x | {cpu_per(r, 'pages'):.1f} |")
+            p(f"| {r['name']} | {rate:,.0f} | {rate / one:.2f}x | {cpu_per(r, 'pages'):.1f} |" if one else
+              f"| {r['name']} | {rate:,.0f} | | {cpu_per(r, 'pages'):.1f} |")
         p("\nEach worker brings its own event loop and its own 100 requests in flight, so "
           "throughput grows with the workers as long as the server keeps up and CPU is left "
           "(the ideal here is 5,000 pages/s per worker).\n")
-        if one:
-            two = next((r["pages"] / r["wall_s"] for r in sc if r["name"] == "2"), 0)
+        two = next((r["pages"] / r["wall_s"] for r in group("scrape_scaling", "2")), None)
+        if one and two:
             verdicts.append(f"Scaling: 2 workers give {two / one:.2f}x the pages/s of 1 against a server "
                             f"that is not the bottleneck (target: grows with N): **{'met' if two > 1.3 * one else 'missed'}**")
+        else:
+            verdicts.append(f"Scaling: {not_measured('scrape_scaling', '1' if not one else '2')}")
 
-    p("## The seed's experiment: requests in flight, each answered after 2-4 s\n")
-    p("Target: `coordinator serve --delay 2000..4000` (the article's 2-4 s jobs, over real HTTP).\n")
-    p("```")
-    p("coordinator --workers 2 --concurrency 5000 [--http2 --http2-streams 1000] --url 'http://127.0.0.1:PORT/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --timeout 60s")
-    p("python3 scripts/bench/inflight.py --url '...start={start}&limit=10' --count 10000")
-    p("```\n")
-    p("| tool | requests | ok | wall s | CPU s | peak RSS, all processes | RSS vs Python |")
-    p("|---|---:|---:|---:|---:|---:|---:|")
-    py_rss = median(group("inflight10k", "python asyncio+aiohttp"), lambda r: r["peak_rss_kib_tree"])
-    for name in ("coordinator", "coordinator --http2", "python asyncio+aiohttp"):
-        rs = group("inflight10k", name)
+    if everything("inflight10k") or everything("inflight100k"):
+        p("## The seed's experiment: requests in flight, each answered after 2-4 s\n")
+        p("Target: `coordinator serve --delay 2000..4000` (the article's 2-4 s jobs, over real HTTP).\n")
+        p("```")
+        p("coordinator --workers 2 --concurrency 5000 [--http2 --http2-streams 1000] --url 'http://127.0.0.1:PORT/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --timeout 60s")
+        p("python3 scripts/bench/inflight.py --url '...start={start}&limit=10' --count 10000 --out DIR")
+        p("```\n")
+        p("| tool | requests | ok | wall s | CPU s | peak RSS, all processes | RSS vs Python |")
+        p("|---|---:|---:|---:|---:|---:|---:|")
+    py = "python asyncio+aiohttp"
+    py_rss = median(group("inflight10k", py), lambda r: r["peak_rss_kib_tree"])
+    for name in ("coordinator", "coordinator --http2", py):
+        if not everything("inflight10k", name):
+            continue
+        rs = runs_of("inflight10k", name, f"| {name} | 10,000 | failed | | | | |",
+                     name.startswith("coordinator") and f"10,000 in flight, `{name}`")
         if not rs:
             continue
         wall = median(rs, lambda r: r["wall_s"])
@@ -221,21 +295,26 @@ def main():
             verdicts.append(f"Memory per 10,000 in flight, `{name}`: {rss / py_rss:.2f}x the Python peer's (target ≤ 0.2x): "
                             f"**{'met' if rss <= 0.2 * py_rss else 'missed'}**")
     for name in ("coordinator", "coordinator --http2"):
-        rs = group("inflight100k", name)
+        runs = everything("inflight100k", name)
+        if not runs:
+            continue
+        r = runs[0]
+        servers = r.get("processes", 4)
+        label = f"{name}, {servers} server{'s' if servers > 1 else ''}, {r.get('workers', servers)} workers"
+        rs = runs_of("inflight100k", name, f"| {label} | 100,000 | failed | | | | |",
+                     f"100,000 in flight, `{name}`")
         if not rs:
             continue
-        r = rs[0]
-        servers = r.get("processes", 4)
         wall = median(rs, lambda r: r["wall_s"])
         okc = median(rs, lambda r: r["pages"])
         walls = ", ".join("%.2f" % x["wall_s"] for x in rs)
-        runs = f" (median of {walls} s)" if len(rs) > 1 else ""
-        p(f"| {name}, {servers} server{'s' if servers > 1 else ''}, {r.get('workers', servers)} workers | 100,000 | "
+        runs_text = f" (median of {walls} s)" if len(rs) > 1 else ""
+        p(f"| {label} | 100,000 | "
           f"{okc:,.0f} | {wall:.2f} | {median(rs, lambda r: r['cpu_s']):.2f} | "
           f"{median(rs, lambda r: r['peak_rss_kib_tree']) / 1024:.1f} MiB | |")
-        verdicts.append(f"100,000 in flight, `{name}`: {wall:.2f} s wall{runs}, {okc:,.0f} ok (target < 5 s): "
+        verdicts.append(f"100,000 in flight, `{name}`: {wall:.2f} s wall{runs_text}, {okc:,.0f} ok (target < 5 s): "
                         f"**{'met' if wall < 5 and okc == 100000 else 'missed'}**")
-    for r in group("inflight100k", "coordinator"):
+    for r in everything("inflight100k", "coordinator")[:1]:
         p(f"\nThe open-file limit here is {r.get('nofile', '?')} per process, and raising the hard limit "
           "needs privileges this machine does not give; the coordinator raises its soft limit to it. "
           "100,000 sockets on each side therefore need at least six client and six server processes: "
@@ -251,14 +330,96 @@ def main():
         p(f"- {v}")
     p("")
 
+    failed = [r for r in rows if not valid(r)]
+    p("## Failed runs\n")
+    if failed:
+        p("Left out of every figure above:\n")
+        p("| group | tool | repetition | exit code | why |")
+        p("|---|---|---:|---:|---|")
+        for r in failed:
+            code = r.get("exit_code")
+            why = r.get("why") or ("exited with %s" % code if code != 0 else "not checked")
+            p(f"| {r['group']} | {r['name']} | {r.get('rep', '')} | {code} | {why} |")
+    else:
+        p("None: every run exited 0 and its output checked out.")
+    p("")
+
     p("## Micro-benchmarks (criterion)\n")
     p("`cargo bench -p shared --bench ipc -- --warm-up-time 1 --measurement-time 3`\n")
     p("```")
-    text = open(a.criterion).read().strip()
+    text = criterion.strip()
     p(text if text else "(not run)")
     p("```")
-    print("\n".join(out))
+    return "\n".join(out)
+
+
+def self_test():
+    """Renders made-up rows and checks that failed runs never enter a figure."""
+    a = argparse.Namespace(seconds=10, reps=3, body_bytes=2146, static_url="http://127.0.0.1:1/tickers.json")
+
+    def row(group, name, rep, cpu_s, count, exit_code=0, ok=True, **extra):
+        key = "pages" if group.startswith(("scrape", "inflight")) else "requests"
+        return {"group": group, "name": name, "rep": rep, "wall_s": 1.0, "cpu_s": cpu_s, key: count,
+                "peak_rss_kib_tree": 10240, "max_rss_kib_single": 10240, "exit_code": exit_code,
+                "valid": ok, "why": None if ok else "checked and wrong", **extra}
+
+    rows = [
+        row("keepalive", "wrk", 1, 1.0, 100_000), row("keepalive", "wrk", 2, 1.2, 100_000),
+        row("keepalive", "wrk", 3, 50.0, 100_000, exit_code=1, ok=False),
+        row("keepalive", "coordinator", 1, 0.9, 100_000), row("keepalive", "coordinator", 2, 1.1, 100_000),
+        row("keepalive", "coordinator", 3, 0.1, 100_000, ok=False),
+        row("close", "wrk", 1, 7.0, 100_000),
+        row("close", "coordinator", 1, 1.0, 100_000, exit_code=3, ok=False),
+        row("close", "coordinator", 2, 1.0, 100_000, exit_code=0, ok=False),
+        row("scrape", "python asyncio+aiohttp", 1, 3.0, 10_000),
+        row("scrape", "coordinator", 1, 0.2, 10_000), row("scrape", "coordinator", 2, 0.2, 7_000, exit_code=1),
+        row("scrape_rate", "coordinator", 1, 0.5, 2000, span_s=9.99, max_window=200, min_window=200,
+            requests=2000),
+    ]
+    text = render(rows, "", a, machine=False)
+    failures = []
+
+    def expect(what, cond):
+        if not cond:
+            failures.append(what)
+
+    # wrk: median of 10 and 12 µs (the failed 500 µs left out); coordinator: of 9 and 11.
+    expect("wrk's median leaves the failed repeat out", "| wrk | 100,000 | 11.0 | 1.00x |" in text)
+    expect("coordinator's median leaves the failed repeat out", "| coordinator | 100,000 | 10.0 | 0.91x |" in text)
+    expect("a verdict from valid runs", "CPU/request 10.0 µs vs wrk 11.0 (0.91x" in text)
+    expect("a configuration with no valid run has no figure", "| coordinator | failed | | | |" in text)
+    expect("... and its target is not measured",
+           "Load mode, a new connection per request: **not measured**: none of its 2 runs" in text)
+    expect("a scrape that exited 1 is left out", "| coordinator | 10,000 | 20.0 |" in text)
+    expect("failed runs are listed", text.count("| keepalive |") == 2 and "| close | coordinator | 1 | 3 |" in text
+           and "| scrape | coordinator | 2 | 1 | exited with 1 |" in text)
+    expect("the rate verdict", "2,000 requests over 9.99 s (target 10 s ± 2%), busiest second 200 (target ≤ 220): **met**" in text)
+    expect("no nan anywhere", "nan" not in text)
+    every_valid = render([r for r in rows if valid(r)], "", a, machine=False)
+    expect("no failed run: said so", "None: every run exited 0" in every_valid)
+    for f in failures:
+        print(f"report.py self-test: {f}", file=sys.stderr)
+    if failures:
+        print(text, file=sys.stderr)
+    print(f"report.py self-test: {'FAILED' if failures else 'ok'}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("criterion")
+    ap.add_argument("--seconds", type=int)
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--body-bytes", type=int)
+    ap.add_argument("--static-url")
+    a = ap.parse_args()
+    rows = [json.loads(line) for line in open(a.results)]
+    print(render(rows, open(a.criterion).read(), a))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

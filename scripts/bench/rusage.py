@@ -31,8 +31,9 @@ JSON; CMD's stderr and stdin are inherited. The JSON object:
   samples             number of RSS samples taken (0 without --sample-rss)
   exit_code           CMD's exit code, or 128+N when it was killed by signal N
 
-The exit code of this script is 0 whenever a measurement was made, whatever CMD's exit
-code (read it from the JSON); 127 when CMD cannot be started, 2 on a usage error.
+The exit code of this script is CMD's (128+N when a signal N ended it), so that a
+failed run cannot pass for a measurement; the JSON is printed either way. 127 when CMD
+cannot be started, 2 on a usage error.
 While CMD runs, SIGINT and SIGQUIT are ignored here (as time(1) does; the terminal
 sends them to CMD too), and SIGTERM/SIGHUP are passed on to CMD.
 """
@@ -197,6 +198,7 @@ def main() -> int:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     code = proc.returncode
+    exit_code = 128 - code if code < 0 else code
     user = after.ru_utime - before.ru_utime
     sys_ = after.ru_stime - before.ru_stime
     print(json.dumps({
@@ -208,9 +210,9 @@ def main() -> int:
         "rss_floor_kib": floor,
         "peak_rss_kib_tree": peak if a.sample_rss else None,
         "samples": samples,
-        "exit_code": 128 - code if code < 0 else code,
+        "exit_code": exit_code,
     }), flush=True)
-    return 0
+    return exit_code
 
 
 if __name__ == "__main__":
