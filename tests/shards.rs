@@ -1,4 +1,5 @@
-//! End-to-end tests of shards, `verify` and the orchestration scripts in scripts/.
+//! End-to-end tests of shards, `verify` and the orchestration scripts in scripts/, and
+//! of the checks the benchmark scripts make of their runs.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -451,16 +452,19 @@ fn the_kubernetes_pod_command_runs_every_index_then_resumes_and_verifies() {
             .env("JOB_COMPLETION_INDEX", index.to_string());
         output_of(&mut cmd)
     };
+    let every_pod = || {
+        for index in 0..completions {
+            let output = pod(index);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "index {index}: {}",
+                text(&output.stderr)
+            );
+        }
+    };
     // First pass: each shard starts fresh (with --resume it would be refused, exit 2).
-    for index in 0..completions {
-        let output = pod(index);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "index {index}: {}",
-            text(&output.stderr)
-        );
-    }
+    every_pod();
     let dirs = shard_dirs(dir.path(), completions);
     assert_union_complete(&dirs, 800);
 
@@ -470,15 +474,7 @@ fn the_kubernetes_pod_command_runs_every_index_then_resumes_and_verifies() {
     let shard3 = Path::new(&dirs[3]);
     let lost = manifest(shard3)[0]["file"].as_str().unwrap().to_owned();
     fs::remove_file(shard3.join(&lost)).unwrap();
-    for index in 0..completions {
-        let output = pod(index);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "index {index}: {}",
-            text(&output.stderr)
-        );
-    }
+    every_pod();
     assert!(shard3.join(&lost).exists(), "{lost} fetched again");
     let check = verify(&dirs, &[]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
@@ -496,6 +492,7 @@ fn the_orchestration_examples_parse() {
         "shards-local.sh",
         "slurm-array.sh",
         "parallel-ssh.sh",
+        "bench.sh",
         "test",
     ] {
         let check = output_of(
@@ -527,5 +524,57 @@ fn the_orchestration_examples_parse() {
             .as_str()
             .unwrap()
             .contains("--shard auto")
+    );
+}
+
+/// `python3 scripts/bench/NAME ARGS` within the time limit.
+fn bench_python(name: &str, args: &[&str]) -> Output {
+    output_of(
+        Command::new("python3")
+            .arg(repo().join("scripts/bench").join(name))
+            .args(args),
+    )
+}
+
+#[test]
+fn the_benchmark_scripts_check_their_runs() {
+    for name in ["validate.py", "report.py"] {
+        let check = bench_python(name, &["--self-test"]);
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "{name} --self-test: {}",
+            text(&check.stderr)
+        );
+    }
+    // rusage.py passes the command's exit code on and records it.
+    for (script, code) in [("exit 0", 0), ("exit 3", 3), ("kill -TERM $$", 143)] {
+        let measured = bench_python("rusage.py", &["--", "sh", "-c", script]);
+        assert_eq!(measured.status.code(), Some(code), "{script}");
+        let usage: serde_json::Value = serde_json::from_slice(&measured.stdout).unwrap();
+        assert_eq!(usage["exit_code"], code, "{script}");
+    }
+    let bogus = output_of(script("bench.sh").env("BENCH_ONLY", "bogus"));
+    assert_eq!(bogus.status.code(), Some(2), "{}", text(&bogus.stderr));
+
+    // One group of the suite for real, with this build: its row must be valid (exit 0,
+    // every page file there with the server's bytes).
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("bench.md");
+    let smoke = output_of(script("bench.sh").envs([
+        ("BENCH_ONLY", "scrape_rate"),
+        ("BENCH_BIN", env!("CARGO_BIN_EXE_coordinator")),
+        ("BENCH_REPS", "1"),
+        ("BENCH_OUT", report.to_str().unwrap()),
+    ]));
+    assert_eq!(smoke.status.code(), Some(0), "{}", text(&smoke.stderr));
+    let report = fs::read_to_string(report).unwrap();
+    assert!(
+        report.contains("2,000 requests, all stored with the server's bytes"),
+        "{report}"
+    );
+    assert!(
+        report.contains("None: every run exited 0 and its output checked out."),
+        "{report}"
     );
 }
