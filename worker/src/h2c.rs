@@ -423,29 +423,23 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn requests_over_the_servers_stream_limit_wait_for_a_stream_even_before_its_settings() {
-        // The fewest streams a server should allow; all sent at once on a new
-        // connection, before its settings are in.
-        let addr = limited_server(100).await;
-        let client = H2cClient::new(&config(1_000), HeaderMap::new());
-        let authority = addr.to_string();
-        let requests = (0..300).map(|n| {
-            let (client, authority) = (&client, &authority);
-            async move {
-                let path = format!("/page/{n}");
-                let (fetched, _) = client
-                    .exchange(
-                        authority,
-                        &path,
-                        1 << 20,
-                        true,
-                        &mut Charge::new(&Budget::new(1 << 30)),
-                    )
-                    .await
-                    .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
-                (path, fetched)
-            }
+    /// `count` requests sent at once, each for its own page; every one must be
+    /// answered with its page (a stream the server refused would fail its request:
+    /// there are no retries here).
+    async fn all_answered(client: &H2cClient, authority: &str, count: usize) {
+        let requests = (0..count).map(|n| async move {
+            let path = format!("/page/{n}");
+            let (fetched, _) = client
+                .exchange(
+                    authority,
+                    &path,
+                    1 << 20,
+                    true,
+                    &mut Charge::new(&Budget::new(1 << 30)),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
+            (path, fetched)
         });
         let answers = tokio::time::timeout(
             Duration::from_secs(30),
@@ -457,5 +451,28 @@ mod tests {
             assert_eq!(fetched.status, 200);
             assert_eq!(fetched.body, path.as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_servers_stream_limit_wait_for_a_stream_even_before_its_settings() {
+        // The fewest streams a server should allow; all sent at once on a new
+        // connection, before its settings are in.
+        let addr = limited_server(100).await;
+        let client = H2cClient::new(&config(1_000), HeaderMap::new());
+        all_answered(&client, &addr.to_string(), 300).await;
+    }
+
+    #[tokio::test]
+    async fn a_server_limit_below_the_clients_own_cap_is_obeyed_once_its_settings_are_in() {
+        // 3 streams at once, far below the client's --http2-streams of 100 (and its cap
+        // of 100 before the settings): requests past the server's limit must wait for a
+        // stream, or the server refuses them.
+        let addr = limited_server(3).await;
+        let client = H2cClient::new(&config(100), HeaderMap::new());
+        let authority = addr.to_string();
+        // The first answer comes after the server's settings, its limit among them:
+        // streams sent before a client knows the limit may be refused (and retried).
+        all_answered(&client, &authority, 1).await;
+        all_answered(&client, &authority, 20).await;
     }
 }
