@@ -130,6 +130,46 @@ impl Drop for Writer {
     }
 }
 
+/// Opens `path` for reading; a symbolic link there is an error, never followed.
+pub fn open_nofollow(path: &Path) -> io::Result<fs::File> {
+    refuse_links(path, fs::OpenOptions::new().read(true))
+}
+
+/// Opens `path` for appending, creating it if need be; a symbolic link there is an
+/// error, never followed (it could point anywhere, outside the output directory too).
+pub fn open_append_nofollow(path: &Path) -> io::Result<fs::File> {
+    refuse_links(path, fs::OpenOptions::new().append(true).create(true))
+}
+
+/// Creates `path` for writing. Whatever is there already is removed first (a stale
+/// file, or a symbolic link someone planted: removing a link never touches what it
+/// points to), then the file is made with `O_EXCL`, so that it is always a new file
+/// of this process and never a link's target.
+pub fn create_fresh(path: &Path) -> io::Result<fs::File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    refuse_links(path, fs::OpenOptions::new().write(true).create_new(true))
+}
+
+fn refuse_links(path: &Path, options: &mut fs::OpenOptions) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    options
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is a symbolic link: refusing to follow it",
+                    path.display()
+                ),
+            ),
+            _ => e,
+        })
+}
+
 /// Writes `body` to `dir/name` so that readers see the whole file or none; blocking.
 pub fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
     Dir::open(dir.to_owned())?.write_atomic(name, body)
@@ -138,7 +178,6 @@ pub fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
 /// A directory held open: files are made and named relative to it, without a walk of
 /// its whole path for each (on tmpfs here, 15.4-17.0 µs a file instead of 17.7-19.3).
 pub struct Dir {
-    path: PathBuf,
     fd: OwnedFd,
 }
 
@@ -147,7 +186,7 @@ impl Dir {
     pub fn open(path: PathBuf) -> io::Result<Dir> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::open(&path, flags, Mode::empty())?;
-        Ok(Dir { path, fd })
+        Ok(Dir { fd })
     }
 
     /// Writes `body` to `name` so that readers see the whole file or none; blocking.
@@ -171,7 +210,7 @@ impl Dir {
         let result = match unnamed {
             // Linked to a temp name, then renamed over the old file.
             Some(file) => self.link(&file, temp.as_str()),
-            None => fs::write(self.path.join(&temp), body),
+            None => self.write_named(&temp, body),
         }
         .and_then(|()| {
             nix::fcntl::renameat(&self.fd, temp.as_str(), &self.fd, name).map_err(io::Error::from)
@@ -180,6 +219,21 @@ impl Dir {
             let _ = nix::unistd::unlinkat(&self.fd, temp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
         result
+    }
+
+    /// `body` in a new file of the directory named `name`: made with `O_EXCL` and
+    /// `O_NOFOLLOW`, so that a link planted under that name is never written through.
+    /// A file left there (a stale temp file, or that link) is removed first.
+    fn write_named(&self, name: &str, body: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let flags =
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+        match nix::unistd::unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let fd = nix::fcntl::openat(&self.fd, name, flags, Mode::from_bits_truncate(0o666))?;
+        fs::File::from(fd).write_all(body)
     }
 
     /// `body` in a new file in the directory that has no name yet.
@@ -291,6 +345,43 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["a.json", "taken"]);
+    }
+
+    #[test]
+    fn a_named_temp_file_is_never_written_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        fs::write(outside.path(), b"precious").unwrap();
+        let temp = temp_name("batch0-10.json");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(&temp)).unwrap();
+        let held = Dir::open(dir.path().to_owned()).unwrap();
+        held.write_named(&temp, b"new").unwrap();
+        assert_eq!(fs::read(outside.path()).unwrap(), b"precious");
+        assert_eq!(fs::read(dir.path().join(&temp)).unwrap(), b"new");
+        assert!(
+            !fs::symlink_metadata(dir.path().join(&temp))
+                .unwrap()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn links_are_refused_when_opened_and_replaced_when_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        fs::write(outside.path(), b"precious").unwrap();
+        let link = dir.path().join("manifest.jsonl");
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        for err in [
+            open_nofollow(&link).unwrap_err(),
+            open_append_nofollow(&link).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+        }
+        use std::io::Write;
+        create_fresh(&link).unwrap().write_all(b"mine").unwrap();
+        assert_eq!(fs::read(outside.path()).unwrap(), b"precious");
+        assert_eq!(fs::read(&link).unwrap(), b"mine");
     }
 
     #[test]
