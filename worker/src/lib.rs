@@ -6,23 +6,22 @@
 //! [`run_process`] is that mode's whole body.
 
 mod budget;
+mod client;
 mod fault;
 mod fetch;
-mod h2c;
-mod http1;
 mod ipc;
 mod lag;
 mod load;
-mod plain;
+mod pace;
 mod process;
-mod redirect;
+mod retry;
 mod session;
 mod store;
 mod usage;
 
+pub use client::{ConfigError, request_headers as http2_request_headers};
 pub use fault::FAULT_VAR;
-pub use fetch::{ConfigError, Fetcher};
-pub use h2c::request_headers as http2_request_headers;
+pub use fetch::Fetcher;
 pub use process::run_process;
 pub use session::{WorkerError, serve};
 pub use store::{

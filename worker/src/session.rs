@@ -12,8 +12,9 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::client::ConfigError;
 use crate::fault::{FAULT_VAR, Fault, FaultKind};
-use crate::fetch::{ConfigError, Fetched, Fetcher};
+use crate::fetch::{Fetched, Fetcher};
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
 use crate::lag::LagProbe;
 

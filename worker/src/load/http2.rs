@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
 use super::{Answer, Failure, State};
-use crate::h2c::handshake;
+use crate::client::h2c::handshake;
 
 /// One HTTP/2 connection of the load generator: opened by the first stream that needs
 /// it, shared by the others, and opened anew once it fails.

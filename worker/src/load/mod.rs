@@ -1,5 +1,5 @@
 //! The load generator of one worker: `connections` HTTP/1.1 connections on the lean
-//! client of [`crate::http1`] (no pool, no redirects, no decompression), each sending
+//! client of [`crate::client::http1`] (no pool, no redirects, no decompression), each sending
 //! requests back to back, or at the times a fixed rate gives them; or, with `--http2`,
 //! `connections` HTTP/2 connections with `streams` requests in flight on each
 //! ([`http2`]). Every response is
@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
-use crate::http1::{self, ReadError};
-use crate::plain::is_quiet;
+use crate::client::http1::{self, ReadError};
+use crate::client::pool::is_quiet;
 
 mod http2;
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
@@ -171,7 +171,7 @@ impl State {
                 .map(|ms| started + Duration::from_millis(ms)),
             // Checked by the coordinator; needed only over HTTP/2.
             h2_headers: match spec.http2_streams {
-                Some(_) => crate::h2c::request_headers(&spec.headers).unwrap_or_default(),
+                Some(_) => crate::client::request_headers(&spec.headers).unwrap_or_default(),
                 None => http::HeaderMap::new(),
             },
             spec,

@@ -6,9 +6,11 @@
 //! port) of the URL the job asked for. A redirect elsewhere gets the `User-Agent`
 //! alone, unless the run trusts every location.
 
+use shared::http_url::split_http_url;
 use url::Url;
 
-use crate::plain::PlainError;
+use super::{ClientError, Exchange, Handoff, Response};
+use crate::budget::Charge;
 
 /// Statuses whose `Location` is followed.
 pub fn is_followed(status: u16) -> bool {
@@ -18,8 +20,8 @@ pub fn is_followed(status: u16) -> bool {
 /// The URL a `Location` header points to, from a request to `base`: resolved as a
 /// browser would, with what a browser would percent-encode encoded, so that nothing a
 /// server writes there reaches a request line raw.
-pub fn resolve(base: &str, location: &str) -> Result<Url, PlainError> {
-    let bad = |why: String| PlainError::Redirect(format!("redirect to `{location}`: {why}"));
+pub fn resolve(base: &str, location: &str) -> Result<Url, ClientError> {
+    let bad = |why: String| ClientError::Redirect(format!("redirect to `{location}`: {why}"));
     let next = Url::parse(base)
         .and_then(|base| base.join(location))
         .map_err(|e| bad(e.to_string()))?;
@@ -39,6 +41,55 @@ pub fn same_origin(original: &str, url: &str) -> bool {
     }
 }
 
+/// GETs `url` (an `http://` URL) through `client`, following its redirects; the
+/// `--header`s go to `url`'s origin only, or everywhere when `trust_all`. The clients
+/// have no `get` of their own: an `async fn` around this one would add a layer of
+/// state to every request in flight.
+pub async fn follow_redirects(
+    client: &impl Exchange,
+    url: &str,
+    max_body: u64,
+    trust_all: bool,
+    charge: &mut Charge,
+) -> Result<Response, ClientError> {
+    // Owned only after a redirect: a request in flight holds no copy of its URL.
+    let mut redirected: Option<(String, bool)> = None;
+    let mut hops = 0;
+    loop {
+        let (at, trusted) = match &redirected {
+            Some((next, trusted)) => (next.as_str(), *trusted),
+            None => (url, true),
+        };
+        let (authority, path) = split_http_url(at).map_err(|_| {
+            ClientError::NeedsFullClient(Handoff {
+                url: at.to_owned(),
+                hops,
+            })
+        })?;
+        let (fetched, location) = client
+            .exchange(&authority, &path, max_body, trusted, charge)
+            .await?;
+        let Some(location) = location else {
+            return Ok(fetched);
+        };
+        // The redirect's own body is not kept.
+        drop(fetched);
+        charge.release();
+        if hops == client.max_redirects() {
+            return Err(too_many(client.max_redirects()));
+        }
+        hops += 1;
+        let next = String::from(resolve(at, &location)?);
+        let trusted = trust_all || same_origin(url, &next);
+        redirected = Some((next, trusted));
+    }
+}
+
+/// The error of a batch that hit `--max-redirects`.
+pub fn too_many(max: u32) -> ClientError {
+    ClientError::Redirect(format!("more than {max} redirects (--max-redirects)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,7 +103,7 @@ mod tests {
         assert_eq!(at("c").unwrap(), "http://h:81/a/c");
         assert_eq!(at("https://o/z").unwrap(), "https://o/z");
         assert_eq!(at("/a b\tc").unwrap(), "http://h:81/a%20bc");
-        assert!(matches!(at("ftp://o/z"), Err(PlainError::Redirect(_))));
+        assert!(matches!(at("ftp://o/z"), Err(ClientError::Redirect(_))));
     }
 
     #[test]

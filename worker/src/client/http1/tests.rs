@@ -2,7 +2,7 @@
 
 use super::*;
 
-async fn read_all(wire: &[u8]) -> (Result<Response, ReadError>, usize) {
+async fn read_all(wire: &[u8]) -> (Result<Head, ReadError>, usize) {
     // A reader that hands out 3 bytes at a time, to exercise every partial path.
     let mut io = tokio_test_reader(wire);
     let mut buf = Vec::new();
@@ -140,7 +140,7 @@ fn requests_are_plain_get_lines() {
 }
 
 /// Reads one response from `wire` handed out whole, keeping the body.
-fn read_whole(wire: &[u8]) -> (Result<Response, ReadError>, Vec<u8>) {
+fn read_whole(wire: &[u8]) -> (Result<Head, ReadError>, Vec<u8>) {
     let mut body = Vec::new();
     let mut io = wire;
     let r = run(read_response(

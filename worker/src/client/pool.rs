@@ -1,8 +1,6 @@
-//! Scrape fetches of plain `http://` URLs on the lean HTTP/1.1 client of
-//! [`crate::http1`]: a keep-alive pool per worker, no read buffer while a response is
-//! awaited (ten thousand requests in flight cost their sockets, not 16 KiB each), and
-//! redirects followed by hand. `https://` URLs, and runs that ask for compressed bodies,
-//! go through reqwest instead.
+//! The lean HTTP/1.1 client for plain `http://` URLs, on the wire reader of
+//! [`super::http1`]: a keep-alive pool per worker, and no read buffer while a response
+//! is awaited (ten thousand requests in flight cost their sockets, not 16 KiB each).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,53 +9,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shared::config::WorkerConfig;
-use shared::http_url::split_http_url;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::http1::{self, Keep, ReadError};
+use super::{ClientError, Exchange, Handoff, Response, redirect};
 use crate::budget::Charge;
-use crate::http1::{self, Keep, ReadError};
-use crate::redirect;
 
-/// A response kept whole.
-pub struct Fetched {
-    /// HTTP status.
-    pub status: u16,
-    /// The body.
-    pub body: Bytes,
-    /// Its `Retry-After` header, if any.
-    pub retry_after: Option<String>,
-}
-
-/// How a plain fetch failed.
-#[derive(Debug)]
-pub enum PlainError {
-    /// No connection could be made.
-    Connect(String),
-    /// The connection failed before a whole response head came.
-    Reset(String),
-    /// The response was cut off or garbled.
-    Read(String),
-    /// The body is over the limit.
-    TooLarge(u64),
-    /// A redirect that cannot be followed (too many, or a bad `Location`).
-    Redirect(String),
-    /// The URL (first or after a redirect) needs the full client: TLS or a
-    /// compressed body.
-    NeedsFullClient(Handoff),
-}
-
-/// A request the full client takes over from a lean one.
-#[derive(Debug)]
-pub struct Handoff {
-    /// The URL to fetch.
-    pub url: String,
-    /// Redirects followed to reach it.
-    pub hops: u32,
-}
-
-/// The client of one worker.
-pub struct PlainClient {
+/// The HTTP/1.1 client of one worker.
+pub struct Http1Client {
     /// Idle keep-alive connections by `host:port`.
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
     /// Whether connections are worth keeping: only while more jobs are waiting.
@@ -71,13 +31,13 @@ pub struct PlainClient {
     max_idle: usize,
 }
 
-impl PlainClient {
+impl Http1Client {
     /// A client for `config` (whose headers were checked by the coordinator).
-    pub fn new(config: &WorkerConfig) -> PlainClient {
+    pub fn new(config: &WorkerConfig) -> Http1Client {
         let agent = std::iter::once(("User-Agent", config.user_agent.as_str()));
         let headers = config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let extra = http1::header_lines(agent.clone().chain(headers), true);
-        PlainClient {
+        Http1Client {
             idle: Mutex::new(HashMap::new()),
             retain: AtomicBool::new(true),
             extra,
@@ -92,8 +52,8 @@ impl PlainClient {
         &self,
         authority: &str,
         stream: TcpStream,
-        result: Result<(Fetched, Option<String>, bool), PlainError>,
-    ) -> Result<(Fetched, Option<String>), PlainError> {
+        result: Result<(Response, Option<String>, bool), ClientError>,
+    ) -> Result<(Response, Option<String>), ClientError> {
         let (fetched, location, keep_alive) = result?;
         if keep_alive {
             self.put_idle(authority, stream);
@@ -109,7 +69,7 @@ impl PlainClient {
         max_body: u64,
         trusted: bool,
         charge: &mut Charge,
-    ) -> Result<(Fetched, Option<String>, bool), PlainError> {
+    ) -> Result<(Response, Option<String>, bool), ClientError> {
         let mut request = Vec::new();
         let headers = if trusted {
             &self.extra
@@ -120,14 +80,14 @@ impl PlainClient {
         stream
             .write_all(&request)
             .await
-            .map_err(|e| PlainError::Reset(e.to_string()))?;
+            .map_err(|e| ClientError::Reset(e.to_string()))?;
         drop(request);
         // Nothing is allocated for the response until it starts to arrive. Polling for
         // readiness keeps no waiter node in the task, unlike `readable()`: a smaller
         // task for every request in flight.
         std::future::poll_fn(|cx| stream.poll_read_ready(cx))
             .await
-            .map_err(|e| PlainError::Reset(e.to_string()))?;
+            .map_err(|e| ClientError::Reset(e.to_string()))?;
         let mut buf = Vec::new();
         let mut body = Vec::new();
         // Boxed: the reader's state exists only while a response streams in, not for the
@@ -139,12 +99,12 @@ impl PlainClient {
         ))
         .await
         .map_err(|e| match e {
-            ReadError::Closed | ReadError::Reset => PlainError::Reset(e.describe()),
-            ReadError::Incomplete | ReadError::Malformed(_) => PlainError::Read(e.describe()),
-            ReadError::TooLarge(n) => PlainError::TooLarge(n),
+            ReadError::Closed | ReadError::Reset => ClientError::Reset(e.describe()),
+            ReadError::Incomplete | ReadError::Malformed(_) => ClientError::Read(e.describe()),
+            ReadError::TooLarge(n) => ClientError::TooLarge(n),
         })?;
         if response.encoded {
-            return Err(PlainError::NeedsFullClient(Handoff {
+            return Err(ClientError::NeedsFullClient(Handoff {
                 url: format!("http://{authority}{path}"),
                 hops: 0,
             }));
@@ -152,7 +112,7 @@ impl PlainClient {
         let location = response
             .location
             .filter(|_| redirect::is_followed(response.status));
-        let fetched = Fetched {
+        let fetched = Response {
             status: response.status,
             body: Bytes::from(body),
             retry_after: response.retry_after,
@@ -160,11 +120,11 @@ impl PlainClient {
         Ok((fetched, location, response.keep_alive))
     }
 
-    async fn connect(&self, authority: &str) -> Result<TcpStream, PlainError> {
+    async fn connect(&self, authority: &str) -> Result<TcpStream, ClientError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
             .await
-            .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
-            .map_err(|e| PlainError::Connect(format!("connecting to {authority}: {e}")))?;
+            .map_err(|_| ClientError::Connect(format!("connecting to {authority} timed out")))?
+            .map_err(|e| ClientError::Connect(format!("connecting to {authority}: {e}")))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -217,25 +177,7 @@ pub fn is_quiet(stream: &TcpStream) -> bool {
     )
 }
 
-/// One request and response of a lean client.
-pub trait Exchange {
-    /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
-    /// The `--header`s go along only when `trusted` (see [`crate::redirect`]); the
-    /// body is kept within the worker's budget through `charge`.
-    fn exchange(
-        &self,
-        authority: &str,
-        path: &str,
-        max_body: u64,
-        trusted: bool,
-        charge: &mut Charge,
-    ) -> impl Future<Output = Result<(Fetched, Option<String>), PlainError>> + Send;
-
-    /// Redirects followed at most.
-    fn max_redirects(&self) -> u32;
-}
-
-impl Exchange for PlainClient {
+impl Exchange for Http1Client {
     /// One request and response; a pooled connection that turns out to be closed is
     /// replaced by a fresh one once.
     async fn exchange(
@@ -245,13 +187,13 @@ impl Exchange for PlainClient {
         max_body: u64,
         trusted: bool,
         charge: &mut Charge,
-    ) -> Result<(Fetched, Option<String>), PlainError> {
+    ) -> Result<(Response, Option<String>), ClientError> {
         if let Some(mut stream) = self.take_idle(authority) {
             let result = self
                 .once(&mut stream, authority, path, max_body, trusted, charge)
                 .await;
             match result {
-                Err(PlainError::Reset(_)) => {}
+                Err(ClientError::Reset(_)) => {}
                 result => return self.settle(authority, stream, result),
             }
         }
@@ -264,52 +206,5 @@ impl Exchange for PlainClient {
 
     fn max_redirects(&self) -> u32 {
         self.max_redirects
-    }
-}
-
-/// GETs `url` (an `http://` URL) through `client`, following its redirects; the
-/// `--header`s go to `url`'s origin only, or everywhere when `trust_all`. The clients
-/// have no `get` of their own: an `async fn` around this one would add a layer of
-/// state to every request in flight.
-pub async fn follow_redirects(
-    client: &impl Exchange,
-    url: &str,
-    max_body: u64,
-    trust_all: bool,
-    charge: &mut Charge,
-) -> Result<Fetched, PlainError> {
-    // Owned only after a redirect: a request in flight holds no copy of its URL.
-    let mut redirected: Option<(String, bool)> = None;
-    let mut hops = 0;
-    loop {
-        let (at, trusted) = match &redirected {
-            Some((next, trusted)) => (next.as_str(), *trusted),
-            None => (url, true),
-        };
-        let (authority, path) = split_http_url(at).map_err(|_| {
-            PlainError::NeedsFullClient(Handoff {
-                url: at.to_owned(),
-                hops,
-            })
-        })?;
-        let (fetched, location) = client
-            .exchange(&authority, &path, max_body, trusted, charge)
-            .await?;
-        let Some(location) = location else {
-            return Ok(fetched);
-        };
-        // The redirect's own body is not kept.
-        drop(fetched);
-        charge.release();
-        if hops == client.max_redirects() {
-            return Err(PlainError::Redirect(format!(
-                "more than {} redirects (--max-redirects)",
-                client.max_redirects()
-            )));
-        }
-        hops += 1;
-        let next = String::from(redirect::resolve(at, &location)?);
-        let trusted = trust_all || redirect::same_origin(url, &next);
-        redirected = Some((next, trusted));
     }
 }

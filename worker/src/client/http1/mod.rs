@@ -28,9 +28,9 @@ const MAX_INTERIM: usize = 16;
 /// is a claim, not bytes, so the rest grows with what arrives.
 const MAX_RESERVE: u64 = 64 * 1024;
 
-/// A whole response.
+/// What a response's head said, and how many body bytes followed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub struct Head {
     /// HTTP status.
     pub status: u16,
     /// Body bytes (after chunk framing).
@@ -98,7 +98,7 @@ pub async fn read_response(
     io: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     keep: Keep<'_>,
-) -> Result<Response, ReadError> {
+) -> Result<Head, ReadError> {
     buf.clear();
     let mut first_byte = None;
     // Start of the head being parsed: interim heads before it are skipped.
@@ -185,7 +185,7 @@ pub async fn read_response(
 }
 
 /// What the head of a final response says, and how its body is framed.
-fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Response, Framing), ReadError> {
+fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadError> {
     let status = head.code.ok_or(ReadError::Malformed("no status"))?;
     // HTTP/1.1 keeps a connection unless told otherwise, HTTP/1.0 only when asked.
     let (mut close, mut asked_to_keep) = (false, false);
@@ -247,7 +247,7 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Response, Framing), R
     let keep_alive = !close
         && (head.version == Some(1) || asked_to_keep)
         && !matches!(framing, Framing::UntilClose);
-    let response = Response {
+    let response = Head {
         status,
         body: 0,
         keep_alive,

@@ -12,20 +12,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
-use http::header::{
-    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, TRANSFER_ENCODING,
-    UPGRADE, USER_AGENT,
-};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, USER_AGENT};
 use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
 use shared::config::WorkerConfig;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
+use super::headers::strip_connection_headers;
+use super::{ClientError, Exchange, Handoff, Response, one_line, redirect};
 use crate::budget::Charge;
-use crate::fetch::{ConfigError, header_map, one_line};
-use crate::plain::{Exchange, Fetched, Handoff, PlainError};
-use crate::redirect;
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
 /// held back waiting for window updates (hyper's defaults).
@@ -103,7 +99,7 @@ impl H2cClient {
 
     /// A place on a connection to `authority` with a stream to spare, and a handle that
     /// starts streams on it; a new connection if there is none.
-    async fn sender(&self, authority: &str) -> Result<(SendRequest<Bytes>, Stream), PlainError> {
+    async fn sender(&self, authority: &str) -> Result<(SendRequest<Bytes>, Stream), ClientError> {
         let stream = {
             let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
             let open = match connections.get_mut(authority) {
@@ -120,7 +116,7 @@ impl H2cClient {
                 None => {
                     let connection = Arc::new(Connection {
                         authority: Authority::try_from(authority).map_err(|e| {
-                            PlainError::Redirect(format!("`{authority}` is not a valid host: {e}"))
+                            ClientError::BadUrl(format!("`{authority}` is not a valid host: {e}"))
                         })?,
                         sender: tokio::sync::OnceCell::new(),
                         streams: AtomicUsize::new(0),
@@ -152,10 +148,10 @@ impl H2cClient {
         stream: &Stream,
         path: &str,
         trusted: bool,
-    ) -> Result<h2::client::ResponseFuture, PlainError> {
+    ) -> Result<h2::client::ResponseFuture, ClientError> {
         let authority = &stream.0.authority;
         let request = self.request(authority, path, trusted).map_err(|e| {
-            PlainError::Redirect(format!(
+            ClientError::BadUrl(format!(
                 "`http://{authority}{path}` is not a valid URL: {e}"
             ))
         })?;
@@ -164,7 +160,7 @@ impl H2cClient {
         // are queued by the connection either way).
         let (response, _) = send
             .send_request(request, true)
-            .map_err(|e| PlainError::Reset(self.explain(one_line(&e))))?;
+            .map_err(|e| ClientError::Reset(self.explain(one_line(&e))))?;
         Ok(response)
     }
 
@@ -200,11 +196,11 @@ impl H2cClient {
         }
     }
 
-    async fn connect(&self, authority: &str) -> Result<Sender, PlainError> {
-        let failed = |e: String| PlainError::Connect(format!("connecting to {authority}: {e}"));
+    async fn connect(&self, authority: &str) -> Result<Sender, ClientError> {
+        let failed = |e: String| ClientError::Connect(format!("connecting to {authority}: {e}"));
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
             .await
-            .map_err(|_| PlainError::Connect(format!("connecting to {authority} timed out")))?
+            .map_err(|_| ClientError::Connect(format!("connecting to {authority} timed out")))?
             .map_err(|e| failed(e.to_string()))?;
         let (send, connection) = handshake(stream)
             .await
@@ -234,8 +230,8 @@ impl Exchange for H2cClient {
         max_body: u64,
         trusted: bool,
         charge: &mut Charge,
-    ) -> Result<(Fetched, Option<String>), PlainError> {
-        let reset = |e: h2::Error| PlainError::Reset(self.explain(one_line(&e)));
+    ) -> Result<(Response, Option<String>), ClientError> {
+        let reset = |e: h2::Error| ClientError::Reset(self.explain(one_line(&e)));
         // The stream's place is held until its body is read.
         let (send, stream) = self.sender(authority).await?;
         let response = self.send(send, &stream, path, trusted)?;
@@ -249,11 +245,11 @@ impl Exchange for H2cClient {
         let mut len = 0u64;
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(|e| {
-                PlainError::Read(format!("the response was cut off: {}", one_line(&e)))
+                ClientError::Read(format!("the response was cut off: {}", one_line(&e)))
             })?;
             len += chunk.len() as u64;
             if len > max_body {
-                return Err(PlainError::TooLarge(len));
+                return Err(ClientError::TooLarge(len));
             }
             // The server may send more only once the budget covers what came.
             charge.cover(len as usize).await;
@@ -269,7 +265,7 @@ impl Exchange for H2cClient {
             }
         }
         let body = first.unwrap_or_else(|| joined.freeze());
-        let fetched = Fetched {
+        let fetched = Response {
             status,
             body,
             retry_after,
@@ -289,14 +285,14 @@ fn read_head(
     head: http::response::Parts,
     max_body: u64,
     url: impl Fn() -> String,
-) -> Result<(u16, Option<String>, Option<String>), PlainError> {
+) -> Result<(u16, Option<String>, Option<String>), ClientError> {
     let text = |name| {
         head.headers
             .get(name)
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
     if text(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-        return Err(PlainError::NeedsFullClient(Handoff {
+        return Err(ClientError::NeedsFullClient(Handoff {
             url: url(),
             hops: 0,
         }));
@@ -304,29 +300,13 @@ fn read_head(
     if let Some(len) = text(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > max_body
     {
-        return Err(PlainError::TooLarge(len));
+        return Err(ClientError::TooLarge(len));
     }
     let status = head.status.as_u16();
     let location = text(LOCATION)
         .filter(|_| redirect::is_followed(status))
         .map(str::to_owned);
     Ok((status, location, text(RETRY_AFTER).map(str::to_owned)))
-}
-
-/// Connection-specific headers do not exist in HTTP/2 (RFC 9113, 8.2.2).
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
-/// `(name, value)` pairs as the headers of an HTTP/2 request.
-pub fn request_headers(pairs: &[(String, String)]) -> Result<HeaderMap, ConfigError> {
-    let mut headers = header_map(pairs)?;
-    strip_connection_headers(&mut headers);
-    Ok(headers)
 }
 
 /// Streams opened on a new connection before the server's settings say how many it

@@ -1,0 +1,164 @@
+//! reqwest, for what the lean clients do not do: TLS and compressed bodies. It is built
+//! on first use: a worker that only fetches plain `http://` URLs never loads TLS roots
+//! or touches the code behind them, and stays smaller for it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
+use reqwest::redirect::Policy;
+use shared::config::WorkerConfig;
+
+use super::{ClientError, ConfigError, Response, header_map, one_line, redirect};
+use crate::budget::Charge;
+
+/// The reqwest client of one worker.
+pub struct FullClient {
+    headers: HeaderMap,
+    user_agent: HeaderValue,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_redirects: u32,
+    location_trusted: bool,
+    max_idle: usize,
+    http2: bool,
+    client: OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl FullClient {
+    /// A client for `config`; fails on headers that HTTP does not allow.
+    pub fn new(config: &WorkerConfig) -> Result<FullClient, ConfigError> {
+        Ok(FullClient {
+            headers: header_map(&config.headers)?,
+            user_agent: HeaderValue::from_str(&config.user_agent)
+                .map_err(|_| ConfigError::UserAgent)?,
+            timeout: Duration::from_millis(config.timeout_ms),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            max_redirects: config.max_redirects,
+            location_trusted: config.location_trusted,
+            max_idle: config.concurrency as usize,
+            http2: config.http2,
+            client: OnceLock::new(),
+        })
+    }
+
+    /// Every header of a request to the job's own origin: the `--header`s and the
+    /// `User-Agent`.
+    pub fn all_headers(&self) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        headers
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, ClientError> {
+        let built = self.client.get_or_init(|| {
+            let builder = reqwest::Client::builder();
+            let builder = if self.http2 {
+                builder.http2_prior_knowledge()
+            } else {
+                builder
+            };
+            builder
+                .user_agent(self.user_agent.clone())
+                .timeout(self.timeout)
+                .connect_timeout(self.connect_timeout)
+                // Redirects are followed by hand, to decide per hop which headers go.
+                .redirect(Policy::none())
+                .pool_max_idle_per_host(self.max_idle)
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| format!("the HTTP client cannot be built: {e}"))
+        });
+        built.as_ref().map_err(|e| ClientError::Other(e.clone()))
+    }
+
+    /// GETs `url` for the job's URL `original`, `hops` redirects away from it,
+    /// following further redirects with the `--header`s for `original`'s origin only.
+    /// A body is read only for a 2xx status, chunk by chunk, so that one over
+    /// `max_body` is never buffered whole.
+    pub async fn get(
+        &self,
+        original: &str,
+        url: &str,
+        mut hops: u32,
+        max_body: u64,
+        charge: &mut Charge,
+    ) -> Result<Response, ClientError> {
+        let client = self.client()?;
+        let mut at = url.to_owned();
+        let mut response = loop {
+            let trusted = self.location_trusted || redirect::same_origin(original, &at);
+            let request = client.get(&at);
+            let request = match trusted {
+                true => request.headers(self.headers.clone()),
+                false => request,
+            };
+            let response = request.send().await.map_err(transport)?;
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .filter(|_| redirect::is_followed(response.status().as_u16()))
+                .and_then(|v| v.to_str().ok());
+            let Some(location) = location else {
+                break response;
+            };
+            if hops >= self.max_redirects {
+                return Err(redirect::too_many(self.max_redirects));
+            }
+            hops += 1;
+            at = redirect::resolve(&at, location)?.into();
+        };
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Ok(Response {
+                status,
+                body: Default::default(),
+                retry_after,
+            });
+        }
+        if let Some(len) = response.content_length()
+            && len > max_body
+        {
+            return Err(ClientError::TooLarge(len));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            let len = body.len() + chunk.len();
+            if len as u64 > max_body {
+                return Err(ClientError::TooLarge(len as u64));
+            }
+            charge.cover(len).await;
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            body: body.freeze(),
+            retry_after: None,
+        })
+    }
+}
+
+/// What a reqwest error means for another attempt: connect errors, timeouts and
+/// cut-off bodies pass; bad URLs do not.
+fn transport(e: reqwest::Error) -> ClientError {
+    let kind: fn(String) -> ClientError = if e.is_builder() {
+        ClientError::BadUrl
+    } else if e.is_redirect() {
+        ClientError::Redirect
+    } else if e.is_connect() {
+        ClientError::Connect
+    } else if e.is_timeout() {
+        ClientError::Timeout
+    } else if e.is_body() || e.is_decode() || e.is_request() {
+        ClientError::Read
+    } else {
+        ClientError::Other
+    };
+    kind(one_line(&e.without_url()))
+}

@@ -1,0 +1,52 @@
+//! The HTTP clients of a worker, and what they share. A job's URL goes to one of:
+//! - [`pool`]: the lean HTTP/1.1 client for `http://` URLs, a keep-alive pool on the
+//!   wire reader of [`http1`];
+//! - [`h2c`]: the lean HTTP/2 client for `http://` URLs under `--http2`;
+//! - [`full`]: reqwest, for TLS and compressed bodies.
+//!
+//! Each answers one request at a time through [`Exchange`] (the lean ones) or its own
+//! `get` (reqwest); redirects are followed by hand for all of them ([`redirect`]), so
+//! that one rule decides which headers go where.
+
+mod error;
+pub mod full;
+pub mod h2c;
+mod headers;
+pub mod http1;
+pub mod pool;
+pub mod redirect;
+
+use bytes::Bytes;
+
+use crate::budget::Charge;
+
+pub use error::{ClientError, Handoff, one_line};
+pub use headers::{ConfigError, header_map, request_headers};
+
+/// A response kept whole.
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Bytes,
+    /// Its `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+}
+
+/// One request and response of a lean client.
+pub trait Exchange {
+    /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
+    /// The `--header`s go along only when `trusted` (see [`redirect`]); the body is
+    /// kept within the worker's budget through `charge`.
+    fn exchange(
+        &self,
+        authority: &str,
+        path: &str,
+        max_body: u64,
+        trusted: bool,
+        charge: &mut Charge,
+    ) -> impl Future<Output = Result<(Response, Option<String>), ClientError>> + Send;
+
+    /// Redirects followed at most.
+    fn max_redirects(&self) -> u32;
+}
