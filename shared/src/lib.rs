@@ -5,7 +5,7 @@
 pub mod config;
 pub mod frame;
 pub mod http_url;
-pub mod load;
+pub mod loadtest;
 pub mod plan;
 pub mod protocol;
 pub mod template;

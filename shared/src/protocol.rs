@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::WorkerConfig;
-use crate::load::{LoadReport, LoadSpec, LoadStats};
+use crate::loadtest::{LoadReport, LoadSpec, LoadStats};
 use crate::plan::Batch;
 
 /// Bumped whenever a message changes shape; both sides must agree.

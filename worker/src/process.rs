@@ -13,7 +13,7 @@ use shared::frame::read_frame;
 use shared::protocol::{PROTOCOL_VERSION, Task, ToWorker};
 use tokio::net::unix::pipe;
 
-use crate::load;
+use crate::generator;
 use crate::session::{self, WorkerError};
 
 /// Runs a worker on this process's stdin and stdout until the coordinator says
@@ -51,7 +51,7 @@ pub fn run_process(parent: u32) -> Result<(), WorkerError> {
         let output = pipe::Sender::from_owned_fd(stdout)?;
         match task {
             Task::Scrape(config) => session::serve(input, output, *config).await,
-            Task::Load(spec) => load::run(input, output, *spec).await,
+            Task::Load(spec) => generator::run(input, output, *spec).await,
         }
     })
 }

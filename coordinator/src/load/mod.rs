@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use crossbeam_channel::{RecvTimeoutError, bounded};
-use shared::load::{LoadReport, LoadStats};
+use shared::loadtest::{LoadReport, LoadStats};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, Task, ToWorker};
 
 use self::report::{Results, WorkerResult};

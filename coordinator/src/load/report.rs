@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use shared::load::{Hist, LoadReport, LoadStats};
+use shared::loadtest::{Hist, LoadReport, LoadStats};
 
 use super::spec::LoadPlan;
 use super::thresholds::Measured;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shared::http_url::split_http_url;
-use shared::load::{LoadSpec, Targets};
+use shared::loadtest::{LoadSpec, Targets};
 use shared::plan::{BatchPlan, Span};
 use shared::template::Template;
 

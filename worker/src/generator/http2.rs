@@ -12,7 +12,7 @@ use http::{Request, Uri};
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
-use super::{Answer, Failure, State};
+use super::{Answer, ErrorKind, State};
 use crate::client::h2c::handshake;
 
 /// One HTTP/2 connection of the load generator: opened by the first stream that needs
@@ -43,7 +43,7 @@ pub(super) async fn drive(state: Rc<State>, connection: Rc<Connection>) {
         let sent = Instant::now();
         let used = Rc::clone(&connection.current.borrow());
         let result = tokio::time::timeout(timeout, exchange(&state, &used, slot.n)).await;
-        if matches!(result, Ok(Err(Failure::Connect | Failure::Reset))) {
+        if matches!(result, Ok(Err(ErrorKind::Connect | ErrorKind::Reset))) {
             connection.forget(&used);
         }
         state.record_result(result, &slot, sent);
@@ -54,15 +54,15 @@ async fn exchange(
     state: &State,
     connection: &OnceCell<SendRequest<Bytes>>,
     n: u64,
-) -> Result<Answer, Failure> {
+) -> Result<Answer, ErrorKind> {
     let made = Cell::new(None);
     let send = connection
         .get_or_try_init(|| async {
             let started = Instant::now();
             let stream = TcpStream::connect(&state.spec.authority)
                 .await
-                .map_err(|_| Failure::Connect)?;
-            let (send, connection) = handshake(stream).await.map_err(|_| Failure::Connect)?;
+                .map_err(|_| ErrorKind::Connect)?;
+            let (send, connection) = handshake(stream).await.map_err(|_| ErrorKind::Connect)?;
             tokio::task::spawn_local(async move {
                 let _ = connection.await;
             });
@@ -76,23 +76,23 @@ async fn exchange(
         .authority(state.spec.authority.as_str())
         .path_and_query(state.spec.targets.path(n))
         .build()
-        .map_err(|_| Failure::Read)?;
+        .map_err(|_| ErrorKind::Read)?;
     let mut request = Request::new(());
     *request.uri_mut() = uri;
     *request.headers_mut() = state.h2_headers.clone();
     // Waits while the connection has as many streams open as the server allows.
-    let mut send = send.ready().await.map_err(|_| Failure::Reset)?;
+    let mut send = send.ready().await.map_err(|_| ErrorKind::Reset)?;
     let sent = Instant::now();
     let (response, _) = send
         .send_request(request, true)
-        .map_err(|_| Failure::Reset)?;
-    let response = response.await.map_err(|_| Failure::Reset)?;
+        .map_err(|_| ErrorKind::Reset)?;
+    let response = response.await.map_err(|_| ErrorKind::Reset)?;
     let first_byte = Instant::now();
     let status = response.status().as_u16();
     let mut body = response.into_body();
     let mut bytes = 0;
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|_| Failure::Read)?;
+        let chunk = chunk.map_err(|_| ErrorKind::Read)?;
         bytes += chunk.len() as u64;
         let _ = body.flow_control().release_capacity(chunk.len());
     }

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shared::load::{LoadReport, LoadSpec, LoadStats, Targets};
+use shared::loadtest::{LoadReport, LoadSpec, LoadStats, Targets};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerStats};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -220,7 +220,7 @@ impl State {
     /// Records how request `slot`, sent at `sent`, went; it ends now.
     fn record_result(
         &self,
-        result: Result<Result<Answer, Failure>, tokio::time::error::Elapsed>,
+        result: Result<Result<Answer, ErrorKind>, tokio::time::error::Elapsed>,
         slot: &Slot,
         sent: Instant,
     ) {
@@ -243,9 +243,9 @@ impl State {
                     s.lateness.record(us(sent.saturating_duration_since(due)));
                 }
             }
-            Ok(Err(Failure::Connect)) => s.errors.connect += 1,
-            Ok(Err(Failure::Reset)) => s.errors.reset += 1,
-            Ok(Err(Failure::Read)) => s.errors.read += 1,
+            Ok(Err(ErrorKind::Connect)) => s.errors.connect += 1,
+            Ok(Err(ErrorKind::Reset)) => s.errors.reset += 1,
+            Ok(Err(ErrorKind::Read)) => s.errors.read += 1,
             Err(_) => s.errors.timeout += 1,
         }
     }
@@ -279,7 +279,7 @@ async fn tick(state: Rc<State>, out: mpsc::UnboundedSender<Outgoing>) {
 }
 
 /// How one request failed.
-enum Failure {
+enum ErrorKind {
     Connect,
     Reset,
     Read,
@@ -334,7 +334,7 @@ async fn exchange(
     conn: &mut Option<Conn>,
     scratch: &mut Vec<u8>,
     n: u64,
-) -> Result<Answer, Failure> {
+) -> Result<Answer, ErrorKind> {
     let mut connect = None;
     let conn = match conn {
         Some(conn) => conn,
@@ -342,7 +342,7 @@ async fn exchange(
             let started = Instant::now();
             let stream = TcpStream::connect(&state.spec.authority)
                 .await
-                .map_err(|_| Failure::Connect)?;
+                .map_err(|_| ErrorKind::Connect)?;
             let _ = stream.set_nodelay(true);
             connect = Some(started.elapsed());
             conn.insert(Conn {
@@ -356,13 +356,13 @@ async fn exchange(
     conn.stream
         .write_all(request)
         .await
-        .map_err(|_| Failure::Reset)?;
+        .map_err(|_| ErrorKind::Reset)?;
     let response = http1::read_response(&mut conn.stream, &mut conn.buf, http1::Keep::Count)
         .await
         .map_err(|e| match e {
-            ReadError::Closed | ReadError::Reset => Failure::Reset,
+            ReadError::Closed | ReadError::Reset => ErrorKind::Reset,
             ReadError::Incomplete | ReadError::Malformed(_) | ReadError::TooLarge(_) => {
-                Failure::Read
+                ErrorKind::Read
             }
         })?;
     Ok(Answer {
