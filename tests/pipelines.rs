@@ -79,15 +79,28 @@ fn a_closed_stdout_ends_the_run_promptly_and_quietly() {
             .args(["--range", "0..10000000", "--out", "-"])
             .current_dir(dir.path()),
     );
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Like `| head -n 5`: five lines are read, then the pipe is closed.
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let (close, closed) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut stdout = BufReader::new(stdout);
+        for _ in 0..5 {
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            let _ = lines_tx.send(line);
+        }
+        let _ = closed.recv();
+    });
     for _ in 0..5 {
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
+        let Ok(line) = lines.recv_timeout(LIMIT) else {
+            kill_tree(&mut child);
+            panic!("no batch line on stdout");
+        };
         assert!(line.starts_with("{\"index\":"), "{line}");
     }
-    assert!(eventually(LIMIT, || children_of(child.id()).len() == 2));
-    let workers = children_of(child.id());
-    drop(stdout); // like `| head -n 5`
+    let workers = wait_for_workers(child.id(), 2);
+    drop(close);
     let output = wait_output(child, LIMIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
