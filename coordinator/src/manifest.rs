@@ -1,7 +1,7 @@
 //! `manifest.jsonl`: one JSON line per finished batch, written by the coordinator alone,
 //! after the batch's file is in place, so a line always stands for a whole file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -81,10 +81,7 @@ pub struct Manifest {
 impl Manifest {
     /// Opens `dir/manifest.jsonl` for appending.
     pub fn open(dir: &Path) -> io::Result<Manifest> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(FILE_NAME))?;
+        let file = worker::open_append_nofollow(&dir.join(FILE_NAME))?;
         Ok(Manifest {
             out: BufWriter::with_capacity(64 * 1024, file),
         })
@@ -113,7 +110,7 @@ pub const MAX_LINE: usize = 1 << 20;
 /// count. A torn last line, as a crash leaves it, is skipped silently.
 pub fn read(dir: &Path) -> io::Result<Entries> {
     let path = dir.join(FILE_NAME);
-    let file = File::open(&path)?;
+    let file = worker::open_nofollow(&path)?;
     Ok(Entries {
         reader: BufReader::new(file),
         path,
@@ -139,11 +136,6 @@ pub struct Entries {
 }
 
 impl Entries {
-    /// Unreadable lines skipped so far.
-    pub fn skipped(&self) -> u64 {
-        self.skipped
-    }
-
     fn end(&mut self) -> Option<Entry> {
         if !self.ended && self.skipped > 0 {
             eprintln!(
@@ -197,7 +189,7 @@ impl Iterator for Entries {
 pub fn rewrite(dir: &Path, mut keep: impl FnMut(&Entry) -> bool) -> io::Result<()> {
     let temp = worker::temp_path(dir, FILE_NAME);
     let result = (|| {
-        let mut out = BufWriter::new(File::create(&temp)?);
+        let mut out = BufWriter::new(worker::create_fresh(&temp)?);
         for entry in read(dir)? {
             if keep(&entry) {
                 serde_json::to_writer(&mut out, &entry)?;
@@ -213,9 +205,9 @@ pub fn rewrite(dir: &Path, mut keep: impl FnMut(&Entry) -> bool) -> io::Result<(
     result
 }
 
-/// Whether `dir` holds the manifest of an earlier run.
+/// Whether `dir` holds the manifest of an earlier run (or anything else by that name).
 pub fn holds_run(dir: &Path) -> bool {
-    fs::metadata(dir.join(FILE_NAME)).is_ok_and(|m| m.len() > 0)
+    fs::symlink_metadata(dir.join(FILE_NAME)).is_ok_and(|m| m.len() > 0 || m.is_symlink())
 }
 
 /// Removes an earlier run: every file its manifest lists, then the manifest.
@@ -251,6 +243,7 @@ fn is_plain_name(name: &str) -> bool {
 mod tests {
     use super::*;
     use shared::plan::Batch;
+    use std::fs::OpenOptions;
 
     /// Appends raw bytes to the manifest in `dir`, as a crash or an editor might.
     fn append(dir: &Path, bytes: &[u8]) {
@@ -319,7 +312,7 @@ mod tests {
         let mut entries = read(dir.path()).unwrap();
         let indices: Vec<u64> = entries.by_ref().map(|e| e.index).collect();
         assert_eq!(indices, [0, 1, 2, 3]);
-        assert_eq!(entries.skipped(), 3);
+        assert_eq!(entries.skipped, 3);
         assert_eq!(entries.first_skipped, 2);
     }
 
@@ -354,6 +347,36 @@ mod tests {
         assert!(text.ends_with('\n'));
         let kept: Vec<u64> = read(dir.path()).unwrap().map(|e| e.index).collect();
         assert_eq!(kept, [0, 2]);
+    }
+
+    #[test]
+    fn the_rewrite_never_writes_through_a_link_planted_at_its_temp_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        fs::write(outside.path(), b"precious").unwrap();
+        let mut m = Manifest::open(dir.path()).unwrap();
+        m.record(&Entry::new(0, &report(0, true))).unwrap();
+        m.flush().unwrap();
+        std::os::unix::fs::symlink(outside.path(), worker::temp_path(dir.path(), FILE_NAME))
+            .unwrap();
+        rewrite(dir.path(), |_| true).unwrap();
+        assert_eq!(fs::read(outside.path()).unwrap(), b"precious");
+        assert_eq!(read(dir.path()).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn a_linked_manifest_is_neither_read_nor_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(FILE_NAME)).unwrap();
+        assert!(Manifest::open(dir.path()).is_err());
+        assert!(read(dir.path()).is_err());
+        assert!(holds_run(dir.path()));
     }
 
     #[test]

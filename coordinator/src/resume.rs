@@ -6,7 +6,7 @@
 //! two plans; the manifest says which batches are done.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,19 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
     let shown = dir.display();
     let io_err =
         |what: &str, e: io::Error| UsageError::new("--out", format!("{what} {shown}: {e}"));
-    let earlier = manifest::holds_run(dir) || dir.join(RECORD_FILE).exists();
+    // Both files are opened by name later: a link there could point outside `dir`.
+    for name in [manifest::FILE_NAME, RECORD_FILE] {
+        if fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.is_symlink()) {
+            return Err(UsageError::new(
+                "--out",
+                format!(
+                    "{} is a symbolic link: refusing to follow it (remove it, or use another directory)",
+                    dir.join(name).display()
+                ),
+            ));
+        }
+    }
+    let earlier = manifest::holds_run(dir) || fs::symlink_metadata(dir.join(RECORD_FILE)).is_ok();
     let filter = match mode {
         Mode::Fresh if earlier => {
             return Err(UsageError::new(
@@ -104,9 +116,7 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
 
 fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result<(), UsageError> {
     let path = dir.join(RECORD_FILE);
-    let earlier: Option<RunRecord> = fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok());
+    let earlier: Option<RunRecord> = read_record(&path).ok();
     match earlier {
         Some(earlier) if earlier == *record => Ok(()),
         Some(earlier) => Err(UsageError::new(
@@ -125,6 +135,13 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
             ),
         )),
     }
+}
+
+/// The run record at `path` (a symbolic link there is an error, never followed).
+pub fn read_record(path: &Path) -> io::Result<RunRecord> {
+    let mut text = String::new();
+    worker::open_nofollow(path)?.read_to_string(&mut text)?;
+    serde_json::from_str(&text).map_err(io::Error::from)
 }
 
 /// The plan in a few words, for messages.
@@ -151,7 +168,9 @@ fn sort_out(dir: &Path, mode: Mode) -> io::Result<(IndexSet, IndexSet)> {
         if let Some(file) = &entry.file {
             // A batch is done only while its file is there, whole: a deleted or altered
             // file is fetched again.
-            let intact = fs::metadata(dir.join(file)).is_ok_and(|m| m.len() == entry.bytes);
+            // A link is never one of ours: it is replaced, not followed.
+            let intact = fs::symlink_metadata(dir.join(file))
+                .is_ok_and(|m| m.is_file() && m.len() == entry.bytes);
             if intact {
                 done.insert(entry.index);
             }

@@ -304,21 +304,17 @@ impl Iterator for Gaps<'_> {
 
 fn load(dir: &Path) -> anyhow::Result<Run> {
     let path = dir.join(RECORD_FILE);
-    let text = fs::read_to_string(&path).map_err(|e| {
-        UsageError::new(
-            "verify",
+    let record = resume::read_record(&path).map_err(|e| {
+        let problem = if e.kind() == io::ErrorKind::InvalidData {
+            format!("{} is not a run record: {e}", path.display())
+        } else {
             format!(
                 "{} holds no run: cannot read {}: {e}",
                 dir.display(),
                 path.display()
-            ),
-        )
-    })?;
-    let record: RunRecord = serde_json::from_str(&text).map_err(|e| {
-        UsageError::new(
-            "verify",
-            format!("{} is not a run record: {e}", path.display()),
-        )
+            )
+        };
+        UsageError::new("verify", problem)
     })?;
     let shard = match &record.shard {
         Some(s) => s
