@@ -18,6 +18,9 @@ pub enum Exit {
     Fatal = 3,
     /// Stopped at --deadline; `--resume` fetches the rest.
     Deadline = 4,
+    /// Stopped by SIGHUP (the terminal went away), like SIGTERM; `--resume` fetches the
+    /// rest.
+    HungUp = 129,
     /// Stopped by SIGINT (Ctrl-C); `--resume` fetches the rest.
     Interrupted = 130,
     /// Stopped by SIGTERM; `--resume` fetches the rest.
