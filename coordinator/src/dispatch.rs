@@ -23,13 +23,16 @@ use crate::progress::Progress;
 use crate::settings::{Output, Settings, Target};
 use crate::signals::{Signals, StopCause};
 use crate::sink::Sink;
-use crate::source::JobSource;
+use crate::source::{JobSource, frame_bytes};
 use crate::summary::RunStats;
 use crate::target::BuiltinServer;
 
 /// How often the loop wakes when nothing arrives (signals, a URL list that is still
 /// being read).
 const TICK: Duration = Duration::from_millis(20);
+/// Bytes of jobs in one `Jobs` frame at most: half the frame limit, which leaves room
+/// for the message's own few bytes, while a chunk of short URLs is still cut by count.
+const MAX_CHUNK_BYTES: usize = shared::frame::MAX_FRAME_LEN / 2;
 /// Time a worker gets to leave after its stdin closed at the end of a run.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -446,6 +449,11 @@ impl Dispatch {
             );
             return Ok(());
         }
+        self.write_report(slot, report)
+    }
+
+    /// Writes a report to the manifest (or stdout) and counts it for `slot`.
+    fn write_report(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
         match self.sink.record(slot as u32, report) {
             Err(e)
                 if e.kind() == io::ErrorKind::BrokenPipe
@@ -495,17 +503,26 @@ impl Dispatch {
             return Ok(false);
         }
         let mut jobs: Vec<Job> = Vec::with_capacity(self.chunk);
+        // Cut by bytes as well as by count, so that the frame can always be sent.
+        let mut bytes = 0;
         while jobs.len() < self.chunk
+            && let Some(job) = self.retry.front()
+            && (jobs.is_empty() || bytes + frame_bytes(job) <= MAX_CHUNK_BYTES)
             && let Some(job) = self.retry.pop_front()
         {
+            bytes += frame_bytes(&job);
             jobs.push(job);
         }
-        if jobs.len() < self.chunk {
+        if jobs.len() < self.chunk && bytes < MAX_CHUNK_BYTES {
             jobs.extend(
                 self.source
-                    .take(self.chunk - jobs.len())
+                    .take(self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes)
                     .context("reading the URL list")?,
             );
+        }
+        // List lines that cannot be fetched fail in place; no worker ever holds them.
+        for report in self.source.take_refused() {
+            self.write_report(slot, &report)?;
         }
         if jobs.is_empty() {
             return Ok(false);

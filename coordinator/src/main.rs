@@ -23,6 +23,7 @@ mod sink;
 mod source;
 mod summary;
 mod target;
+mod url_input;
 mod verify;
 
 use std::process::ExitCode;

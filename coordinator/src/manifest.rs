@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome};
 
 use crate::lines::{self, Line};
@@ -58,7 +59,8 @@ impl Entry {
             index: report.batch.index,
             start: report.batch.start,
             end: report.batch.end,
-            url: report.url.clone(),
+            // The manifest is shown and shared: a password in the URL stays out of it.
+            url: redact_password(&report.url).into_owned(),
             status: report.status,
             bytes: report.bytes,
             elapsed_ms: report.elapsed_us as f64 / 1000.0,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use nix::sched::{CpuSet, sched_getaffinity};
 use nix::unistd::Pid;
 use shared::config::{RetryPolicy, WorkerConfig};
+use shared::http_url::redact_password;
 use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::{Template, Var};
 use thiserror::Error;
@@ -18,6 +19,7 @@ use crate::open_files;
 use crate::resume::{self, Mode, RunRecord};
 use crate::scheduler;
 use crate::source::Filter;
+use crate::url_input::{self, Listed, UrlLines};
 
 /// Most worker processes one coordinator starts.
 pub const MAX_WORKERS: u32 = 1024;
@@ -69,7 +71,7 @@ pub enum Target {
 /// A URL list, opened and checked to hold at least one URL.
 pub struct UrlList {
     /// Where the lines come from.
-    pub reader: Box<dyn BufRead + Send>,
+    pub lines: UrlLines<Box<dyn BufRead + Send>>,
     /// The first URL, already read from `reader`.
     pub first: String,
     /// Number of URLs, when it could be counted up front (files, not stdin).
@@ -336,19 +338,7 @@ fn check_open_files(target: &Target, workers: u32, concurrency: u32) -> Result<(
 }
 
 fn url_template(text: &str) -> Result<Template, UsageError> {
-    let template = Template::parse(text).map_err(|e| usage("--url", e))?;
-    check_scheme(text).map_err(|e| usage("--url", e))?;
-    Ok(template)
-}
-
-/// Only http and https are fetched.
-pub fn check_scheme(url: &str) -> Result<(), String> {
-    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("http" | "https") => Ok(()),
-        Some(other) => Err(format!("unsupported scheme `{other}`: use http or https")),
-        None => Err(format!("`{url}` is not an absolute http(s) URL")),
-    }
+    url_input::normalize_template(text).map_err(|e| usage("--url", format!("the template {e}")))
 }
 
 fn name_template(text: &str) -> Result<Template, UsageError> {
@@ -388,7 +378,7 @@ fn parse_header(text: &str) -> Result<(String, String), UsageError> {
 }
 
 fn url_list(path: &Path) -> Result<UrlList, UsageError> {
-    let (mut reader, total, origin): (Box<dyn BufRead + Send>, _, _) = if path == Path::new("-") {
+    let (reader, total, origin): (Box<dyn BufRead + Send>, _, _) = if path == Path::new("-") {
         (
             Box::new(BufReader::new(io::stdin())),
             None,
@@ -397,49 +387,41 @@ fn url_list(path: &Path) -> Result<UrlList, UsageError> {
     } else {
         let origin = path.display().to_string();
         let unreadable = |e: io::Error| usage("--urls", format!("cannot read {origin}: {e}"));
-        let total = count_urls(BufReader::new(File::open(path).map_err(unreadable)?))
-            .map_err(unreadable)?;
+        // Every line is checked before anything starts: a bad one is named here.
+        let total = UrlLines::new(BufReader::new(File::open(path).map_err(unreadable)?))
+            .count()
+            .map_err(unreadable)?
+            .map_err(|refused| usage("--urls", format!("{origin}: {}", refused.message())))?;
         let file = File::open(path).map_err(unreadable)?;
         (Box::new(BufReader::new(file)), Some(total), origin)
     };
-    let first = next_url(&mut reader)
-        .map_err(|e| usage("--urls", format!("cannot read {origin}: {e}")))?
-        .ok_or_else(|| usage("--urls", format!("{origin} holds no URL")))?;
+    let mut lines = UrlLines::new(reader);
+    let first = match lines.next_item() {
+        Err(e) => Err(usage("--urls", format!("cannot read {origin}: {e}")))?,
+        Ok(None) => Err(usage("--urls", format!("{origin} holds no URL")))?,
+        Ok(Some(Listed::Bad(refused))) => {
+            Err(usage("--urls", format!("{origin}: {}", refused.message())))?
+        }
+        Ok(Some(Listed::Url(url))) => url,
+    };
     Ok(UrlList {
-        reader,
+        lines,
         first,
         total,
     })
-}
-
-/// The next URL of a list: blank lines and `#` comments are skipped.
-pub fn next_url(reader: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let url = line.trim();
-        if !url.is_empty() && !url.starts_with('#') {
-            return Ok(Some(url.to_owned()));
-        }
-    }
-}
-
-fn count_urls(mut reader: impl BufRead) -> io::Result<u64> {
-    let mut n = 0;
-    while next_url(&mut reader)?.is_some() {
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// The plan as `run.json` records it.
 fn record(args: &RunArgs, target: &Target, shard: Shard) -> RunRecord {
     let range = |plan: &BatchPlan| (Some(plan.span().to_string()), Some(plan.size()));
     let (kind, source, (range, batch)) = match target {
-        Target::Template(plan) => ("template", args.url.clone(), range(plan)),
+        // Stored and shown without its password: a resume compares this form, so the
+        // password must be given again, and may differ.
+        Target::Template(plan) => (
+            "template",
+            args.url.as_deref().map(|u| redact_password(u).into_owned()),
+            range(plan),
+        ),
         Target::Builtin { plan, .. } => ("builtin", None, range(plan)),
         // Absolute, so that verify finds the list from anywhere.
         Target::UrlList(_) => (
@@ -605,14 +587,6 @@ mod tests {
     }
 
     #[test]
-    fn only_http_and_https_are_fetched() {
-        assert!(check_scheme("http://127.0.0.1/").is_ok());
-        assert!(check_scheme("HTTPS://example/").is_ok());
-        assert!(check_scheme("ftp://x/").unwrap_err().contains("ftp"));
-        assert!(check_scheme("127.0.0.1:80/x").is_err());
-    }
-
-    #[test]
     fn headers_need_a_name_and_a_colon() {
         assert_eq!(
             parse_header("Authorization: Bearer x").unwrap(),
@@ -621,15 +595,5 @@ mod tests {
         let err = parse_header("secret-token").unwrap_err().to_string();
         assert!(!err.contains("secret-token"));
         assert!(parse_header(": v").is_err());
-    }
-
-    #[test]
-    fn url_lists_skip_blanks_and_comments() {
-        let text = "\n# header\nhttp://a/1\n\n  http://a/2  \n";
-        assert_eq!(count_urls(text.as_bytes()).unwrap(), 2);
-        let mut r = text.as_bytes();
-        assert_eq!(next_url(&mut r).unwrap().as_deref(), Some("http://a/1"));
-        assert_eq!(next_url(&mut r).unwrap().as_deref(), Some("http://a/2"));
-        assert_eq!(next_url(&mut r).unwrap(), None);
     }
 }

@@ -8,9 +8,10 @@ use std::thread;
 
 use crossbeam_channel::{Receiver, TryRecvError, bounded};
 use shared::plan::{Batch, BatchPlan, Shard};
-use shared::protocol::Job;
+use shared::protocol::{Job, JobReport, Outcome};
 
-use crate::settings::{UrlList, next_url};
+use crate::settings::UrlList;
+use crate::url_input::{Listed, Refused};
 
 /// URLs read ahead of dispatch at most.
 const READ_AHEAD: usize = 4096;
@@ -139,11 +140,24 @@ pub struct JobSource {
     /// Position in the plan or list of the next candidate.
     next: u64,
     exhausted: bool,
+    /// A job taken from the source that did not fit the last chunk's bytes.
+    held_back: Option<Job>,
+    /// List lines that cannot be fetched, reported as failed batches by the dispatcher.
+    refused: Vec<JobReport>,
+}
+
+/// Bytes a job adds to a `Jobs` frame besides its URL: the batch's three numbers and
+/// the URL's length, at most 9 bytes each as varints, and the option's tag.
+pub const JOB_FRAME_OVERHEAD: usize = 64;
+
+/// Bytes one job adds to a `Jobs` frame, at most.
+pub fn frame_bytes(job: &Job) -> usize {
+    JOB_FRAME_OVERHEAD + job.url.as_ref().map_or(0, String::len)
 }
 
 enum Kind {
     Plan(BatchPlan),
-    Urls(Receiver<io::Result<String>>),
+    Urls(Receiver<io::Result<Listed>>),
 }
 
 impl JobSource {
@@ -156,6 +170,8 @@ impl JobSource {
             filter,
             next: shard.index,
             exhausted: plan.is_empty(),
+            held_back: None,
+            refused: Vec::new(),
         }
     }
 
@@ -163,18 +179,18 @@ impl JobSource {
     pub fn urls(list: UrlList, shard: Shard, filter: Filter) -> io::Result<JobSource> {
         let (tx, rx) = bounded(READ_AHEAD);
         let UrlList {
-            mut reader,
+            mut lines,
             first,
             total,
         } = list;
         thread::Builder::new()
             .name("url-list".into())
             .spawn(move || {
-                if tx.send(Ok(first)).is_err() {
+                if tx.send(Ok(Listed::Url(first))).is_err() {
                     return;
                 }
                 loop {
-                    let next = next_url(&mut reader).transpose();
+                    let next = lines.next_item().transpose();
                     let Some(item) = next else { return };
                     let failed = item.is_err();
                     if tx.send(item).is_err() || failed {
@@ -189,6 +205,8 @@ impl JobSource {
             filter,
             next: 0,
             exhausted: false,
+            held_back: None,
+            refused: Vec::new(),
         })
     }
 
@@ -199,14 +217,29 @@ impl JobSource {
 
     /// Whether every job has been handed out.
     pub fn is_exhausted(&self) -> bool {
-        self.exhausted
+        self.exhausted && self.held_back.is_none()
+    }
+
+    /// The list lines met since the last call that cannot be fetched, as failed
+    /// batches to record.
+    pub fn take_refused(&mut self) -> Vec<JobReport> {
+        std::mem::take(&mut self.refused)
     }
 
     /// Up to `n` jobs that are ready now (fewer, or none, while a list is still being
-    /// read). A URL list that cannot be read further is an error.
-    pub fn take(&mut self, n: usize) -> io::Result<Vec<Job>> {
+    /// read), of at most `max_bytes` in a frame ([`frame_bytes`]) unless the first alone
+    /// is more. A URL list that cannot be read further is an error.
+    pub fn take(&mut self, n: usize, max_bytes: usize) -> io::Result<Vec<Job>> {
         // Allocated once a job is found: a URL list still being read often has none.
         let mut jobs = Vec::new();
+        let mut bytes = 0;
+        if n > 0
+            && let Some(job) = self.held_back.take()
+        {
+            bytes += frame_bytes(&job);
+            jobs.reserve_exact(n);
+            jobs.push(job);
+        }
         while jobs.len() < n && !self.exhausted {
             let job = match &self.kind {
                 Kind::Plan(plan) => {
@@ -221,10 +254,18 @@ impl JobSource {
                     }
                 }
                 Kind::Urls(rx) => match rx.try_recv() {
-                    Ok(Ok(url)) => Job {
+                    Ok(Ok(Listed::Url(url))) => Job {
                         batch: Batch::single(self.next),
                         url: Some(url),
                     },
+                    Ok(Ok(Listed::Bad(refused))) => {
+                        let batch = Batch::single(self.next);
+                        self.next += 1;
+                        if self.shard.contains(batch.index) && self.filter.admits(batch.index) {
+                            self.refused.push(refused_report(batch, refused));
+                        }
+                        continue;
+                    }
                     Ok(Err(e)) => {
                         self.exhausted = true;
                         return Err(e);
@@ -244,6 +285,14 @@ impl JobSource {
             self.next = self.next.saturating_add(step);
             let index = job.batch.index;
             if self.shard.contains(index) && self.filter.admits(index) {
+                // Cut by bytes as well as by count: a chunk of long URLs must still fit
+                // one frame, or it could never be sent.
+                let size = frame_bytes(&job);
+                if !jobs.is_empty() && bytes + size > max_bytes {
+                    self.held_back = Some(job);
+                    break;
+                }
+                bytes += size;
                 if jobs.is_empty() {
                     jobs.reserve_exact(n);
                 }
@@ -251,6 +300,22 @@ impl JobSource {
             }
         }
         Ok(jobs)
+    }
+}
+
+/// The failed batch that stands for a list line that cannot be fetched: never sent to a
+/// worker, recorded with the reason and the start of the line.
+fn refused_report(batch: Batch, refused: Refused) -> JobReport {
+    JobReport {
+        batch,
+        url: refused.shown.clone(),
+        status: None,
+        bytes: 0,
+        elapsed_us: 0,
+        attempts: 0,
+        outcome: Outcome::Failed {
+            error: refused.message(),
+        },
     }
 }
 
@@ -277,11 +342,12 @@ fn skip_to_admitted(filter: &Filter, shard: Shard, next: &mut u64) -> Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::url_input::UrlLines;
     use shared::plan::Span;
 
     /// The batch indices of the next `n` jobs of `source`.
     fn indices(source: &mut JobSource, n: usize) -> Vec<u64> {
-        let jobs = source.take(n).unwrap();
+        let jobs = source.take(n, usize::MAX).unwrap();
         jobs.iter().map(|j| j.batch.index).collect()
     }
 
@@ -290,7 +356,7 @@ mod tests {
         let plan = BatchPlan::new(Span { start: 0, end: 25 }, 10).unwrap();
         let mut source = JobSource::plan(plan, Shard::WHOLE, Filter::All);
         assert_eq!(source.total(), Some(3));
-        let first = source.take(2).unwrap();
+        let first = source.take(2, usize::MAX).unwrap();
         assert_eq!(first.len(), 2);
         assert_eq!(
             first[1].batch,
@@ -300,11 +366,11 @@ mod tests {
                 end: 20
             }
         );
-        let rest = source.take(2).unwrap();
+        let rest = source.take(2, usize::MAX).unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].batch.end, 25);
         assert!(source.is_exhausted());
-        assert!(source.take(5).unwrap().is_empty());
+        assert!(source.take(5, usize::MAX).unwrap().is_empty());
     }
 
     #[test]
@@ -334,17 +400,25 @@ mod tests {
         assert_eq!(got, [1, 4, 7]);
 
         let list = UrlList {
-            reader: Box::new(io::Cursor::new("u1\nu2\nu3\nu4\nu5\n")),
-            first: "u0".into(),
+            lines: UrlLines::new(Box::new(io::Cursor::new(
+                "http://a/u1\nhttp://a/u2\nhttp://a/u3\nhttp://a/u4\nhttp://a/u5\n",
+            ))),
+            first: "http://a/u0".into(),
             total: Some(6),
         };
         let mut source = JobSource::urls(list, shard, Filter::All).unwrap();
         assert_eq!(source.total(), Some(2));
         let mut urls = Vec::new();
         while !source.is_exhausted() {
-            urls.extend(source.take(10).unwrap().into_iter().map(|j| j.url.unwrap()));
+            urls.extend(
+                source
+                    .take(10, usize::MAX)
+                    .unwrap()
+                    .into_iter()
+                    .map(|j| j.url.unwrap()),
+            );
         }
-        assert_eq!(urls, ["u1", "u4"]);
+        assert_eq!(urls, ["http://a/u1", "http://a/u4"]);
     }
 
     #[test]
@@ -366,7 +440,7 @@ mod tests {
         let mut retry = JobSource::plan(plan, shard, Filter::Only(failed.clone()));
         let got = indices(&mut retry, 10);
         assert_eq!(got, [in_shard(3), in_shard(16_000_000)]);
-        assert!(retry.take(10).unwrap().is_empty());
+        assert!(retry.take(10, usize::MAX).unwrap().is_empty());
         assert!(retry.is_exhausted());
 
         let mut done = IndexSet::default();
@@ -376,6 +450,71 @@ mod tests {
         let mut resume = JobSource::plan(plan, shard, Filter::Skip(done));
         let next = indices(&mut resume, 2);
         assert_eq!(next, [in_shard(3), in_shard(4)]);
+    }
+
+    /// Every job of `source`, read to its end in chunks of at most `n` jobs and
+    /// `max_bytes`, and the refused lines met on the way.
+    fn drain(
+        source: &mut JobSource,
+        n: usize,
+        max_bytes: usize,
+    ) -> (Vec<Vec<Job>>, Vec<JobReport>) {
+        let (mut chunks, mut refused) = (Vec::new(), Vec::new());
+        while !source.is_exhausted() {
+            let chunk = source.take(n, max_bytes).unwrap();
+            refused.extend(source.take_refused());
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
+        }
+        (chunks, refused)
+    }
+
+    #[test]
+    fn chunks_of_long_urls_are_cut_by_bytes_to_fit_a_frame() {
+        let long = format!(
+            "http://h/{}",
+            "a".repeat(crate::url_input::MAX_URL_LEN - 20)
+        );
+        let text = format!("{long}\n").repeat(600);
+        let list = UrlList {
+            lines: UrlLines::new(Box::new(io::Cursor::new(text))),
+            first: long.clone(),
+            total: Some(601),
+        };
+        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All).unwrap();
+        let budget = shared::frame::MAX_FRAME_LEN / 2;
+        let (chunks, _) = drain(&mut source, 50_000, budget);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 601);
+        assert!(chunks.len() >= 5, "{} chunks", chunks.len());
+        for chunk in chunks {
+            let frame = shared::frame::encode(&shared::protocol::ToWorker::Jobs(chunk)).unwrap();
+            assert!(frame.len() <= budget, "{}", frame.len());
+        }
+    }
+
+    #[test]
+    fn list_lines_that_cannot_be_fetched_become_failed_batches_in_place() {
+        let list = UrlList {
+            lines: UrlLines::new(Box::new(io::Cursor::new(
+                "http://a/2\nhttp://a/b\rX: y\n\nhttp://a/3\n",
+            ))),
+            first: "http://a/1".into(),
+            total: None,
+        };
+        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All).unwrap();
+        let (chunks, refused) = drain(&mut source, 10, usize::MAX);
+        let indices: Vec<u64> = chunks.concat().iter().map(|j| j.batch.index).collect();
+        assert_eq!(indices, [0, 1, 3]);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].batch, Batch::single(2));
+        assert_eq!(refused[0].url, "http://a/b\\rX: y");
+        assert_eq!(
+            refused[0].outcome,
+            Outcome::Failed {
+                error: "line 2: the URL holds a carriage return (CR)".into()
+            }
+        );
     }
 
     #[test]
@@ -417,14 +556,14 @@ mod tests {
     #[test]
     fn url_list_jobs_carry_their_urls_in_order() {
         let list = UrlList {
-            reader: Box::new(io::Cursor::new("http://a/2\n\nhttp://a/3\n")),
+            lines: UrlLines::new(Box::new(io::Cursor::new("http://a/2\n\nhttp://a/3\n"))),
             first: "http://a/1".into(),
             total: Some(3),
         };
         let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All).unwrap();
         let mut jobs = Vec::new();
         while !source.is_exhausted() {
-            jobs.extend(source.take(10).unwrap());
+            jobs.extend(source.take(10, usize::MAX).unwrap());
         }
         let urls: Vec<_> = jobs.iter().map(|j| j.url.clone().unwrap()).collect();
         assert_eq!(urls, ["http://a/1", "http://a/2", "http://a/3"]);

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome, WorkerStats};
 
 /// Failures named in the summary at most; the manifest has them all.
@@ -93,8 +94,10 @@ impl RunStats {
         if let Outcome::Failed { error } = &report.outcome
             && self.failures.len() < SHOWN_FAILURES
         {
-            self.failures
-                .push((report.batch.index, format!("{}: {error}", report.url)));
+            self.failures.push((
+                report.batch.index,
+                format!("{}: {error}", redact_password(&report.url)),
+            ));
         }
     }
 

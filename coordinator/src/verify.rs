@@ -10,6 +10,7 @@ use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use shared::http_url::redact_password;
 use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::Template;
 
@@ -17,8 +18,9 @@ use crate::cli::VerifyArgs;
 use crate::exit::Exit;
 use crate::manifest;
 use crate::resume::{self, RECORD_FILE, RunRecord};
-use crate::settings::{UsageError, next_url};
+use crate::settings::UsageError;
 use crate::source::IndexSet;
+use crate::url_input::{Listed, UrlLines};
 
 /// Gaps listed one by one at most; the count is always given.
 const SHOWN_GAPS: usize = 20;
@@ -337,9 +339,11 @@ fn plan_len(record: &RunRecord) -> anyhow::Result<Option<u64>> {
     match record.source.as_deref() {
         Some(path) if path != "-" => {
             let file = File::open(path).with_context(|| format!("reading the URL list {path}"))?;
-            let mut reader = BufReader::new(file);
+            // Lines that are not URLs took a batch each too (from stdin, or in a list
+            // changed since): they count.
+            let mut lines = UrlLines::new(BufReader::new(file));
             let mut n = 0;
-            while next_url(&mut reader)?.is_some() {
+            while lines.next_item()?.is_some() {
                 n += 1;
             }
             Ok(Some(n))
@@ -415,6 +419,7 @@ fn print_urls(
 ) -> anyhow::Result<()> {
     if let (Some(plan), Some(url)) = (batch_plan(record)?, &record.source) {
         let template = Template::parse(url).map_err(|e| UsageError::new("verify", e))?;
+        // The template in the record has its password redacted already.
         for batch in indices.filter_map(|i| plan.batch(i)) {
             writeln!(out, "{}", template.render(&batch.values()))?;
         }
@@ -429,12 +434,16 @@ fn print_urls(
             "--print-urls: the plan's URLs cannot be recovered (built-in target or stdin list)"
         );
     };
-    let mut reader = BufReader::new(File::open(path).with_context(|| format!("reading {path}"))?);
+    let file = File::open(path).with_context(|| format!("reading {path}"))?;
+    let mut lines = UrlLines::new(BufReader::new(file));
     let mut wanted = indices.peekable();
     let mut i = 0;
-    while let (Some(&next), Some(url)) = (wanted.peek(), next_url(&mut reader)?) {
+    while let (Some(&next), Some(item)) = (wanted.peek(), lines.next_item()?) {
         if i == next {
-            writeln!(out, "{url}")?;
+            // A line that is not a URL cannot be fetched again: there is none to print.
+            if let Listed::Url(url) = item {
+                writeln!(out, "{}", redact_password(&url))?;
+            }
             wanted.next();
         }
         i += 1;

@@ -12,7 +12,10 @@ pub fn split_http_url(url: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), String>
             return Err("https:// needs TLS; this client speaks plain HTTP/1.1".to_owned());
         }
         Some((scheme, _)) => return Err(format!("unsupported scheme `{scheme}`: use http")),
-        None => return Err(format!("`{url}` is not an absolute http:// URL")),
+        None => {
+            let shown = redact_password(url);
+            return Err(format!("`{shown}` is not an absolute http:// URL"));
+        }
     };
     let (host, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'?' => {
@@ -22,7 +25,7 @@ pub fn split_http_url(url: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), String>
         None => (rest, Cow::Borrowed("/")),
     };
     if host.is_empty() || host.contains('@') {
-        return Err(format!("`{url}` has no plain host"));
+        return Err(format!("`{}` has no plain host", redact_password(url)));
     }
     let authority = if host
         .rsplit_once(':')
@@ -35,9 +38,60 @@ pub fn split_http_url(url: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), String>
     Ok((authority, path))
 }
 
+/// What a password in a URL is shown as.
+pub const REDACTED: &str = "***";
+
+/// `url` with the password of its `user:password@` part, if any, replaced by
+/// [`REDACTED`]: the form in which a URL is shown or stored (manifest, run record,
+/// messages). Borrowed when there is nothing to hide, which is nearly always.
+pub fn redact_password(url: &str) -> Cow<'_, str> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let authority_start = url.len() - rest.len();
+    // The authority ends where the path, query or fragment begins.
+    let authority = &rest[..rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())];
+    // Only the last `@` ends the user information: earlier ones belong to it.
+    let Some(at) = authority.rfind('@') else {
+        return Cow::Borrowed(url);
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return Cow::Borrowed(url);
+    };
+    if colon + 1 == at {
+        // An empty password hides nothing.
+        return Cow::Borrowed(url);
+    }
+    let from = authority_start + colon + 1;
+    let to = authority_start + at;
+    Cow::Owned(format!("{}{REDACTED}{}", &url[..from], &url[to..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_redacted_and_nothing_else() {
+        assert_eq!(
+            redact_password("http://user:s3cret@h:8080/a?b=c@d:e"),
+            "http://user:***@h:8080/a?b=c@d:e"
+        );
+        assert_eq!(
+            redact_password("https://u:p@ss:w@rd@h/x"),
+            "https://u:***@h/x"
+        );
+        for kept in [
+            "http://h/a?user=x:y@z",
+            "http://user@h/",
+            "http://user:@h/",
+            "http://h:80/@x",
+            "not a url",
+            "http://u:p",
+        ] {
+            assert!(matches!(redact_password(kept), Cow::Borrowed(_)), "{kept}");
+        }
+    }
 
     #[test]
     fn http_urls_split_into_authority_and_path() {
