@@ -163,29 +163,34 @@ impl Settings {
             ))?;
         }
         let (mut worker, limits) = worker_config(&args)?;
-        if let Some(text) = &args.rate {
-            // Each worker keeps to its share, so that all together keep to the rate.
-            worker.rate = Some(parse_rate(text).map_err(|e| usage("--rate", e))? / workers as f64);
-        }
+        let rate = match &args.rate {
+            Some(text) => Some(parse_rate(text).map_err(|e| usage("--rate", e))?),
+            None => None,
+        };
         if output == Output::Stdout {
             worker.out_dir = None;
             worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
         }
         let target = target(&args, worker.url.is_some())?;
-        // Under HTTP/2 a worker's requests share a few connections per host.
-        if !args.http2 {
-            check_open_files(&target, workers, args.concurrency)?;
-        }
         let shard = match args.shard.as_deref() {
             None => Shard::WHOLE,
             Some("auto") => scheduler::shard_from_env(|v| std::env::var(v).ok())
                 .map_err(|e| usage("--shard auto", e))?,
             Some(text) => text.parse().map_err(|e| usage("--shard", e))?,
         };
+        let workers = workers.min(batch_bound(&target, shard, &Filter::All));
+        // Under HTTP/2 a worker's requests share a few connections per host.
+        if !args.http2 {
+            check_open_files(&target, workers, args.concurrency)?;
+        }
         let filter = match &output {
             Output::Dir(dir) => prepare_dir(dir, mode, &record(&args, &target, shard))?,
             Output::Stdout => Filter::All,
         };
+        // A resume may leave fewer batches than the plan has.
+        let workers = workers.min(batch_bound(&target, shard, &filter));
+        // Each worker keeps to its share, so that all together keep to the rate.
+        worker.rate = rate.map(|rate| rate / workers as f64);
         let cpus = if available.len() >= workers as usize {
             available
         } else {
@@ -317,6 +322,19 @@ fn target(args: &RunArgs, has_url: bool) -> Result<Target, UsageError> {
         None => Span { start: 0, end: 0 },
     };
     Ok(Target::Builtin { plan, delay_ms })
+}
+
+/// Most workers the batches of this run can keep busy: one per batch when their number
+/// is known up front (a plan, or a URL list in a file), and at least one. More would
+/// start only to stop again: `--workers 1024` for 200 batches starts 200.
+fn batch_bound(target: &Target, shard: Shard, filter: &Filter) -> u32 {
+    let total = match target {
+        Target::Template(plan) | Target::Builtin { plan, .. } => Some(plan.len()),
+        Target::UrlList(list) => list.total,
+    };
+    total.map_or(u32::MAX, |t| {
+        filter.count(shard.len_of(t)).clamp(1, u64::from(u32::MAX)) as u32
+    })
 }
 
 /// Checks that each worker can hold its connections, after raising the limit as far
@@ -560,6 +578,27 @@ mod tests {
         for bad in ["", "0", "12XB", "MiB", "99999999999999GiB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn no_more_workers_than_batches_are_started() {
+        let plan = BatchPlan::new(Span { start: 0, end: 200 }, 10).unwrap();
+        let target = Target::Template(plan);
+        assert_eq!(batch_bound(&target, Shard::WHOLE, &Filter::All), 20);
+        let shard = Shard::new(1, 4).unwrap();
+        assert_eq!(batch_bound(&target, shard, &Filter::All), 5);
+        let mut done = crate::source::IndexSet::default();
+        for i in [1, 5, 9, 13, 17] {
+            done.insert(i);
+        }
+        // Everything done: one worker still starts, and stops at once.
+        assert_eq!(batch_bound(&target, shard, &Filter::Skip(done)), 1);
+        let stdin = Target::UrlList(UrlList {
+            lines: UrlLines::new(Box::new(io::empty())),
+            first: "http://h/".into(),
+            total: None,
+        });
+        assert_eq!(batch_bound(&stdin, Shard::WHOLE, &Filter::All), u32::MAX);
     }
 
     #[test]

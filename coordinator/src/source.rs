@@ -122,7 +122,7 @@ impl Filter {
     }
 
     /// How many of `total` jobs pass.
-    fn count(&self, total: u64) -> u64 {
+    pub fn count(&self, total: u64) -> u64 {
         match self {
             Filter::All => total,
             Filter::Skip(set) => total.saturating_sub(set.len()),
