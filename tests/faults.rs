@@ -17,26 +17,32 @@ const LIMIT: Duration = CHILD_LIMIT;
 /// A slow-enough run (0..20000 in batches of 10, 8 requests in flight in all) that a
 /// test can act while it is under way.
 fn start_run(server: &Server, dir: &std::path::Path, extra: &[&str]) -> Child {
-    let url = server.tickers_template();
-    coordinator()
-        .args([
-            "--workers",
-            "2",
-            "--concurrency",
-            "4",
-            "--url",
-            &url,
-            "--range",
-            "0..20000",
-            "--out",
-            "out",
-        ])
-        .args(extra)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
+    run_command(server, dir, extra)
         .spawn()
         .expect("starting coordinator")
+}
+
+/// The command [`start_run`] spawns.
+fn run_command(server: &Server, dir: &std::path::Path, extra: &[&str]) -> std::process::Command {
+    let url = server.tickers_template();
+    let mut cmd = coordinator();
+    cmd.args([
+        "--workers",
+        "2",
+        "--concurrency",
+        "4",
+        "--url",
+        &url,
+        "--range",
+        "0..20000",
+        "--out",
+        "out",
+    ])
+    .args(extra)
+    .current_dir(dir)
+    .stdin(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
 }
 
 fn wait_for_progress(dir: &std::path::Path, lines: usize) {
@@ -69,11 +75,21 @@ struct StuckRun {
 
 impl StuckRun {
     fn start(extra: &[&str]) -> StuckRun {
+        Self::start_with(extra, false)
+    }
+
+    /// With `own_group`, the coordinator leads a process group of its own, as a shell
+    /// makes a foreground job.
+    fn start_with(extra: &[&str], own_group: bool) -> StuckRun {
         let server = Server::start(&["--delay", "60000..60000"]);
         let dir = tempfile::tempdir().unwrap();
         let mut flags = vec!["--timeout", "300s"];
         flags.extend_from_slice(extra);
-        let mut child = start_run(&server, dir.path(), &flags);
+        let mut cmd = run_command(&server, dir.path(), &flags);
+        if own_group {
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().expect("starting coordinator");
         let stderr = lines_of(child.stderr.take().unwrap());
         let workers = wait_for_workers(child.id(), 2);
         wait_for_connections(server.port(), 8);
@@ -584,24 +600,28 @@ fn when_the_grace_runs_out_workers_get_sigterm_then_sigkill_and_the_exit_code_st
         send_signal(worker, "STOP");
     }
     run.first_signal("INT");
-    for &worker in &run.workers {
-        let mut pending = Some(0);
-        assert!(
-            eventually(LIMIT, || {
-                pending = pending_signals(worker);
-                pending.is_none_or(|p| p & SIGTERM_BIT != 0)
-            }),
-            "worker {worker} is still running"
-        );
-        assert!(
-            pending.is_some(),
-            "worker {worker} was gone before a SIGTERM was seen pending"
-        );
-        assert!(
-            eventually(LIMIT, || !process_alive(worker)),
-            "worker {worker} outlived its SIGTERM: no SIGKILL came"
-        );
-    }
+    // Each worker in turn gets SIGTERM and, a second later, SIGKILL: watch them all
+    // until they are gone, noting which had a SIGTERM pending while still there.
+    let mut termed = vec![false; run.workers.len()];
+    let gone = eventually(LIMIT, || {
+        let mut all_gone = true;
+        for (k, &worker) in run.workers.iter().enumerate() {
+            match pending_signals(worker) {
+                Some(pending) if process_alive(worker) => {
+                    termed[k] |= pending & SIGTERM_BIT != 0;
+                    all_gone = false;
+                }
+                _ => {}
+            }
+        }
+        all_gone
+    });
+    assert!(gone, "workers {:?} outlived the grace", run.workers);
+    assert_eq!(
+        termed,
+        vec![true; run.workers.len()],
+        "each worker had a SIGTERM pending before the SIGKILL ended it"
+    );
     let code = exit_code_within(&mut run.child);
     assert_eq!(code, Some(130), "{}", run.rest_of_stderr());
 }
@@ -609,27 +629,13 @@ fn when_the_grace_runs_out_workers_get_sigterm_then_sigkill_and_the_exit_code_st
 #[test]
 fn a_sigint_to_the_process_group_reaches_only_the_coordinator() {
     // As a terminal's Ctrl-C does: SIGINT to every process of the foreground group.
-    let server = Server::start(&["--delay", "60000..60000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.tickers_template();
-    let mut child = coordinator()
-        .args(["--workers", "2", "--concurrency", "4", "--url", &url])
-        .args(["--range", "0..20000", "--out", "out", "--timeout", "300s"])
-        .args(["--grace", "120s", "--quiet"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let stderr = lines_of(child.stderr.take().unwrap());
-    let workers = wait_for_workers(child.id(), 2);
-    wait_for_connections(server.port(), 8);
-    for &worker in &workers {
-        assert_ne!(process_group(worker), Some(child.id()), "worker {worker}");
+    let mut run = StuckRun::start_with(&["--grace", "120s"], true);
+    let leader = run.child.id();
+    for &worker in &run.workers {
+        assert_ne!(process_group(worker), Some(leader), "worker {worker}");
     }
-    let group = format!("-{}", child.id());
     let kill_group = |signal: &str| {
+        let group = format!("-{leader}");
         let status = std::process::Command::new("kill")
             .args(["-s", signal, "--", &group])
             .status()
@@ -637,18 +643,18 @@ fn a_sigint_to_the_process_group_reaches_only_the_coordinator() {
         assert!(status.success(), "kill -s {signal} -- {group}");
     };
     kill_group("INT");
-    let stopping = stderr.recv_timeout(LIMIT).expect("the coordinator stops");
-    assert!(stopping.contains("stopped by SIGINT"), "{stopping}");
+    run.expect_line("stopped by SIGINT: handing out no more batches");
     // Workers that got the SIGINT would be dead at once (they do not handle it); these
     // finish what they hold, which takes a minute.
     assert!(
-        !eventually(Duration::from_secs(1), || workers
+        !eventually(Duration::from_secs(1), || run
+            .workers
             .iter()
             .any(|&p| !process_alive(p))),
         "a worker died of the terminal's SIGINT"
     );
     kill_group("INT");
-    assert_eq!(exit_code_within(&mut child), Some(130));
+    assert_eq!(exit_code_within(&mut run.child), Some(130));
 }
 
 #[test]
@@ -658,7 +664,7 @@ fn dead_workers_are_not_replaced_once_a_stop_was_asked_for() {
     let (dead, alive) = (run.workers[0], run.workers[1]);
     send_signal(dead, "KILL");
     assert!(
-        eventually(LIMIT, || !process_alive(dead)),
+        eventually(LIMIT, || children_of(run.child.id()) == vec![alive]),
         "the killed worker is reaped"
     );
     // A replacement would be started at once; the other worker still waits for its
