@@ -17,13 +17,19 @@ const LIMIT: Duration = CHILD_LIMIT;
 /// A slow-enough run (0..20000 in batches of 10, 8 requests in flight in all) that a
 /// test can act while it is under way.
 fn start_run(server: &Server, dir: &std::path::Path, extra: &[&str]) -> Child {
-    run_command(server, dir, extra)
+    run_command(server, dir, "0..20000", extra)
         .spawn()
         .expect("starting coordinator")
 }
 
-/// The command [`start_run`] spawns.
-fn run_command(server: &Server, dir: &std::path::Path, extra: &[&str]) -> std::process::Command {
+/// A run over `range` with 2 workers and 4 requests in flight each, into `dir/out`,
+/// with no stdin and its stderr piped.
+fn run_command(
+    server: &Server,
+    dir: &std::path::Path,
+    range: &str,
+    extra: &[&str],
+) -> std::process::Command {
     let url = server.tickers_template();
     let mut cmd = coordinator();
     cmd.args([
@@ -34,7 +40,7 @@ fn run_command(server: &Server, dir: &std::path::Path, extra: &[&str]) -> std::p
         "--url",
         &url,
         "--range",
-        "0..20000",
+        range,
         "--out",
         "out",
     ])
@@ -85,7 +91,7 @@ impl StuckRun {
         let dir = tempfile::tempdir().unwrap();
         let mut flags = vec!["--timeout", "300s"];
         flags.extend_from_slice(extra);
-        let mut cmd = run_command(&server, dir.path(), &flags);
+        let mut cmd = run_command(&server, dir.path(), "0..20000", &flags);
         if own_group {
             cmd.process_group(0);
         }
@@ -472,28 +478,10 @@ fn run_with_fault_on(
 ) -> (Option<i32>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("fault-fired");
-    let url = server.tickers_template();
-    let output = output_of(
-        coordinator()
-            .args([
-                "--workers",
-                "2",
-                "--concurrency",
-                "4",
-                "--url",
-                &url,
-                "--range",
-                "0..5000",
-                "--out",
-                "out",
-            ])
-            .args(extra)
-            .env(
-                "COORDINATOR_WORKER_FAULT",
-                format!("{kind}:50:{}", marker.display()),
-            )
-            .current_dir(dir.path()),
-    );
+    let output = output_of(run_command(server, dir.path(), "0..5000", extra).env(
+        "COORDINATOR_WORKER_FAULT",
+        format!("{kind}:50:{}", marker.display()),
+    ));
     assert!(marker.exists(), "the fault fired");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.code(), stderr, dir)
