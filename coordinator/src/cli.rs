@@ -31,6 +31,9 @@ pub enum Command {
     /// Check that the runs in DIR... (one per shard) hold every batch of their plan
     /// exactly once with its whole file; exit 0 if so, 1 if not.
     Verify(VerifyArgs),
+    /// Write an HTML report (charts, no script, no network) of a scrape run's directory
+    /// or of a load test's --timeline file.
+    Report(ReportArgs),
     /// Run as a worker process (started by the coordinator itself).
     #[command(name = "__worker", hide = true)]
     Worker(WorkerArgs),
@@ -211,6 +214,11 @@ pub struct RunArgs {
     /// Print the summary as one JSON object, on stdout (on stderr with --out -).
     #[arg(long)]
     pub json: bool,
+
+    /// After the run, write an HTML report of it to FILE: throughput, latency,
+    /// statuses and errors over time, per worker and per host (needs an --out directory).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// `coordinator serve`.
@@ -312,6 +320,21 @@ pub struct LoadArgs {
     /// No live progress.
     #[arg(long)]
     pub quiet: bool,
+    /// After the test, write an HTML report of it to FILE: throughput, latency and
+    /// errors over time (with --rate also from the intended send time), per worker.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+}
+
+/// `coordinator report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A scrape run's --out directory, or a load test's --timeline file.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The HTML file to write.
+    #[arg(short, long, value_name = "FILE.html")]
+    pub output: PathBuf,
 }
 
 /// `coordinator verify`.

@@ -15,6 +15,7 @@ mod manifest;
 mod open_files;
 mod pool;
 mod progress;
+mod report_file;
 mod resume;
 mod scheduler;
 mod settings;
@@ -28,6 +29,7 @@ mod verify;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
@@ -46,9 +48,34 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => target::serve_forever(&args),
         Some(Command::Verify(args)) => verify::run(&args),
         Some(Command::Load(args)) => load::run(&args),
-        None => settings::Settings::from_args(cli.run).and_then(dispatch::run),
+        Some(Command::Report(args)) => report_file::run(&args),
+        None => scrape(cli.run),
     };
     exit::report(result)
+}
+
+/// A scrape run, and its report when one is asked for (written whatever the run's
+/// exit code, from what its manifest holds).
+fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
+    let report = args.report.clone();
+    if let Some(path) = &report {
+        report_file::check(path)?;
+        if args.out == std::path::Path::new("-") {
+            return Err(settings::UsageError::new(
+                "--report",
+                "needs an --out directory: with --out - there is no manifest to report on",
+            )
+            .into());
+        }
+    }
+    let out = args.out.clone();
+    let exit = settings::Settings::from_args(args).and_then(dispatch::run)?;
+    if let Some(path) = report {
+        let run = report_file::of_scrape(&out)
+            .with_context(|| format!("reading the run in {}", out.display()))?;
+        report_file::write(&path, &run).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(exit)
 }
 
 /// The parent pid of a worker process, started exactly as the pool starts it

@@ -216,17 +216,19 @@ impl Hist {
         self.0.mean()
     }
 
-    /// `(upper bound, count)` for `n` buckets of equal width from min to max.
-    pub fn buckets(&self, n: u64) -> Vec<(u64, u64)> {
-        if self.is_empty() || n == 0 {
+    /// `(upper bound, count)` of log-spaced buckets, each twice as wide as the one
+    /// before (upper bounds are powers of two microseconds), from the bucket of the
+    /// smallest value to that of the largest. Latencies spread over orders of
+    /// magnitude: equal-width buckets would put nearly every value in the first.
+    pub fn log_buckets(&self) -> Vec<(u64, u64)> {
+        if self.is_empty() {
             return Vec::new();
         }
-        let (lo, hi) = (self.0.min(), self.0.max());
-        let width = ((hi - lo) / n).max(1);
-        let mut out: Vec<(u64, u64)> = (1..=n).map(|i| (lo + i * width, 0)).collect();
+        let bucket = |us: u64| us.max(1).next_power_of_two().trailing_zeros() as usize;
+        let (lo, hi) = (bucket(self.0.min()), bucket(self.0.max()));
+        let mut out: Vec<(u64, u64)> = (lo..=hi).map(|k| (1u64 << k, 0)).collect();
         for v in self.0.iter_recorded() {
-            let i = ((v.value_iterated_to().saturating_sub(lo)) / width).min(n - 1) as usize;
-            out[i].1 += v.count_at_value();
+            out[bucket(v.value_iterated_to()) - lo].1 += v.count_at_value();
         }
         out
     }
@@ -316,7 +318,21 @@ mod tests {
         }
         let frame = encode(&h).unwrap();
         assert!(frame.len() < 64 * 1024, "{} bytes", frame.len());
-        assert_eq!(h.buckets(10).iter().map(|b| b.1).sum::<u64>(), 1_000_000);
+        assert_eq!(h.log_buckets().iter().map(|b| b.1).sum::<u64>(), 1_000_000);
+    }
+
+    #[test]
+    fn log_buckets_double_and_keep_the_empty_ones_between() {
+        let mut h = Hist::default();
+        for us in [3, 900, 1_000, 1_024, 5_000] {
+            h.record(us);
+        }
+        let buckets = h.log_buckets();
+        assert_eq!(buckets.first(), Some(&(4, 1)));
+        assert_eq!(buckets.last(), Some(&(8_192, 1)));
+        assert_eq!(buckets.len(), 12);
+        let at = |upper| buckets.iter().find(|b| b.0 == upper).map(|b| b.1);
+        assert_eq!((at(1_024), at(2_048), at(512)), (Some(3), Some(0), Some(0)));
     }
 
     #[test]

@@ -6,10 +6,10 @@
 mod report;
 mod spec;
 mod thresholds;
+mod timeline;
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,9 +19,11 @@ use shared::protocol::{FromWorker, PROTOCOL_VERSION, Task, ToWorker};
 
 use self::report::{Results, WorkerResult};
 use self::spec::LoadPlan;
+use self::timeline::{Seconds, Timeline};
 use crate::cli::LoadArgs;
 use crate::exit::{Exit, print_stdout};
 use crate::pool::{Event, Source, WorkerProc};
+use crate::report_file;
 use crate::settings::UsageError;
 use crate::signals::{Signals, StopCause};
 
@@ -33,15 +35,19 @@ const PLAIN_EVERY: u32 = 5;
 /// Runs `coordinator load`.
 pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
     let plan = LoadPlan::from_args(args)?;
-    let mut timeline = match &plan.timeline {
-        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+    if let Some(path) = &args.report {
+        report_file::check(path)?;
+    }
+    let file = match &plan.timeline {
+        Some(path) => Some(File::create(path).map_err(|e| {
             UsageError::new(
                 "--timeline",
                 format!("cannot create {}: {e}", path.display()),
             )
-        })?)),
+        })?),
         None => None,
     };
+    let mut timeline = Timeline::new(file, args.report.is_some(), plan.rate, &plan.target);
     let signals = Signals::install().context("installing signal handlers")?;
     let (tx, events) = bounded(1024);
     let mut procs = Vec::with_capacity(plan.specs.len());
@@ -118,11 +124,11 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
                     }
                 }
             }
-            for (second, stats) in seconds.ready() {
-                live.second(second, &stats);
-                if let Some(out) = &mut timeline {
-                    write_timeline(out, second, &stats).context("writing the timeline")?;
-                }
+            for (second, s) in seconds.ready() {
+                live.second(second, &s.stats);
+                timeline
+                    .record(second, &s)
+                    .context("writing the timeline")?;
             }
         }
         Ok(())
@@ -137,11 +143,18 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         let _ = proc.stop(grace);
     }
     outcome?;
-    if let Some(out) = &mut timeline {
-        for (second, stats) in seconds.rest() {
-            write_timeline(out, second, &stats).context("writing the timeline")?;
-        }
-        out.flush().context("writing the timeline")?;
+    for (second, s) in seconds.rest() {
+        timeline
+            .record(second, &s)
+            .context("writing the timeline")?;
+    }
+    let kept = timeline.finish().context("writing the timeline")?;
+    if let (Some(path), Some(lines)) = (&args.report, kept) {
+        let title = format!("Load test of {}", plan.target);
+        let mut run = ::report::Run::from_timeline(lines.as_slice(), &title)
+            .context("reading the timeline")?;
+        run.kind = ::report::Kind::Load { rate: plan.rate };
+        report_file::write(path, &run).with_context(|| format!("writing {}", path.display()))?;
     }
 
     let (own_cpu, own_rss) = worker::own_usage();
@@ -175,66 +188,6 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         None if !breached.is_empty() => Exit::SomeFailed,
         None => Exit::Ok,
     })
-}
-
-/// Per-second statistics from all workers, released once every worker has reported
-/// that second (or has finished before it). Each worker reports its seconds in order.
-struct Seconds {
-    pending: BTreeMap<u32, LoadStats>,
-    /// Per worker: the next second it will report, and whether it has finished.
-    next: Vec<(u32, bool)>,
-}
-
-impl Seconds {
-    fn new(workers: usize) -> Seconds {
-        Seconds {
-            pending: BTreeMap::new(),
-            next: vec![(0, false); workers],
-        }
-    }
-
-    fn add(&mut self, worker: usize, second: u32, stats: &LoadStats) {
-        self.pending.entry(second).or_default().merge(stats);
-        self.next[worker].0 = second + 1;
-    }
-
-    fn finished(&mut self, worker: usize) {
-        self.next[worker].1 = true;
-    }
-
-    /// Seconds, in order, that every worker has accounted for.
-    fn ready(&mut self) -> Vec<(u32, LoadStats)> {
-        let mut out = Vec::new();
-        while let Some(entry) = self.pending.first_entry() {
-            let second = *entry.key();
-            if !self
-                .next
-                .iter()
-                .all(|&(next, finished)| finished || next > second)
-            {
-                break;
-            }
-            out.push((second, entry.remove()));
-        }
-        out
-    }
-
-    /// Whatever is left, in order.
-    fn rest(&mut self) -> Vec<(u32, LoadStats)> {
-        std::mem::take(&mut self.pending).into_iter().collect()
-    }
-}
-
-fn write_timeline(out: &mut impl Write, second: u32, s: &LoadStats) -> io::Result<()> {
-    let line = serde_json::json!({
-        "second": second + 1,
-        "responses": s.responses,
-        "rps": s.responses,
-        "errors": s.errors.total(),
-        "p50_ms": s.latency.quantile(0.5) as f64 / 1e3,
-        "p99_ms": s.latency.quantile(0.99) as f64 / 1e3,
-    });
-    writeln!(out, "{line}")
 }
 
 /// The live view on stderr: a bar on a terminal, a plain line every few seconds

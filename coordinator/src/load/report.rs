@@ -192,8 +192,11 @@ impl Results {
             "  errors       connect {}, timeout {}, reset {}, read {}",
             e.connect, e.timeout, e.reset, e.read
         );
-        let _ = writeln!(out, "  service time histogram");
-        let buckets = t.latency.buckets(10);
+        let _ = writeln!(
+            out,
+            "  service time histogram (log-spaced buckets, upper bounds)"
+        );
+        let buckets = t.latency.log_buckets();
         let most = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1);
         for (upper, n) in buckets {
             let bar = "■".repeat((40 * n / most) as usize);
