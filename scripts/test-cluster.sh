@@ -538,6 +538,19 @@ EOF
         fail "the second pass's job log does not show 3 shards with exit 0"
     echo "second pass: $lost fetched again, every shard resumed, verify: complete"
     check_manifests 300 3 "$dir"/out/shard-{0..2}
+
+    # Pages that answer 404: each shard fails (exit 1) and is retried on another host,
+    # where --resume finds nothing left to fetch (failed batches count as finished)
+    # and exits 0; the final verify finds the failed batches (exit 1) and prints a
+    # --retry-failed command for each shard.
+    step="ssh: parallel-ssh.sh with failing pages"
+    local status=0
+    HOSTS=host1,host2,host3 OUT_ROOT=$dir/out404 timeout 120 "$here/scripts/parallel-ssh.sh" \
+        "$base/nothing/?start={start}&limit={limit}" 0..30 >"$dir/run404.out" 2>"$dir/run404.log" || status=$?
+    [ "$status" = 1 ] || fail "parallel-ssh.sh over 404 pages: exit $status, expected 1: $(cat "$dir/run404.log")"
+    [ "$(grep -c -- ' --retry-failed$' "$dir/run404.out")" = 3 ] ||
+        fail "expected 3 --retry-failed commands: $(cat "$dir/run404.out")"
+    echo "404 pages: exit 1, verify printed a --retry-failed command for each of the 3 shards"
 }
 
 # --- network namespaces ------------------------------------------------------------
