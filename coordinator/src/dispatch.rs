@@ -18,9 +18,10 @@ use shared::template::Template;
 
 use crate::exit::{Exit, print_stdout};
 use crate::manifest::{self, Manifest};
+use crate::plan::Output;
 use crate::pool::{Event, Source, WorkerProc};
+use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
-use crate::settings::{Output, Settings, Target};
 use crate::signals::{Signals, StopCause};
 use crate::sink::Sink;
 use crate::source::{JobSource, frame_bytes};

@@ -7,24 +7,29 @@
 //! [`summary`] tells how it went.
 
 mod cli;
+mod cpus;
 mod dispatch;
+mod error;
 mod exit;
 mod lines;
 mod load;
 mod manifest;
 mod open_files;
+mod parse;
+mod plan;
 mod pool;
+mod prepare;
 mod progress;
 mod report_file;
 mod resume;
 mod scheduler;
-mod settings;
 mod signals;
 mod sink;
 mod source;
 mod summary;
 mod target;
 mod url_input;
+mod url_list;
 mod verify;
 
 use std::process::ExitCode;
@@ -61,7 +66,7 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
     if let Some(path) = &report {
         report_file::check(path)?;
         if args.out == std::path::Path::new("-") {
-            return Err(settings::UsageError::new(
+            return Err(error::UsageError::new(
                 "--report",
                 "needs an --out directory: with --out - there is no manifest to report on",
             )
@@ -69,7 +74,12 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
         }
     }
     let out = args.out.clone();
-    let exit = settings::Settings::from_args(args).and_then(dispatch::run)?;
+    let env = plan::Env {
+        cpus: cpus::usable_cpus(),
+        var: &|name| std::env::var(name).ok(),
+    };
+    let plan = plan::Plan::from_args(&args, &env)?;
+    let exit = dispatch::run(prepare::prepare(plan)?)?;
     if let Some(path) = report {
         let run = report_file::of_scrape(&out)
             .with_context(|| format!("reading the run in {}", out.display()))?;

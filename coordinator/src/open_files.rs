@@ -4,7 +4,7 @@
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
-use crate::settings::UsageError;
+use crate::error::UsageError;
 
 /// Descriptors a process keeps besides its sockets: stdio, pipes, the manifest, temp
 /// files being written, the runtime's own.

@@ -9,9 +9,9 @@ use anyhow::Context;
 use report::Run;
 
 use crate::cli::ReportArgs;
+use crate::error::UsageError;
 use crate::exit::Exit;
 use crate::manifest;
-use crate::settings::UsageError;
 
 /// Checks that a report can be written to `path`: its directory exists and it is not
 /// a directory itself. Nothing is created.

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::UsageError;
 use crate::manifest;
-use crate::settings::UsageError;
 use crate::source::{Filter, IndexSet};
 
 /// File name of the plan record inside the output directory.

@@ -10,8 +10,8 @@ use crossbeam_channel::{Receiver, TryRecvError, bounded};
 use shared::plan::{Batch, BatchPlan, Shard};
 use shared::protocol::{Job, JobReport, Outcome};
 
-use crate::settings::UrlList;
 use crate::url_input::{Listed, Refused};
+use crate::url_list::UrlList;
 
 /// URLs read ahead of dispatch at most.
 const READ_AHEAD: usize = 4096;

@@ -11,8 +11,10 @@ use shared::plan::Span;
 use tokio::sync::oneshot;
 
 use crate::cli::ServeArgs;
+use crate::cpus;
+use crate::error::UsageError;
 use crate::exit::Exit;
-use crate::settings::{self, UsageError, parse_duration};
+use crate::parse::parse_duration;
 
 /// The built-in API on an ephemeral loopback port, served from a thread of this process
 /// for as long as the value lives.
@@ -117,7 +119,7 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     // One single-threaded event loop per core, all accepting from the one listening
     // socket: like the workers, no work stealing between threads, and accepts in
     // parallel. (Not SO_REUSEPORT: a second server on a taken port must still fail.)
-    let loops = settings::usable_cpus().len().max(1);
+    let loops = cpus::usable_cpus().len().max(1);
     let runtimes = (0..loops)
         .map(|_| {
             tokio::runtime::Builder::new_current_thread()

@@ -15,10 +15,10 @@ use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::Template;
 
 use crate::cli::VerifyArgs;
+use crate::error::UsageError;
 use crate::exit::Exit;
 use crate::manifest;
 use crate::resume::{self, RECORD_FILE, RunRecord};
-use crate::settings::UsageError;
 use crate::source::IndexSet;
 use crate::url_input::{Listed, UrlLines};
 

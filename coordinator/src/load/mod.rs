@@ -21,10 +21,10 @@ use self::report::{Results, WorkerResult};
 use self::spec::LoadPlan;
 use self::timeline::{Seconds, Timeline};
 use crate::cli::LoadArgs;
+use crate::error::UsageError;
 use crate::exit::{Exit, print_stdout};
 use crate::pool::{Event, Source, WorkerProc};
 use crate::report_file;
-use crate::settings::UsageError;
 use crate::signals::{Signals, StopCause};
 
 /// Time workers get to finish their in-flight requests after a stop.

@@ -10,8 +10,11 @@ use shared::template::Template;
 
 use super::thresholds::Threshold;
 use crate::cli::LoadArgs;
+use crate::cpus;
+use crate::error::UsageError;
 use crate::open_files;
-use crate::settings::{self, MAX_WORKERS, UsageError, parse_duration, parse_rate};
+use crate::parse::{parse_duration, parse_rate};
+use crate::plan::MAX_WORKERS;
 
 /// Connections one worker keeps at most.
 const MAX_CONNECTIONS: u32 = 200_000;
@@ -45,7 +48,7 @@ pub struct LoadPlan {
 impl LoadPlan {
     /// Checks every flag.
     pub fn from_args(args: &LoadArgs) -> Result<LoadPlan, UsageError> {
-        let available = settings::usable_cpus();
+        let available = cpus::usable_cpus();
         let workers = args.workers.unwrap_or(available.len().max(1) as u32);
         if workers == 0 || workers > MAX_WORKERS {
             return Err(UsageError::new(

@@ -1,0 +1,367 @@
+//! From the command line to a checked plan, reading and writing nothing: every flag is
+//! validated here, before any process is started or any file is written (ripgrep's
+//! low-args → high-args). [`crate::prepare`] then acts on the plan.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shared::config::{RetryPolicy, WorkerConfig};
+use shared::plan::{BatchPlan, Shard, Span};
+use shared::template::{Template, Var};
+
+use crate::cli::RunArgs;
+use crate::error::{UsageError, usage};
+use crate::parse::{millis, parse_duration, parse_header, parse_rate, parse_size, parse_statuses};
+use crate::resume::Mode;
+use crate::scheduler;
+use crate::url_input;
+
+/// Most worker processes one coordinator starts.
+pub const MAX_WORKERS: u32 = 1024;
+/// Most requests one worker keeps in flight.
+pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Range of the default job on the built-in target.
+const BUILTIN_RANGE: Span = Span {
+    start: 0,
+    end: 1000,
+};
+/// Bodies on stdout travel inside frames: they must fit one, with room for the rest.
+const MAX_INLINE_BODY: u64 = (shared::frame::MAX_FRAME_LEN - 64 * 1024) as u64;
+
+/// What the process is given besides its command line: read once, by the caller, so
+/// that a plan can be made without touching the system.
+pub struct Env<'a> {
+    /// The CPUs this process may run on.
+    pub cpus: Vec<usize>,
+    /// Environment variables (for `--shard auto`).
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Where the URLs come from, as the command line names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetSpec {
+    /// A URL template over a batch plan.
+    Template(BatchPlan),
+    /// The built-in tickers API over a batch plan.
+    Builtin {
+        /// The batches.
+        plan: BatchPlan,
+        /// Response delay of the server, in ms.
+        delay_ms: Span,
+    },
+    /// One URL per line of this file (`-`: stdin).
+    UrlList(PathBuf),
+}
+
+/// Where the bodies go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Batch files and manifest.jsonl in this directory.
+    Dir(PathBuf),
+    /// One JSON line per batch on stdout (`--out -`).
+    Stdout,
+}
+
+/// Time limits of the run as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Time in-flight batches get after SIGINT/SIGTERM.
+    pub grace: Duration,
+    /// Whole-run time limit.
+    pub deadline: Option<Duration>,
+    /// Silence after which a worker holding batches is restarted.
+    pub stall_timeout: Duration,
+}
+
+/// A checked scrape, before anything is read or written.
+#[derive(Debug)]
+pub struct Plan {
+    /// Worker processes asked for (fewer start when there are fewer batches).
+    pub workers: u32,
+    /// The CPUs this process may run on.
+    pub cpus: Vec<usize>,
+    /// What to fetch.
+    pub target: TargetSpec,
+    /// Where the bodies go.
+    pub output: Output,
+    /// How an earlier run in the output directory is treated.
+    pub mode: Mode,
+    /// Settings every worker gets (`rate` is set once the number of workers is known).
+    pub worker: WorkerConfig,
+    /// `--rate`, all workers together.
+    pub rate: Option<f64>,
+    /// The slice of the plan this run owns.
+    pub shard: Shard,
+    /// Time limits of the run as a whole.
+    pub limits: RunLimits,
+    /// Worker restarts allowed.
+    pub max_restarts: u32,
+    /// No progress and no summary.
+    pub quiet: bool,
+    /// The summary as one JSON object.
+    pub json: bool,
+    /// `--url` as given, for the run's record.
+    pub url_text: Option<String>,
+    /// `--name` as given, for the run's record.
+    pub name_text: String,
+}
+
+impl Plan {
+    /// Checks every flag of a scrape.
+    pub fn from_args(args: &RunArgs, env: &Env<'_>) -> Result<Plan, UsageError> {
+        let workers = args.workers.unwrap_or(env.cpus.len().max(1) as u32);
+        if workers == 0 || workers > MAX_WORKERS {
+            Err(usage(
+                "--workers",
+                format!("{workers} is out of range: use 1 to {MAX_WORKERS}"),
+            ))?;
+        }
+        if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+            let problem = format!(
+                "{} is out of range: use 1 to {MAX_CONCURRENCY}",
+                args.concurrency
+            );
+            Err(usage("--concurrency", problem))?;
+        }
+        let output = if args.out == Path::new("-") {
+            Output::Stdout
+        } else {
+            Output::Dir(args.out.clone())
+        };
+        let mode = match (args.overwrite, args.resume, args.retry_failed) {
+            (true, _, _) => Mode::Overwrite,
+            (_, true, _) => Mode::Resume,
+            (_, _, true) => Mode::RetryFailed,
+            _ => Mode::Fresh,
+        };
+        if output == Output::Stdout && mode != Mode::Fresh {
+            Err(usage(
+                "--out -",
+                "writes no manifest, so it cannot be combined with --resume, --retry-failed or --overwrite",
+            ))?;
+        }
+        let (mut worker, limits) = worker_config(args)?;
+        let rate = match &args.rate {
+            Some(text) => Some(parse_rate(text).map_err(|e| usage("--rate", e))?),
+            None => None,
+        };
+        if output == Output::Stdout {
+            worker.out_dir = None;
+            worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
+        }
+        let target = target(args, worker.url.is_some())?;
+        let shard = match args.shard.as_deref() {
+            None => Shard::WHOLE,
+            Some("auto") => {
+                scheduler::shard_from_env(env.var).map_err(|e| usage("--shard auto", e))?
+            }
+            Some(text) => text.parse().map_err(|e| usage("--shard", e))?,
+        };
+        Ok(Plan {
+            workers,
+            cpus: env.cpus.clone(),
+            target,
+            output,
+            mode,
+            worker,
+            rate,
+            shard,
+            limits,
+            max_restarts: args.max_restarts,
+            quiet: args.quiet,
+            json: args.json,
+            url_text: args.url.clone(),
+            name_text: args.name.clone(),
+        })
+    }
+}
+
+/// What every worker gets, and the run's time limits, from the flags.
+fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError> {
+    let duration =
+        |flag: &'static str, text: &str| parse_duration(text).map_err(|e| usage(flag, e));
+    let timeout = duration("--timeout", &args.timeout)?;
+    let retry_max_time = duration("--retry-max-time", &args.retry_max_time)?;
+    let retry = RetryPolicy {
+        retries: args.retries,
+        statuses: parse_statuses(&args.retry_on)?,
+        base_ms: millis(duration("--backoff", &args.backoff)?),
+        max_ms: millis(duration("--backoff-max", &args.backoff_max)?),
+        retry_after_max_ms: millis(duration("--retry-after-max", &args.retry_after_max)?),
+        max_time_ms: millis(retry_max_time),
+    };
+    let limits = RunLimits {
+        grace: duration("--grace", &args.grace)?,
+        deadline: match &args.deadline {
+            Some(text) => Some(duration("--deadline", text)?),
+            None => None,
+        },
+        stall_timeout: match &args.stall_timeout {
+            Some(text) => duration("--stall-timeout", text)?,
+            None => retry_max_time + timeout + Duration::from_secs(30),
+        },
+    };
+    let url = match &args.url {
+        Some(url) => Some(url_template(url)?),
+        None => None,
+    };
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let worker = WorkerConfig {
+        url,
+        name: name_template(&args.name)?,
+        out_dir: Some(args.out.to_string_lossy().into_owned()),
+        concurrency: args.concurrency,
+        headers,
+        user_agent: args.user_agent.clone(),
+        timeout_ms: millis(timeout),
+        connect_timeout_ms: millis(duration("--connect-timeout", &args.connect_timeout)?),
+        max_body: parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?,
+        body_budget: parse_size(&args.body_budget).map_err(|e| usage("--body-budget", e))?,
+        retry,
+        max_redirects: args.max_redirects,
+        location_trusted: args.location_trusted,
+        rate: None,
+        compressed: args.compressed,
+        http2: args.http2,
+        http2_streams: match args.http2_streams {
+            0 => return Err(usage("--http2-streams", "must be at least 1")),
+            n => n,
+        },
+    };
+    // Building one client here catches headers HTTP does not allow.
+    worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;
+    Ok((worker, limits))
+}
+
+fn target(args: &RunArgs, has_url: bool) -> Result<TargetSpec, UsageError> {
+    if let Some(path) = &args.urls {
+        return Ok(TargetSpec::UrlList(path.clone()));
+    }
+    let range = match &args.range {
+        Some(r) => r.parse::<Span>().map_err(|e| usage("--range", e))?,
+        None if has_url => Err(usage("--url", "a URL template needs --range START..END"))?,
+        None => BUILTIN_RANGE,
+    };
+    let plan = BatchPlan::new(range, args.batch).map_err(|e| match e {
+        shared::plan::PlanError::ZeroBatch => usage("--batch", "must be at least 1"),
+        e => usage("--range", e),
+    })?;
+    if has_url {
+        return Ok(TargetSpec::Template(plan));
+    }
+    let delay_ms = match &args.builtin_delay {
+        Some(delay) => delay
+            .parse::<Span>()
+            .map_err(|e| usage("--builtin-delay", e))?,
+        None => Span { start: 0, end: 0 },
+    };
+    Ok(TargetSpec::Builtin { plan, delay_ms })
+}
+
+fn url_template(text: &str) -> Result<Template, UsageError> {
+    url_input::normalize_template(text).map_err(|e| usage("--url", format!("the template {e}")))
+}
+
+fn name_template(text: &str) -> Result<Template, UsageError> {
+    let template = Template::parse(text).map_err(|e| usage("--name", e))?;
+    if ![Var::Start, Var::End, Var::Index]
+        .iter()
+        .any(|v| template.uses(*v))
+    {
+        Err(usage(
+            "--name",
+            "must contain {start}, {end} or {index}, or every batch would get the same file",
+        ))?;
+    }
+    if text.contains('/') || text.contains('\\') || text.contains('\0') {
+        Err(usage(
+            "--name",
+            "must be a plain file name inside --out, without / or \\",
+        ))?;
+    }
+    if text.starts_with('.') {
+        Err(usage(
+            "--name",
+            "must not start with `.` (hidden and temporary files do)",
+        ))?;
+    }
+    Ok(template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan_with(args: &[&str], vars: &[(&str, &str)]) -> Result<Plan, UsageError> {
+        let argv = std::iter::once("coordinator").chain(args.iter().copied());
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments clap accepts");
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let env = Env {
+            cpus: vec![0, 1],
+            var: &lookup,
+        };
+        Plan::from_args(&cli.run, &env)
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, UsageError> {
+        plan_with(args, &[])
+    }
+
+    #[test]
+    fn a_plan_is_made_without_touching_the_filesystem() {
+        // Neither the output directory nor the URL list exists: a plan does not look.
+        let p = plan(&["--urls", "/no/such/list", "-o", "/no/such/dir", "--resume"]).unwrap();
+        assert_eq!(p.target, TargetSpec::UrlList("/no/such/list".into()));
+        assert_eq!(p.output, Output::Dir("/no/such/dir".into()));
+        assert_eq!((p.mode, p.workers), (Mode::Resume, 2));
+        let k8s = [("JOB_COMPLETION_INDEX", "3"), ("JOB_COMPLETIONS", "4")];
+        let p = plan_with(&["--range", "0..100", "--shard", "auto", "-w", "8"], &k8s).unwrap();
+        assert!(matches!(p.target, TargetSpec::Builtin { .. }));
+        assert_eq!((p.workers, p.shard.to_string()), (8, "3/4".to_owned()));
+        let half = plan_with(&["--shard", "auto"], &k8s[..1]).unwrap_err();
+        assert!(half.to_string().contains("JOB_COMPLETIONS"), "{half}");
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_their_flag() {
+        for (args, flag) in [
+            (&["-w", "0"][..], "--workers"),
+            (&["-c", "0"][..], "--concurrency"),
+            (&["-o", "-", "--resume"][..], "--out -"),
+            (&["--rate", "0"][..], "--rate"),
+            (&["--timeout", "10x"][..], "--timeout"),
+            (&["--url", "http://h/{start}"][..], "--url"),
+            (&["--name", "same.json"][..], "--name"),
+            (&["-H", "X-Bad Name: v"][..], "--header"),
+        ] {
+            let err = plan(args).unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn name_templates_that_collide_or_escape_are_refused() {
+        assert!(name_template("batch{start}-{end}.json").is_ok());
+        assert!(name_template("page{index}.html").is_ok());
+        for bad in [
+            "same.json",
+            "{limit}.json",
+            "../{start}",
+            "/tmp/{start}",
+            "a/{start}",
+            ".{start}",
+            "{nope}",
+        ] {
+            assert!(name_template(bad).is_err(), "{bad}");
+        }
+    }
+}
