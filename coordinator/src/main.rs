@@ -11,6 +11,7 @@ mod cpus;
 mod dispatch;
 mod error;
 mod exit;
+mod index_set;
 mod lines;
 mod load;
 mod manifest;

@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(batch_bound(&target, Shard::WHOLE, &Filter::All), 20);
         let shard = Shard::new(1, 4).unwrap();
         assert_eq!(batch_bound(&target, shard, &Filter::All), 5);
-        let mut done = crate::source::IndexSet::default();
+        let mut done = crate::index_set::IndexSet::default();
         for i in [1, 5, 9, 13, 17] {
             done.insert(i);
         }

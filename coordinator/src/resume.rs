@@ -12,8 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::UsageError;
+use crate::index_set::IndexSet;
 use crate::manifest;
-use crate::source::{Filter, IndexSet};
+use crate::source::Filter;
 
 /// File name of the plan record inside the output directory.
 pub const RECORD_FILE: &str = "run.json";

@@ -17,9 +17,9 @@ use shared::template::Template;
 use crate::cli::VerifyArgs;
 use crate::error::UsageError;
 use crate::exit::Exit;
+use crate::index_set::IndexSet;
 use crate::manifest;
 use crate::resume::{self, RECORD_FILE, RunRecord};
-use crate::source::IndexSet;
 use crate::url_input::{Listed, UrlLines};
 
 /// Gaps listed one by one at most; the count is always given.
