@@ -35,7 +35,7 @@ pub enum Command {
     /// or of a load test's --timeline file.
     Report(ReportArgs),
     /// Run as a worker process (started by the coordinator itself).
-    #[command(name = "__worker", hide = true)]
+    #[command(name = crate::pool::WORKER_COMMAND, hide = true)]
     Worker(WorkerArgs),
 }
 

@@ -11,26 +11,25 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 use shared::config::WorkerConfig;
 use shared::protocol::{FromWorker, Job, JobReport, PROTOCOL_VERSION, Task, ToWorker};
 use shared::template::Template;
 
 use crate::exit::{Exit, print_stdout};
 use crate::manifest::{self, Manifest};
+use crate::messages;
 use crate::plan::Output;
-use crate::pool::{Event, Source, WorkerProc};
+use crate::pool::{Event, Next, Source, WorkerPool};
 use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
-use crate::signals::{Signals, StopCause};
+use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::{JobSource, frame_bytes};
 use crate::summary::RunStats;
 use crate::target::BuiltinServer;
 
-/// How often the loop wakes when nothing arrives (signals, a URL list that is still
-/// being read).
-const TICK: Duration = Duration::from_millis(20);
+/// How often the loop wakes when nothing arrives: the stall watchdog's period.
+const TICK: Duration = Duration::from_secs(1);
 /// Bytes of jobs in one `Jobs` frame at most: half the frame limit, which leaves room
 /// for the message's own few bytes, while a chunk of short URLs is still cut by count.
 const MAX_CHUNK_BYTES: usize = shared::frame::MAX_FRAME_LEN / 2;
@@ -52,7 +51,7 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         quiet,
         json,
     } = settings;
-    let signals = Signals::install().context("installing signal handlers")?;
+    let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
 
     // Declared first so that it is dropped last, after every worker has stopped.
     let mut builtin = None;
@@ -69,7 +68,12 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
             JobSource::plan(plan, shard, filter)
         }
         Target::UrlList(list) => {
-            JobSource::urls(list, shard, filter).context("reading the URL list")?
+            let wake = pool.sender();
+            // The loop sleeps until something happens: lines read are something.
+            let ready = move || {
+                let _ = wake.try_send(Event::Input);
+            };
+            JobSource::urls(list, shard, filter, ready).context("reading the URL list")?
         }
     };
     let (sink, record) = match &output {
@@ -80,12 +84,12 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         Output::Stdout => (Sink::stdout(), "batches: JSON Lines on stdout".to_owned()),
     };
     let progress = Progress::new(source.total(), quiet || json);
-    let mut dispatch = Dispatch::new(workers as usize, cpus, config, source, sink, progress);
+    let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress);
     dispatch.max_restarts = max_restarts;
     dispatch.grace = limits.grace;
     dispatch.deadline = limits.deadline.map(|d| Instant::now() + d);
     dispatch.stall_timeout = limits.stall_timeout;
-    let result = dispatch.start().and_then(|()| dispatch.run(&signals));
+    let result = dispatch.start().and_then(|()| dispatch.run());
     dispatch.progress.finish();
     // Whatever happened, no worker outlives the run and no temp file stays behind.
     dispatch.stop_workers();
@@ -116,13 +120,13 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         };
         printed.context("printing the summary")?;
     } else if !quiet {
-        eprint!("{}", stats.render(&record));
+        messages::block(stats.render(&record));
         match stopped_by {
             Some(StopCause::OutputClosed) | None => {}
-            Some(cause) => eprintln!(
+            Some(cause) => messages::line(format_args!(
                 "{}: re-run the same command with --resume to fetch the rest",
                 cause.describe()
-            ),
+            )),
         }
     }
     Ok(exit)
@@ -130,9 +134,6 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
 
 /// One worker slot.
 struct Slot {
-    proc: Option<WorkerProc>,
-    /// Which process started in this slot is the current one.
-    spawn: u64,
     /// Jobs handed out and not yet reported, by batch index.
     held: HashMap<u64, Job>,
     /// `Finish` or `Stop` was sent.
@@ -146,14 +147,13 @@ struct Slot {
 }
 
 struct Dispatch {
+    pool: WorkerPool,
     slots: Vec<Slot>,
     cpus: Vec<usize>,
     config: WorkerConfig,
     source: JobSource,
     /// Jobs of dead workers, handed out again before new ones.
     retry: VecDeque<Job>,
-    events: Receiver<Event>,
-    events_tx: Sender<Event>,
     sink: Sink,
     stats: RunStats,
     progress: Progress,
@@ -166,8 +166,6 @@ struct Dispatch {
     /// Whether a worker ended other than by exiting cleanly, and so may have left a
     /// temp file: only then is the output directory searched for them at the end.
     untidy: bool,
-    /// Worker processes started so far.
-    spawned: u64,
     grace: Duration,
     deadline: Option<Instant>,
     stall_timeout: Duration,
@@ -178,13 +176,14 @@ struct Dispatch {
 
 impl Dispatch {
     fn new(
-        workers: usize,
+        pool: WorkerPool,
         cpus: Vec<usize>,
         config: WorkerConfig,
         source: JobSource,
         sink: Sink,
         progress: Progress,
     ) -> Dispatch {
+        let workers = pool.slots();
         let concurrency = config.concurrency as usize;
         let window = 2 * concurrency;
         // Small enough that every worker gets several chunks of a short run, large
@@ -193,13 +192,10 @@ impl Dispatch {
             .total()
             .map_or(u64::MAX, |t| t / (workers as u64 * 8));
         let chunk = (per_worker.min((concurrency / 2).max(1) as u64) as usize).max(1);
-        // Reader threads wait when the loop falls behind; that bounds memory.
-        let (events_tx, events) = bounded(1024);
         Dispatch {
+            pool,
             slots: (0..workers)
                 .map(|_| Slot {
-                    proc: None,
-                    spawn: 0,
                     held: HashMap::new(),
                     finishing: false,
                     done: false,
@@ -211,8 +207,6 @@ impl Dispatch {
             config,
             source,
             retry: VecDeque::new(),
-            events,
-            events_tx,
             sink,
             stats: RunStats::new(workers),
             progress,
@@ -221,7 +215,6 @@ impl Dispatch {
             restarts: 0,
             max_restarts: 0,
             untidy: false,
-            spawned: 0,
             grace: Duration::ZERO,
             deadline: None,
             stall_timeout: Duration::MAX,
@@ -244,17 +237,12 @@ impl Dispatch {
             cpu: self.cpus.get(slot).copied(),
             task: Task::Scrape(Box::new(self.config.clone())),
         };
-        self.spawned += 1;
-        let source = Source {
-            slot,
-            spawn: self.spawned,
-        };
-        let proc = WorkerProc::spawn(source, &hello, self.events_tx.clone())
+        let pid = self
+            .pool
+            .spawn(slot, &hello)
             .with_context(|| format!("starting worker {slot}"))?;
-        self.stats.set_pid(slot, proc.pid());
+        self.stats.set_pid(slot, pid);
         let s = &mut self.slots[slot];
-        s.proc = Some(proc);
-        s.spawn = source.spawn;
         s.finishing = false;
         s.done = false;
         s.last_report = Instant::now();
@@ -262,16 +250,11 @@ impl Dispatch {
         Ok(())
     }
 
-    /// Runs until every worker said `Bye`; returns the signal that stopped it early.
-    fn run(&mut self, signals: &Signals) -> anyhow::Result<Option<StopCause>> {
+    /// Runs until every worker said `Bye`; returns what stopped it early, if anything.
+    /// It sleeps until an event comes (a report, a worker's end, a signal, input) or
+    /// one of its clocks (the watchdog's tick, the deadline, the grace) runs out.
+    fn run(&mut self) -> anyhow::Result<Option<StopCause>> {
         while !self.slots.iter().all(|s| s.done) {
-            if let Some(signal) = signals.take() {
-                if self.stopping.is_some() {
-                    // A second signal: stop at once.
-                    break;
-                }
-                self.begin_stop(signal);
-            }
             if self.stopping.is_none() && self.deadline.is_some_and(|d| Instant::now() >= d) {
                 self.begin_stop(StopCause::Deadline);
             }
@@ -282,23 +265,22 @@ impl Dispatch {
             {
                 break;
             }
-            let event = match self.events.try_recv() {
-                Ok(event) => event,
-                Err(TryRecvError::Empty) => {
-                    // Nothing queued: a good moment to make the manifest durable.
-                    self.sink.flush().context("writing the manifest")?;
-                    match self.events.recv_timeout(TICK) {
-                        Ok(event) => event,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.top_up_all()?;
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => bail!("all workers are gone"),
+            if self.pool.is_idle() {
+                // Nothing queued: a good moment to make the manifest durable.
+                self.sink.flush().context("writing the manifest")?;
+            }
+            match self.pool.next(Some(self.wake_at())) {
+                Next::Event(Event::Signal(cause)) => {
+                    if self.stopping.is_some() {
+                        // A second signal: stop at once.
+                        break;
                     }
+                    self.begin_stop(cause);
                 }
-                Err(TryRecvError::Disconnected) => bail!("all workers are gone"),
-            };
-            self.handle(event)?;
+                // More of a URL list, or a tick: jobs may be waiting for room.
+                Next::Event(Event::Input) | Next::Timeout => self.top_up_all()?,
+                Next::Event(event) => self.handle(event)?,
+            }
         }
         if self
             .stopping
@@ -309,12 +291,19 @@ impl Dispatch {
         Ok(self.stopping.map(|(signal, _)| signal))
     }
 
-    fn handle(&mut self, event: Event) -> anyhow::Result<()> {
-        let source = event.source();
-        if self.slots[source.slot].spawn != source.spawn {
-            // From a worker that was already replaced: its jobs have moved on.
-            return Ok(());
+    /// When the loop must wake even if nothing happens.
+    fn wake_at(&self) -> Instant {
+        let mut at = self.last_stall_check + TICK;
+        if let Some(deadline) = self.deadline {
+            at = at.min(deadline);
         }
+        if let Some((_, until)) = self.stopping {
+            at = at.min(until);
+        }
+        at
+    }
+
+    fn handle(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
             Event::Message(Source { slot, .. }, FromWorker::Ready { version, pid }) => {
                 if version != PROTOCOL_VERSION {
@@ -352,6 +341,7 @@ impl Dispatch {
                     self.replace_worker(slot, &why)?;
                 }
             }
+            Event::Signal(_) | Event::Input => {}
         }
         Ok(())
     }
@@ -360,17 +350,8 @@ impl Dispatch {
     /// start another in its slot and hand its jobs out again.
     fn replace_worker(&mut self, slot: usize, why: &str) -> anyhow::Result<()> {
         self.untidy = true;
+        let status = self.pool.reap(slot);
         let s = &mut self.slots[slot];
-        let status = match s.proc.take() {
-            Some(mut proc) => {
-                let pid = proc.pid();
-                let status = proc
-                    .stop(Duration::ZERO)
-                    .map_or_else(|e| e.to_string(), |st| st.to_string());
-                format!("pid {pid}, {status}")
-            }
-            None => "not running".to_owned(),
-        };
         let mut orphaned: Vec<Job> = s.held.drain().map(|(_, job)| job).collect();
         orphaned.sort_by_key(|j| j.batch.index);
         let count = orphaned.len();
@@ -386,9 +367,9 @@ impl Dispatch {
                 self.max_restarts
             );
         }
-        eprintln!(
-            "warning: worker {slot} stopped unexpectedly ({why}; {status}); restarting it and handing out its {count} batches again"
-        );
+        messages::warn(format_args!(
+            "worker {slot} stopped unexpectedly ({why}; {status}); restarting it and handing out its {count} batches again"
+        ));
         self.spawn(slot)?;
         self.top_up_all()
     }
@@ -403,12 +384,13 @@ impl Dispatch {
         }
         self.last_stall_check = now;
         for slot in 0..self.slots.len() {
+            let running = self.pool.is_running(slot);
+            let pid = self.pool.pid(slot).unwrap_or(0);
             let s = &mut self.slots[slot];
-            if s.held.is_empty() || s.done || s.proc.is_none() {
+            if s.held.is_empty() || s.done || !running {
                 continue;
             }
             let quiet = now.duration_since(s.last_report);
-            let pid = s.proc.as_ref().map_or(0, WorkerProc::pid);
             let oldest = s.held.keys().min().copied().unwrap_or_default();
             let what = format!(
                 "holds {} batches (oldest: batch {oldest}) and has reported nothing for {:.0}s",
@@ -419,7 +401,7 @@ impl Dispatch {
                 self.replace_worker(slot, &format!("stalled: it {what}, over --stall-timeout"))?;
             } else if quiet >= self.stall_timeout / 2 && !s.warned {
                 s.warned = true;
-                eprintln!("warning: worker {slot} (pid {pid}) {what}");
+                messages::warn(format_args!("worker {slot} (pid {pid}) {what}"));
             }
         }
         Ok(())
@@ -428,15 +410,15 @@ impl Dispatch {
     fn begin_stop(&mut self, signal: StopCause) {
         self.stopping = Some((signal, Instant::now() + self.grace));
         let in_flight: usize = self.slots.iter().map(|s| s.held.len()).sum();
-        eprintln!(
+        messages::line(format_args!(
             "{}: handing out no more batches; waiting up to {:.0}s for those in flight (at most {in_flight}); Ctrl-C again stops at once",
             signal.describe(),
             self.grace.as_secs_f64()
-        );
-        for s in &mut self.slots {
-            if let (false, Some(proc)) = (s.done, &mut s.proc) {
+        ));
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            if !s.done && self.pool.is_running(slot) {
                 s.finishing = true;
-                let _ = proc.send(&ToWorker::Stop);
+                let _ = self.pool.send(slot, &ToWorker::Stop);
             }
         }
     }
@@ -444,10 +426,10 @@ impl Dispatch {
     fn record(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
         if self.slots[slot].held.remove(&report.batch.index).is_none() {
             // Not ours to record twice: the manifest holds each batch once.
-            eprintln!(
-                "warning: worker {slot} reported batch {} it did not hold",
+            messages::warn(format_args!(
+                "worker {slot} reported batch {} it did not hold",
                 report.batch.index
-            );
+            ));
             return Ok(());
         }
         self.write_report(slot, report)
@@ -497,7 +479,7 @@ impl Dispatch {
     /// Sends `slot` one chunk if it has room for a whole one; whether it did.
     fn give_chunk(&mut self, slot: usize) -> anyhow::Result<bool> {
         let s = &self.slots[slot];
-        if s.finishing || s.proc.is_none() || s.held.len() + self.chunk > self.window {
+        if s.finishing || !self.pool.is_running(slot) || s.held.len() + self.chunk > self.window {
             return Ok(false);
         }
         if self.retry.is_empty() && self.source.is_exhausted() {
@@ -531,11 +513,9 @@ impl Dispatch {
         let s = &mut self.slots[slot];
         s.held
             .extend(jobs.iter().map(|j| (j.batch.index, j.clone())));
-        if let Some(proc) = &mut s.proc
-            && let Err(e) = proc.send(&ToWorker::Jobs(jobs))
-        {
+        if let Err(e) = self.pool.send(slot, &ToWorker::Jobs(jobs)) {
             // The worker is going away; its reader reports that and its jobs move on.
-            eprintln!("warning: sending jobs to worker {slot}: {e}");
+            messages::warn(format_args!("sending jobs to worker {slot}: {e}"));
         }
         Ok(true)
     }
@@ -543,37 +523,29 @@ impl Dispatch {
     fn finish_if_drained(&mut self, slot: usize) -> anyhow::Result<()> {
         let drained = self.source.is_exhausted() && self.retry.is_empty();
         let s = &mut self.slots[slot];
-        if drained
-            && s.held.is_empty()
-            && !s.finishing
-            && let Some(proc) = &mut s.proc
-        {
+        if drained && s.held.is_empty() && !s.finishing && self.pool.is_running(slot) {
             s.finishing = true;
-            if let Err(e) = proc.send(&ToWorker::Finish) {
-                eprintln!("warning: finishing worker {slot}: {e}");
+            if let Err(e) = self.pool.send(slot, &ToWorker::Finish) {
+                messages::warn(format_args!("finishing worker {slot}: {e}"));
             }
         }
         Ok(())
     }
 
-    /// Stops every worker that is still running and reaps it.
+    /// Stops every worker that is still running and reaps it: all at once, with the
+    /// end-of-run grace, or none once a stop ran out of time.
     fn stop_workers(&mut self) {
         let grace = if self.stopping.is_some() {
             Duration::ZERO
         } else {
             STOP_GRACE
         };
-        for (slot, s) in self.slots.iter_mut().enumerate() {
-            let Some(mut proc) = s.proc.take() else {
-                continue;
-            };
-            let grace = if s.done { STOP_GRACE } else { grace };
-            let stopped = proc.stop(grace);
+        for (slot, stopped) in self.pool.stop_all(grace) {
             self.untidy |= !stopped.as_ref().is_ok_and(|status| status.success());
             match stopped {
-                Ok(status) if status.success() || !s.done => {}
-                Ok(status) => eprintln!("warning: worker {slot} {status}"),
-                Err(e) => eprintln!("warning: stopping worker {slot}: {e}"),
+                Ok(status) if status.success() || !self.slots[slot].done => {}
+                Ok(status) => messages::warn(format_args!("worker {slot} {status}")),
+                Err(e) => messages::warn(format_args!("stopping worker {slot}: {e}")),
             }
         }
     }

@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use crate::error::UsageError;
+use crate::messages;
 
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,19 +34,33 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// Prints `result`'s error, if any, and turns it into the exit code.
-pub fn report(result: anyhow::Result<Exit>) -> ExitCode {
-    match result {
-        Ok(exit) => exit.into(),
+/// Prints `result`'s error, if any, and ends the process with its exit code. A run
+/// that SIGINT or SIGTERM stopped ends by that signal, once it has cleaned up, so
+/// that a calling shell (or script loop) sees it was interrupted and stops too; its
+/// exit status is then 130 or 143 as a shell reports it.
+pub fn end(result: anyhow::Result<Exit>) -> ExitCode {
+    let exit = match result {
+        Ok(exit) => exit,
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("error: {e:#}");
-            Exit::Usage.into()
+            messages::line(format_args!("error: {e:#}"));
+            Exit::Usage
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            Exit::Fatal.into()
+            messages::line(format_args!("error: {e:#}"));
+            Exit::Fatal
         }
+    };
+    let signal = match exit {
+        Exit::Interrupted => Some(signal_hook::consts::SIGINT),
+        Exit::Terminated => Some(signal_hook::consts::SIGTERM),
+        _ => None,
+    };
+    if let Some(signal) = signal {
+        let _ = io::stdout().flush();
+        // Restores the default action and raises the signal: this does not return.
+        let _ = signal_hook::low_level::emulate_default_handler(signal);
     }
+    exit.into()
 }
 
 /// Help and version go to stdout with 0; any other parse error is one line and 2.

@@ -15,6 +15,7 @@ mod index_set;
 mod lines;
 mod load;
 mod manifest;
+mod messages;
 mod open_files;
 mod parse;
 mod plan;
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
         Some(Command::Report(args)) => report_file::run(&args),
         None => scrape(cli.run),
     };
-    exit::report(result)
+    exit::end(result)
 }
 
 /// A scrape run, and its report when one is asked for (written whatever the run's
@@ -90,7 +91,7 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
 }
 
 /// The parent pid of a worker process, started exactly as the pool starts it
-/// (`__worker --parent PID`). Workers skip the command-line parser: each is one more
+/// ([`pool::WORKER_COMMAND`] `--parent PID`). Workers skip the command-line parser: each is one more
 /// resident process per core, and the parser is code and memory they never need.
 fn worker_parent() -> Option<u32> {
     let mut args = std::env::args_os().skip(1);
@@ -99,7 +100,7 @@ fn worker_parent() -> Option<u32> {
     else {
         return None;
     };
-    if sub != "__worker" || flag != "--parent" {
+    if sub != pool::WORKER_COMMAND || flag != "--parent" {
         return None;
     }
     pid.to_str()?.parse().ok()

@@ -11,6 +11,7 @@ use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome};
 
 use crate::lines::{self, Line};
+use crate::messages;
 
 /// The manifest's file name inside the output directory.
 pub const FILE_NAME: &str = "manifest.jsonl";
@@ -140,13 +141,13 @@ pub struct Entries {
 impl Entries {
     fn end(&mut self) -> Option<Entry> {
         if !self.ended && self.skipped > 0 {
-            eprintln!(
-                "warning: {}: skipped {} unreadable line{} (the first is line {}); their batches count as not done",
+            messages::warn(format_args!(
+                "{}: skipped {} unreadable line{} (the first is line {}); their batches count as not done",
                 self.path.display(),
                 self.skipped,
                 if self.skipped == 1 { "" } else { "s" },
                 self.first_skipped
-            );
+            ));
         }
         self.ended = true;
         None

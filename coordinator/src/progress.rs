@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::messages;
+
 /// Time between plain progress lines.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
@@ -55,6 +57,7 @@ impl Progress {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message("0 failed");
+        messages::show_bar(&bar);
         Progress::Bar(bar)
     }
 
@@ -74,7 +77,7 @@ impl Progress {
             } => {
                 if last.elapsed() >= PLAIN_EVERY {
                     *last = Instant::now();
-                    eprintln!("{}", plain_line(done, failed, *total, started.elapsed()));
+                    messages::line(plain_line(done, failed, *total, started.elapsed()));
                 }
             }
             Progress::Off => {}
@@ -84,6 +87,7 @@ impl Progress {
     /// Removes the bar before the summary is printed.
     pub fn finish(&self) {
         if let Progress::Bar(bar) = self {
+            messages::hide_bar();
             bar.finish_and_clear();
         }
     }

@@ -92,7 +92,12 @@ impl JobSource {
     }
 
     /// Every URL of `list`, in order, one job each.
-    pub fn urls(list: UrlList, shard: Shard, filter: Filter) -> io::Result<JobSource> {
+    pub fn urls(
+        list: UrlList,
+        shard: Shard,
+        filter: Filter,
+        ready: impl Fn() + Send + 'static,
+    ) -> io::Result<JobSource> {
         let (tx, rx) = bounded(READ_AHEAD);
         let UrlList {
             mut lines,
@@ -102,17 +107,22 @@ impl JobSource {
         thread::Builder::new()
             .name("url-list".into())
             .spawn(move || {
-                if tx.send(Ok(Listed::Url(first))).is_err() {
-                    return;
-                }
-                loop {
-                    let next = lines.next_item().transpose();
-                    let Some(item) = next else { return };
-                    let failed = item.is_err();
-                    if tx.send(item).is_err() || failed {
-                        return;
+                let mut item = Some(Ok(Listed::Url(first)));
+                while let Some(next) = item.take() {
+                    // The reader waits for nothing while lines are queued; it is told
+                    // when the first comes after none, and when the list ends.
+                    let was_empty = tx.is_empty();
+                    let failed = next.is_err();
+                    if tx.send(next).is_err() || failed {
+                        break;
                     }
+                    if was_empty {
+                        ready();
+                    }
+                    item = lines.next_item().transpose();
                 }
+                drop(tx);
+                ready();
             })?;
         Ok(JobSource {
             kind: Kind::Urls(rx),
@@ -322,7 +332,7 @@ mod tests {
             first: "http://a/u0".into(),
             total: Some(6),
         };
-        let mut source = JobSource::urls(list, shard, Filter::All).unwrap();
+        let mut source = JobSource::urls(list, shard, Filter::All, || {}).unwrap();
         assert_eq!(source.total(), Some(2));
         let mut urls = Vec::new();
         while !source.is_exhausted() {
@@ -398,7 +408,7 @@ mod tests {
             first: long.clone(),
             total: Some(601),
         };
-        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All).unwrap();
+        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All, || {}).unwrap();
         let budget = shared::frame::MAX_FRAME_LEN / 2;
         let (chunks, _) = drain(&mut source, 50_000, budget);
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 601);
@@ -418,7 +428,7 @@ mod tests {
             first: "http://a/1".into(),
             total: None,
         };
-        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All).unwrap();
+        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All, || {}).unwrap();
         let (chunks, refused) = drain(&mut source, 10, usize::MAX);
         let indices: Vec<u64> = chunks.concat().iter().map(|j| j.batch.index).collect();
         assert_eq!(indices, [0, 1, 3]);
@@ -440,7 +450,7 @@ mod tests {
             first: "http://a/1".into(),
             total: Some(3),
         };
-        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All).unwrap();
+        let mut source = JobSource::urls(list, Shard::WHOLE, Filter::All, || {}).unwrap();
         let mut jobs = Vec::new();
         while !source.is_exhausted() {
             jobs.extend(source.take(10, usize::MAX).unwrap());

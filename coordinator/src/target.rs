@@ -14,6 +14,7 @@ use crate::cli::ServeArgs;
 use crate::cpus;
 use crate::error::UsageError;
 use crate::exit::Exit;
+use crate::messages;
 use crate::parse::parse_duration;
 
 /// The built-in API on an ephemeral loopback port, served from a thread of this process
@@ -46,7 +47,7 @@ impl BuiltinServer {
                     .await
                 });
                 if let Err(e) = served {
-                    eprintln!("built-in target: {e}");
+                    messages::line(format_args!("built-in target: {e}"));
                 }
             })?;
         Ok(BuiltinServer {
@@ -147,9 +148,9 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     let mut stdout = io::stdout();
     writeln!(stdout, "http://{bound}")?;
     stdout.flush()?;
-    eprintln!(
+    messages::line(format_args!(
         "serving the tickers API on http://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
-    );
+    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
     let mut listeners = listeners.into_iter();

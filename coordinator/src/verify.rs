@@ -19,6 +19,7 @@ use crate::error::UsageError;
 use crate::exit::Exit;
 use crate::index_set::IndexSet;
 use crate::manifest;
+use crate::messages;
 use crate::resume::{self, RECORD_FILE, RunRecord};
 use crate::url_input::{Listed, UrlLines};
 
@@ -211,7 +212,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
         "{}",
         if complete { "complete" } else { "incomplete" }
     );
-    eprint!("{report}");
+    messages::block(&report);
 
     // Written as it is made: the gaps of a huge plan may be more than memory holds.
     let mut out = io::BufWriter::new(io::stdout().lock());

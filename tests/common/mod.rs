@@ -145,7 +145,7 @@ pub fn process_group(pid: u32) -> Option<u32> {
 #[track_caller]
 pub fn exit_code_within(child: &mut Child) -> Option<i32> {
     match wait_within(child, CHILD_LIMIT) {
-        Some(status) => status.code(),
+        Some(status) => code_of(&status),
         None => panic!(
             "pid {} still ran after {CHILD_LIMIT:?}: killed it",
             child.id()
@@ -416,7 +416,7 @@ pub fn scrape(url: &str, range: &str, extra: &[&str], cwd: &Path) -> Output {
 #[track_caller]
 pub fn assert_exit(result: &Output, code: i32) {
     assert_eq!(
-        result.status.code(),
+        code_of(&result.status),
         Some(code),
         "{}",
         String::from_utf8_lossy(&result.stderr)
@@ -465,4 +465,11 @@ pub fn retries_get_every_batch_through(server: Server, extra: &[&str]) {
         retried > 10,
         "only {retried} batches needed a retry: were faults injected?"
     );
+}
+
+/// The exit code as a shell reports it: 128 + N for a death by signal N (the
+/// coordinator dies by the SIGINT or SIGTERM that stopped it, as a shell expects).
+pub fn code_of(status: &ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt as _;
+    status.code().or_else(|| status.signal().map(|s| 128 + s))
 }

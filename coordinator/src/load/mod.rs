@@ -13,7 +13,6 @@ use std::io::{self, IsTerminal};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use crossbeam_channel::{RecvTimeoutError, bounded};
 use shared::loadtest::{LoadReport, LoadStats};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, Task, ToWorker};
 
@@ -23,9 +22,10 @@ use self::timeline::{Seconds, Timeline};
 use crate::cli::LoadArgs;
 use crate::error::UsageError;
 use crate::exit::{Exit, print_stdout};
-use crate::pool::{Event, Source, WorkerProc};
+use crate::messages;
+use crate::pool::{Event, Next, Source, WorkerPool};
 use crate::report_file;
-use crate::signals::{Signals, StopCause};
+use crate::signals::StopCause;
 
 /// Time workers get to finish their in-flight requests after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -48,102 +48,18 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         None => None,
     };
     let mut timeline = Timeline::new(file, args.report.is_some(), plan.rate, &plan.target);
-    let signals = Signals::install().context("installing signal handlers")?;
-    let (tx, events) = bounded(1024);
-    let mut procs = Vec::with_capacity(plan.specs.len());
-    for (slot, spec) in plan.specs.iter().enumerate() {
-        let hello = ToWorker::Hello {
-            version: PROTOCOL_VERSION,
-            worker: slot as u32,
-            // Not pinned, unlike a scrape's workers: the server under test often shares
-            // these cores, and a worker pinned to the core it is using waits there
-            // instead of moving to a free one (measured against nginx on 2 cores:
-            // 48K requests/s unpinned against 30K pinned, and less CPU per request).
-            cpu: None,
-            task: Task::Load(Box::new(spec.clone())),
-        };
-        let source = Source {
-            slot,
-            spawn: slot as u64,
-        };
-        let proc = WorkerProc::spawn(source, &hello, tx.clone())
-            .with_context(|| format!("starting worker {slot}"))?;
-        procs.push(proc);
-    }
-    let workers = procs.len();
-    let pids: Vec<u32> = procs.iter().map(WorkerProc::pid).collect();
-    let mut reports: Vec<Option<LoadReport>> = vec![None; workers];
-    let mut done = vec![false; workers];
-    let mut seconds = Seconds::new(workers);
+    let mut test = LoadTest::start(&plan)?;
     let mut live = Live::new(&plan);
-    let mut stopping: Option<(StopCause, Instant)> = None;
-
-    let outcome = (|| -> anyhow::Result<()> {
-        while !done.iter().all(|d| *d) {
-            if let Some(signal) = signals.take() {
-                if stopping.is_some() {
-                    break;
-                }
-                stopping = Some((signal, Instant::now() + STOP_GRACE));
-                for proc in &mut procs {
-                    let _ = proc.send(&ToWorker::Stop);
-                }
-            }
-            if stopping.is_some_and(|(_, until)| Instant::now() >= until) {
-                break;
-            }
-            let event = match events.recv_timeout(Duration::from_millis(100)) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => bail!("all workers are gone"),
-            };
-            match event {
-                Event::Message(Source { slot, .. }, FromWorker::LoadTick { second, stats }) => {
-                    seconds.add(slot, second, &stats);
-                }
-                Event::Message(Source { slot, .. }, FromWorker::LoadDone(report)) => {
-                    seconds.finished(slot);
-                    reports[slot] = Some(*report);
-                }
-                Event::Message(Source { slot, .. }, FromWorker::Bye(_)) => done[slot] = true,
-                Event::Message(_, FromWorker::Ready { .. }) => {}
-                Event::Message(Source { slot, .. }, FromWorker::Fatal(error)) => {
-                    bail!("worker {slot}: {error}")
-                }
-                Event::Message(Source { slot, .. }, other) => {
-                    bail!("worker {slot} sent {other:?} in a load test")
-                }
-                Event::Closed(Source { slot, .. }, error) => {
-                    if !done[slot] {
-                        let why =
-                            error.map_or_else(|| "its pipe closed".to_owned(), |e| e.to_string());
-                        bail!(
-                            "worker {slot} (pid {}) stopped during the load test: {why}",
-                            pids[slot]
-                        );
-                    }
-                }
-            }
-            for (second, s) in seconds.ready() {
-                live.second(second, &s.stats);
-                timeline
-                    .record(second, &s)
-                    .context("writing the timeline")?;
-            }
-        }
-        Ok(())
-    })();
+    let outcome = test.collect(&mut live, &mut timeline);
     live.finish();
-    let grace = if stopping.is_some() {
+    let grace = if test.stopping.is_some() {
         Duration::ZERO
     } else {
         STOP_GRACE
     };
-    for proc in &mut procs {
-        let _ = proc.stop(grace);
-    }
+    test.pool.stop_all(grace);
     outcome?;
-    for (second, s) in seconds.rest() {
+    for (second, s) in test.seconds.rest() {
         timeline
             .record(second, &s)
             .context("writing the timeline")?;
@@ -156,17 +72,16 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         run.kind = ::report::Kind::Load { rate: plan.rate };
         report_file::write(path, &run).with_context(|| format!("writing {}", path.display()))?;
     }
+    let stopping = test.stopping;
+    conclude(&plan, test.results(), stopping)
+}
 
-    let (own_cpu, own_rss) = worker::own_usage();
-    let results = Results::new(
-        reports
-            .into_iter()
-            .zip(pids)
-            .filter_map(|(r, pid)| r.map(|report| WorkerResult { pid, report }))
-            .collect(),
-        own_cpu,
-        own_rss,
-    );
+/// Prints the report, checks the thresholds: the exit code.
+fn conclude(
+    plan: &LoadPlan,
+    results: Results,
+    stopping: Option<(StopCause, Instant)>,
+) -> anyhow::Result<Exit> {
     let measured = results.measured(plan.rate.is_some());
     let breached: Vec<String> = plan
         .thresholds
@@ -175,19 +90,141 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         .map(|t| format!("{t} (measured {})", t.show(t.actual(&measured))))
         .collect();
     let report = if plan.json {
-        format!("{}\n", results.to_json(&plan, &breached))
+        format!("{}\n", results.to_json(plan, &breached))
     } else {
-        results.render(&plan)
+        results.render(plan)
     };
     print_stdout(&report).context("printing the report")?;
     for b in &breached {
-        eprintln!("threshold failed: {b}");
+        messages::line(format_args!("threshold failed: {b}"));
     }
     Ok(match stopping {
         Some((cause, _)) => cause.exit(),
         None if !breached.is_empty() => Exit::SomeFailed,
         None => Exit::Ok,
     })
+}
+
+/// A load test under way: its workers, and what they reported.
+struct LoadTest {
+    pool: WorkerPool,
+    pids: Vec<u32>,
+    reports: Vec<Option<LoadReport>>,
+    done: Vec<bool>,
+    seconds: Seconds,
+    /// Set once a stop was asked for: why, and until when workers may finish.
+    stopping: Option<(StopCause, Instant)>,
+}
+
+impl LoadTest {
+    /// Starts one generator per worker of `plan`.
+    fn start(plan: &LoadPlan) -> anyhow::Result<LoadTest> {
+        let workers = plan.specs.len();
+        let mut pool = WorkerPool::new(workers).context("setting up the workers")?;
+        let mut pids = Vec::with_capacity(workers);
+        for (slot, spec) in plan.specs.iter().enumerate() {
+            let hello = ToWorker::Hello {
+                version: PROTOCOL_VERSION,
+                worker: slot as u32,
+                // Not pinned, unlike a scrape's workers: the server under test often
+                // shares these cores, and a worker pinned to the core it is using waits
+                // there instead of moving to a free one (measured against nginx on 2
+                // cores: 48K requests/s unpinned against 30K pinned, and less CPU per
+                // request).
+                cpu: None,
+                task: Task::Load(Box::new(spec.clone())),
+            };
+            let pid = pool
+                .spawn(slot, &hello)
+                .with_context(|| format!("starting worker {slot}"))?;
+            pids.push(pid);
+        }
+        Ok(LoadTest {
+            pool,
+            pids,
+            reports: vec![None; workers],
+            done: vec![false; workers],
+            seconds: Seconds::new(workers),
+            stopping: None,
+        })
+    }
+
+    /// Takes the workers' reports until every one said `Bye`, or a stop ran out of
+    /// time, or a second signal came; every second goes to `live` and `timeline` once
+    /// all workers have reported it.
+    fn collect(&mut self, live: &mut Live, timeline: &mut Timeline) -> anyhow::Result<()> {
+        while !self.done.iter().all(|d| *d) {
+            let until = self.stopping.map(|(_, until)| until);
+            let event = match self.pool.next(until) {
+                Next::Event(event) => event,
+                // Only a stop's grace has a time limit.
+                Next::Timeout => break,
+            };
+            match event {
+                Event::Signal(cause) => {
+                    if self.stopping.is_some() {
+                        break;
+                    }
+                    self.stopping = Some((cause, Instant::now() + STOP_GRACE));
+                    for slot in 0..self.done.len() {
+                        let _ = self.pool.send(slot, &ToWorker::Stop);
+                    }
+                }
+                event => self.handle(event)?,
+            }
+            for (second, s) in self.seconds.ready() {
+                live.second(second, &s.stats);
+                timeline
+                    .record(second, &s)
+                    .context("writing the timeline")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::Message(Source { slot, .. }, FromWorker::LoadTick { second, stats }) => {
+                self.seconds.add(slot, second, &stats);
+            }
+            Event::Message(Source { slot, .. }, FromWorker::LoadDone(report)) => {
+                self.seconds.finished(slot);
+                self.reports[slot] = Some(*report);
+            }
+            Event::Message(Source { slot, .. }, FromWorker::Bye(_)) => self.done[slot] = true,
+            Event::Message(_, FromWorker::Ready { .. }) | Event::Signal(_) | Event::Input => {}
+            Event::Message(Source { slot, .. }, FromWorker::Fatal(error)) => {
+                bail!("worker {slot}: {error}")
+            }
+            Event::Message(Source { slot, .. }, other) => {
+                bail!("worker {slot} sent {other:?} in a load test")
+            }
+            Event::Closed(Source { slot, .. }, error) => {
+                if !self.done[slot] {
+                    let why = error.map_or_else(|| "its pipe closed".to_owned(), |e| e.to_string());
+                    bail!(
+                        "worker {slot} (pid {}) stopped during the load test: {why}",
+                        self.pids[slot]
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the workers reported at the end, with this process's own usage.
+    fn results(self) -> Results {
+        let (own_cpu, own_rss) = worker::own_usage();
+        Results::new(
+            self.reports
+                .into_iter()
+                .zip(self.pids)
+                .filter_map(|(r, pid)| r.map(|report| WorkerResult { pid, report }))
+                .collect(),
+            own_cpu,
+            own_rss,
+        )
+    }
 }
 
 /// The live view on stderr: a bar on a terminal, a plain line every few seconds
@@ -216,6 +253,7 @@ impl Live {
         {
             bar.set_style(style.progress_chars("=> "));
         }
+        messages::show_bar(&bar);
         Live::Bar(bar)
     }
 
@@ -237,7 +275,7 @@ impl Live {
                 bar.set_message(line);
             }
             Live::Plain if (second + 1).is_multiple_of(PLAIN_EVERY) => {
-                eprintln!("[{:>4}s] {line}", second + 1)
+                messages::line(format_args!("[{:>4}s] {line}", second + 1))
             }
             Live::Plain | Live::Off => {}
         }
@@ -245,6 +283,7 @@ impl Live {
 
     fn finish(&self) {
         if let Live::Bar(bar) = self {
+            messages::hide_bar();
             bar.finish_and_clear();
         }
     }

@@ -1,9 +1,9 @@
-//! Worker processes: started by re-executing this binary in its hidden worker mode, each
-//! in its own process group with its stdin and stdout as the two pipes of the protocol.
-//! A thread per worker reads its frames into one bounded channel; stopping a worker is
-//! close stdin → wait → SIGTERM → wait → SIGKILL, and always a final `wait()`.
+//! One worker process: this binary re-executed through `/proc/self/exe` in its hidden
+//! worker mode, in its own process group, with its stdin and stdout as the two pipes
+//! of the protocol and its stderr read line by line. A thread reads its frames into the
+//! pool's event channel, another its stderr into [`crate::messages`].
 
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
@@ -15,68 +15,59 @@ use nix::unistd::Pid;
 use shared::frame::{FrameError, read_frame, write_frame};
 use shared::protocol::{FromWorker, ToWorker};
 
-/// Which worker process an event comes from: its slot, and which of the processes
-/// started in that slot (a replaced worker's last events must not be taken for its
-/// successor's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Source {
-    /// The slot.
-    pub slot: usize,
-    /// Unique per process started.
-    pub spawn: u64,
-}
+use super::{Event, Source};
+use crate::messages;
 
-/// What the reader threads report.
-#[derive(Debug)]
-pub enum Event {
-    /// A message from a worker.
-    Message(Source, FromWorker),
-    /// The worker's stdout closed: cleanly (`None`) or on a bad frame.
-    Closed(Source, Option<FrameError>),
-}
+/// The hidden subcommand a worker runs as, defined once: the pool starts workers with
+/// it and `main` recognises it before any parsing.
+pub const WORKER_COMMAND: &str = "__worker";
 
-impl Event {
-    /// The worker it comes from.
-    pub fn source(&self) -> Source {
-        match self {
-            Event::Message(source, _) | Event::Closed(source, _) => *source,
-        }
-    }
-}
+/// The binary that is running now: a rebuilt or replaced file on disk is not what a
+/// replacement worker runs.
+const OWN_EXE: &str = "/proc/self/exe";
 
 /// One running worker process.
 pub struct WorkerProc {
     child: Child,
     stdin: Option<ChildStdin>,
-    reader: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     reaped: bool,
 }
 
 impl WorkerProc {
-    /// Starts the worker for `source`, sends it `hello` and starts reading its reports.
+    /// Starts the worker for `source`, sends it `hello` and starts reading what it
+    /// writes.
     pub fn spawn(
         source: Source,
         hello: &ToWorker,
         events: Sender<Event>,
     ) -> io::Result<WorkerProc> {
         let slot = source.slot;
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("__worker")
+        let mut child = Command::new(OWN_EXE)
+            .arg(WORKER_COMMAND)
             .arg("--parent")
             .arg(std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             // Its own group: a Ctrl-C at the terminal reaches the coordinator, which
             // decides how the workers stop.
             .process_group(0)
             .spawn()?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(io::Error::other("worker pipes were not created"));
         };
-        let reader = thread::Builder::new()
+        let mut proc = WorkerProc {
+            child,
+            stdin: Some(stdin),
+            threads: Vec::new(),
+            reaped: false,
+        };
+        let frames = thread::Builder::new()
             .name(format!("worker-{slot}"))
             .spawn(move || {
                 let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
@@ -91,14 +82,19 @@ impl WorkerProc {
                         return;
                     }
                 }
-            });
-        let mut proc = WorkerProc {
-            child,
-            stdin: Some(stdin),
-            reader: None,
-            reaped: false,
-        };
-        proc.reader = Some(reader?);
+            })?;
+        proc.threads.push(frames);
+        let lines = thread::Builder::new()
+            .name(format!("worker-{slot}-stderr"))
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    match line {
+                        Ok(line) => messages::from_worker(slot, &line),
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        proc.threads.push(lines);
         proc.send(hello).map_err(io::Error::other)?;
         Ok(proc)
     }
@@ -116,32 +112,13 @@ impl WorkerProc {
         }
     }
 
-    /// Stops the worker and waits for it: close its stdin and give it `grace` to
-    /// leave, then SIGTERM, then SIGKILL.
-    pub fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+    /// Closes the worker's stdin: it finishes what it holds and leaves.
+    pub fn close_stdin(&mut self) {
         self.stdin = None;
-        let status = match self.wait_for(grace)? {
-            Some(status) => status,
-            None => {
-                self.signal(Signal::SIGTERM);
-                match self.wait_for(Duration::from_secs(1))? {
-                    Some(status) => status,
-                    None => {
-                        self.signal(Signal::SIGKILL);
-                        self.child.wait()?
-                    }
-                }
-            }
-        };
-        self.reaped = true;
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        Ok(status)
     }
 
-    fn wait_for(&mut self, limit: Duration) -> io::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + limit;
+    /// Waits for it to exit, at most until `deadline`.
+    pub fn wait_until(&mut self, deadline: Instant) -> io::Result<Option<ExitStatus>> {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(Some(status));
@@ -149,14 +126,34 @@ impl WorkerProc {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            thread::sleep(Duration::from_millis(5));
+            // Only while a stop waits for a process that closed its pipes already:
+            // its exit is a moment away.
+            thread::sleep(Duration::from_millis(2));
         }
     }
 
-    fn signal(&self, signal: Signal) {
+    /// Sends it `signal`.
+    pub fn signal(&self, signal: Signal) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
             let _ = kill(Pid::from_raw(pid), signal);
         }
+    }
+
+    /// Reaps it (killing it first if it still runs) and joins its reader threads.
+    pub fn reap(&mut self) -> io::Result<ExitStatus> {
+        self.stdin = None;
+        let status = match self.child.try_wait()? {
+            Some(status) => status,
+            None => {
+                self.signal(Signal::SIGKILL);
+                self.child.wait()?
+            }
+        };
+        self.reaped = true;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        Ok(status)
     }
 }
 
