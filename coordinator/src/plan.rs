@@ -71,6 +71,8 @@ pub struct RunLimits {
     pub deadline: Option<Duration>,
     /// Silence after which a worker holding batches is restarted.
     pub stall_timeout: Duration,
+    /// Worker restarts allowed.
+    pub max_restarts: u32,
 }
 
 /// A checked scrape, before anything is read or written.
@@ -94,8 +96,6 @@ pub struct Plan {
     pub shard: Shard,
     /// Time limits of the run as a whole.
     pub limits: RunLimits,
-    /// Worker restarts allowed.
-    pub max_restarts: u32,
     /// No progress and no summary.
     pub quiet: bool,
     /// The summary as one JSON object.
@@ -167,7 +167,6 @@ impl Plan {
             rate,
             shard,
             limits,
-            max_restarts: args.max_restarts,
             quiet: args.quiet,
             json: args.json,
             url_text: args.url.clone(),
@@ -200,6 +199,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
             Some(text) => duration("--stall-timeout", text)?,
             None => retry_max_time + timeout + Duration::from_secs(30),
         },
+        max_restarts: args.max_restarts,
     };
     let url = match &args.url {
         Some(url) => Some(url_template(url)?),

@@ -49,8 +49,6 @@ pub struct Settings {
     pub filter: Filter,
     /// Time limits of the run as a whole.
     pub limits: RunLimits,
-    /// Worker restarts allowed.
-    pub max_restarts: u32,
     /// No progress and no summary.
     pub quiet: bool,
     /// The summary as one JSON object (on stdout, or stderr with `--out -`).
@@ -69,7 +67,6 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         rate,
         shard,
         limits,
-        max_restarts,
         quiet,
         json,
         url_text,
@@ -108,7 +105,6 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         shard,
         filter,
         limits,
-        max_restarts,
         quiet,
         json,
     })

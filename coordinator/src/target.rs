@@ -80,6 +80,46 @@ impl Drop for BuiltinServer {
 /// `coordinator serve`: serves until SIGINT or SIGTERM. The bound address is printed on
 /// stdout (`http://127.0.0.1:PORT`) so that scripts can use port 0.
 pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
+    let (addr, options) = serve_options(args)?;
+    // Every client connection is a descriptor here too.
+    crate::open_files::raise();
+    let listeners = listen_on_every_core(addr)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let mut listeners = listeners.into_iter();
+    let (main_runtime, main_listener) = listeners.next().context("no event loop")?;
+    let others = listeners
+        .enumerate()
+        .map(|(i, (runtime, listener))| {
+            let mut stopped = stopped.clone();
+            thread::Builder::new()
+                .name(format!("serve-{}", i + 1))
+                .spawn(move || {
+                    runtime.block_on(tickers::serve(listener, options, async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    }))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .context("starting the server threads")?;
+    let signal_stop = Arc::clone(&stop);
+    let served = main_runtime.block_on(tickers::serve(main_listener, options, async move {
+        stop_signal().await;
+        let _ = signal_stop.send(true);
+    }));
+    // Also when this loop failed: the others must not serve on alone.
+    let _ = stop.send(true);
+    for other in others {
+        other
+            .join()
+            .map_err(|_| anyhow::anyhow!("a server thread panicked"))??;
+    }
+    served?;
+    Ok(Exit::Ok)
+}
+
+/// The address and the server's options, from `serve`'s flags.
+fn serve_options(args: &ServeArgs) -> Result<(SocketAddr, tickers::Options), UsageError> {
     let addr: SocketAddr = args.addr.parse().map_err(|_| {
         UsageError::new(
             "--addr",
@@ -115,11 +155,16 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
             stall_ms: stall.as_millis() as u64,
         },
     };
-    // Every client connection is a descriptor here too.
-    crate::open_files::raise();
-    // One single-threaded event loop per core, all accepting from the one listening
-    // socket: like the workers, no work stealing between threads, and accepts in
-    // parallel. (Not SO_REUSEPORT: a second server on a taken port must still fail.)
+    Ok((addr, options))
+}
+
+/// One single-threaded event loop per core, all accepting from the one listening
+/// socket: like the workers, no work stealing between threads, and accepts in
+/// parallel. (Not SO_REUSEPORT: a second server on a taken port must still fail.)
+/// The bound address is printed once the socket listens.
+fn listen_on_every_core(
+    addr: SocketAddr,
+) -> anyhow::Result<Vec<(tokio::runtime::Runtime, tokio::net::TcpListener)>> {
     let loops = cpus::usable_cpus().len().max(1);
     let runtimes = (0..loops)
         .map(|_| {
@@ -151,38 +196,7 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     messages::line(format_args!(
         "serving the tickers API on http://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
     ));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stop = Arc::new(stop);
-    let mut listeners = listeners.into_iter();
-    let (main_runtime, main_listener) = listeners.next().context("no event loop")?;
-    let others = listeners
-        .enumerate()
-        .map(|(i, (runtime, listener))| {
-            let mut stopped = stopped.clone();
-            thread::Builder::new()
-                .name(format!("serve-{}", i + 1))
-                .spawn(move || {
-                    runtime.block_on(tickers::serve(listener, options, async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    }))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .context("starting the server threads")?;
-    let signal_stop = Arc::clone(&stop);
-    let served = main_runtime.block_on(tickers::serve(main_listener, options, async move {
-        stop_signal().await;
-        let _ = signal_stop.send(true);
-    }));
-    // Also when this loop failed: the others must not serve on alone.
-    let _ = stop.send(true);
-    for other in others {
-        other
-            .join()
-            .map_err(|_| anyhow::anyhow!("a server thread panicked"))??;
-    }
-    served?;
-    Ok(Exit::Ok)
+    Ok(listeners)
 }
 
 async fn stop_signal() {

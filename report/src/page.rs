@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::chart::{self, PALETTE, RED, Series, escape};
-use crate::model::{Kind, Run};
+use crate::model::{Kind, Run, Second};
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:800px;color:#222}\
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}\
@@ -23,83 +23,22 @@ pub fn render(run: &Run) -> String {
         escape(&run.title)
     );
     html.push_str(&summary(run));
-    let (unit, per) = match run.kind {
-        Kind::Scrape => ("batches", "batches/s"),
-        Kind::Load { .. } => ("requests", "requests/s"),
+    let unit = match run.kind {
+        Kind::Scrape => "batches",
+        Kind::Load { .. } => "requests",
     };
-    let over_time = |f: &dyn Fn(&crate::Second) -> f64| -> Vec<(f64, f64)> {
-        run.seconds
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i as f64, f(s)))
-            .collect()
-    };
-    let throughput = [
-        Series {
-            name: "ok".into(),
-            color: PALETTE[0],
-            points: over_time(&|s| s.ok as f64),
-        },
-        Series {
-            name: "failed".into(),
-            color: RED,
-            points: over_time(&|s| s.failed as f64),
-        },
-    ];
-    figure(
-        &mut html,
-        "Throughput",
-        &chart::lines("Throughput", "second of the run", per, &throughput),
-    );
-    let quantile = |i: usize| -> Vec<(f64, f64)> {
-        run.seconds
-            .iter()
-            .enumerate()
-            .filter_map(|(t, s)| s.latency_ms.map(|l| (t as f64, l[i])))
-            .collect()
-    };
-    let latency: Vec<Series<'_>> = ["p50", "p90", "p99"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Series {
-            name: (*name).into(),
-            color: PALETTE[i],
-            points: quantile(i),
-        })
-        .collect();
-    figure(
-        &mut html,
-        "Latency percentiles",
-        &chart::lines("Latency percentiles", "second of the run", "ms", &latency),
-    );
+    let (title, svg) = throughput(run, unit);
+    figure(&mut html, &title, &svg);
+    let title = "Latency percentiles";
+    let svg = chart::lines(title, "second of the run", "ms", &latency(run));
+    figure(&mut html, title, &svg);
     if let Kind::Load { rate: Some(rate) } = run.kind {
-        let intended = |i: usize| -> Vec<(f64, f64)> {
-            run.seconds
-                .iter()
-                .enumerate()
-                .filter_map(|(t, s)| s.intended_ms.map(|l| (t as f64, l[i])))
-                .collect()
-        };
-        let series = [
-            Series {
-                name: "p99 measured".into(),
-                color: PALETTE[0],
-                points: quantile(2),
-            },
-            Series {
-                name: "p99 from intended send".into(),
-                color: PALETTE[3],
-                points: intended(1),
-            },
-        ];
         let title =
             format!("Latency at --rate {rate}/s: measured, and from the intended send time");
-        figure(
-            &mut html,
-            &title,
-            &chart::lines(&title, "second of the run", "ms", &series),
-        );
+        let svg = chart::lines(&title, "second of the run", "ms", &intended(run));
+        figure(&mut html, &title, &svg);
     }
+    let title = "Latency histogram (log-spaced buckets, upper bounds in ms)";
     let buckets: Vec<(String, f64)> = run
         .latency
         .iter()
@@ -107,52 +46,13 @@ pub fn render(run: &Run) -> String {
         .collect();
     figure(
         &mut html,
-        "Latency histogram (log-spaced buckets, upper bounds in ms)",
-        &chart::bars(
-            "Latency histogram (log-spaced buckets, upper bounds in ms)",
-            unit,
-            PALETTE[2],
-            &buckets,
-        ),
+        title,
+        &chart::bars(title, unit, PALETTE[2], &buckets),
     );
-    let mut codes: Vec<u16> = run
-        .seconds
-        .iter()
-        .flat_map(|s| s.statuses.keys().copied())
-        .collect();
-    codes.sort_unstable();
-    codes.dedup();
-    let mut causes: Vec<&String> = run.seconds.iter().flat_map(|s| s.errors.keys()).collect();
-    causes.sort_unstable();
-    causes.dedup();
-    let mut layers: Vec<Series<'_>> = codes
-        .iter()
-        .enumerate()
-        .map(|(i, code)| Series {
-            name: code.to_string(),
-            color: match code {
-                500.. => RED,
-                400.. => "#ff9896",
-                _ => PALETTE[i % PALETTE.len()],
-            },
-            points: over_time(&|s| s.statuses.get(code).copied().unwrap_or(0) as f64),
-        })
-        .collect();
-    layers.extend(causes.iter().enumerate().map(|(i, cause)| Series {
-        name: (*cause).clone(),
-        color: ["#7f7f7f", "#bcbd22", "#e377c2", "#393b79"][i % 4],
-        points: over_time(&|s| s.errors.get(*cause).copied().unwrap_or(0) as f64),
-    }));
-    figure(
-        &mut html,
-        "Status codes and errors",
-        &chart::stacked(
-            "Status codes and errors",
-            "second of the run",
-            unit,
-            &layers,
-        ),
-    );
+    let title = "Status codes and errors";
+    let svg = chart::stacked(title, "second of the run", unit, &statuses(run));
+    figure(&mut html, title, &svg);
+    let title = "Share of each worker";
     let workers: Vec<(String, f64)> = run
         .workers
         .iter()
@@ -161,12 +61,107 @@ pub fn render(run: &Run) -> String {
         .collect();
     figure(
         &mut html,
-        "Share of each worker",
-        &chart::bars("Share of each worker", unit, PALETTE[1], &workers),
+        title,
+        &chart::bars(title, unit, PALETTE[1], &workers),
     );
     html.push_str(&hosts(run));
     html.push_str("</body></html>\n");
     html
+}
+
+/// `f` of every second of `run`, as `(second, value)` points.
+fn over_time(run: &Run, f: impl Fn(&Second) -> Option<f64>) -> Vec<(f64, f64)> {
+    run.seconds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| f(s).map(|v| (i as f64, v)))
+        .collect()
+}
+
+fn throughput(run: &Run, unit: &str) -> (String, String) {
+    let series = [
+        Series {
+            name: "ok".into(),
+            color: PALETTE[0],
+            points: over_time(run, |s| Some(s.ok as f64)),
+        },
+        Series {
+            name: "failed".into(),
+            color: RED,
+            points: over_time(run, |s| Some(s.failed as f64)),
+        },
+    ];
+    let title = "Throughput".to_owned();
+    let svg = chart::lines(&title, "second of the run", &format!("{unit}/s"), &series);
+    (title, svg)
+}
+
+fn latency(run: &Run) -> Vec<Series<'static>> {
+    ["p50", "p90", "p99"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Series {
+            name: (*name).into(),
+            color: PALETTE[i],
+            points: over_time(run, |s| s.latency_ms.map(|l| l[i])),
+        })
+        .collect()
+}
+
+fn intended(run: &Run) -> Vec<Series<'static>> {
+    vec![
+        Series {
+            name: "p99 measured".into(),
+            color: PALETTE[0],
+            points: over_time(run, |s| s.latency_ms.map(|l| l[2])),
+        },
+        Series {
+            name: "p99 from intended send".into(),
+            color: PALETTE[3],
+            points: over_time(run, |s| s.intended_ms.map(|l| l[1])),
+        },
+    ]
+}
+
+/// A layer per status code (4xx pale red, 5xx red) and per cause of failure.
+fn statuses(run: &Run) -> Vec<Series<'static>> {
+    let mut codes: Vec<u16> = run
+        .seconds
+        .iter()
+        .flat_map(|s| s.statuses.keys().copied())
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let mut causes: Vec<String> = run
+        .seconds
+        .iter()
+        .flat_map(|s| s.errors.keys().cloned())
+        .collect();
+    causes.sort_unstable();
+    causes.dedup();
+    let mut layers: Vec<Series<'static>> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, &code)| Series {
+            name: code.to_string(),
+            color: match code {
+                500.. => RED,
+                400.. => "#ff9896",
+                _ => PALETTE[i % PALETTE.len()],
+            },
+            points: over_time(run, |s| {
+                Some(s.statuses.get(&code).copied().unwrap_or(0) as f64)
+            }),
+        })
+        .collect();
+    layers.extend(causes.into_iter().enumerate().map(|(i, cause)| Series {
+        color: ["#7f7f7f", "#bcbd22", "#e377c2", "#393b79"][i % 4],
+        points: over_time(run, |s| {
+            Some(s.errors.get(&cause).copied().unwrap_or(0) as f64)
+        }),
+        name: cause,
+    }));
+    layers
 }
 
 fn figure(html: &mut String, caption: &str, svg: &str) {

@@ -202,6 +202,12 @@ impl Results {
             let bar = "■".repeat((40 * n / most) as usize);
             let _ = writeln!(out, "    {:>10} | {bar} {n}", ms(upper));
         }
+        self.render_workers(&mut out);
+        out
+    }
+
+    /// Each worker's share and cost, and the generator's in all.
+    fn render_workers(&self, out: &mut String) {
         for (i, w) in self.workers.iter().enumerate() {
             let r = &w.report;
             let _ = writeln!(
@@ -229,7 +235,6 @@ impl Results {
                 share * 100.0
             );
         }
-        out
     }
 
     /// The report as JSON.

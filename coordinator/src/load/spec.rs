@@ -13,7 +13,7 @@ use crate::cli::LoadArgs;
 use crate::cpus;
 use crate::error::UsageError;
 use crate::open_files;
-use crate::parse::{parse_duration, parse_rate};
+use crate::parse::{parse_duration, parse_header, parse_rate};
 use crate::plan::MAX_WORKERS;
 
 /// Connections one worker keeps at most.
@@ -70,20 +70,7 @@ impl LoadPlan {
         let per_worker = (args.connections as u64).div_ceil(workers as u64);
         open_files::check("--connections", per_worker, open_files::raise())?;
         let (authority, targets, target) = targets(args)?;
-        let duration = match (&args.duration, args.requests) {
-            (Some(_), Some(_)) => {
-                return Err(UsageError::new(
-                    "--duration",
-                    "give --duration or --requests, not both",
-                ));
-            }
-            (Some(text), None) => {
-                Some(parse_duration(text).map_err(|e| UsageError::new("--duration", e))?)
-            }
-            (None, Some(0)) => return Err(UsageError::new("--requests", "must be at least 1")),
-            (None, Some(_)) => None,
-            (None, None) => Some(Duration::from_secs(10)),
-        };
+        let duration = duration_of(args)?;
         let rate = match &args.rate {
             Some(text) => Some(parse_rate(text).map_err(|e| UsageError::new("--rate", e))?),
             None => None,
@@ -97,12 +84,7 @@ impl LoadPlan {
         let headers = args
             .headers
             .iter()
-            .map(|h| match h.split_once(':') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    Ok((k.trim().to_owned(), v.trim().to_owned()))
-                }
-                _ => Err(UsageError::new("--header", "expected 'Name: value'")),
-            })
+            .map(|h| parse_header(h))
             .collect::<Result<Vec<_>, _>>()?;
         if args.http2 {
             worker::http2_request_headers(&headers).map_err(|e| UsageError::new("--header", e))?;
@@ -144,6 +126,22 @@ impl LoadPlan {
             json: args.json,
             quiet: args.quiet,
         })
+    }
+}
+
+/// How long the test runs: `--duration`, or until `--requests` are done, or 10 s.
+fn duration_of(args: &LoadArgs) -> Result<Option<Duration>, UsageError> {
+    match (&args.duration, args.requests) {
+        (Some(_), Some(_)) => Err(UsageError::new(
+            "--duration",
+            "give --duration or --requests, not both",
+        )),
+        (Some(text), None) => Ok(Some(
+            parse_duration(text).map_err(|e| UsageError::new("--duration", e))?,
+        )),
+        (None, Some(0)) => Err(UsageError::new("--requests", "must be at least 1")),
+        (None, Some(_)) => Ok(None),
+        (None, None) => Ok(Some(Duration::from_secs(10))),
     }
 }
 

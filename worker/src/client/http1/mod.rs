@@ -99,6 +99,52 @@ pub async fn read_response(
     buf: &mut Vec<u8>,
     keep: Keep<'_>,
 ) -> Result<Head, ReadError> {
+    let (mut head, framing, head_end) = read_head(io, buf).await?;
+    if let (Keep::Into(_, max, _), Framing::Length(len)) = (&keep, &framing)
+        && len > max
+    {
+        return Err(ReadError::TooLarge(*len));
+    }
+    let mut body = Body {
+        buf,
+        pos: head_end,
+        count: 0,
+        keep,
+    };
+    if let (Keep::Into(out, _, _), Framing::Length(len)) = (&mut body.keep, &framing) {
+        out.reserve((*len).min(MAX_RESERVE) as usize);
+    }
+    match framing {
+        Framing::Length(len) => body.exactly(io, len).await?,
+        Framing::Chunked => body.chunked(io).await?,
+        Framing::UntilClose => loop {
+            let all = body.available() as u64;
+            body.take(all)?;
+            body.buf.clear();
+            body.pos = 0;
+            body.charge().await;
+            match fill(io, body.buf).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(()) => return Err(ReadError::Incomplete),
+            }
+        },
+    }
+    // Bytes after the response were never asked for: whatever they are, the
+    // connection cannot be trusted with another request.
+    if body.available() > 0 {
+        head.keep_alive = false;
+    }
+    head.body = body.count;
+    Ok(head)
+}
+
+/// Reads the head of the final response into `buf` (emptied first), skipping interim
+/// ones: what it says, how its body is framed, and where in `buf` the body starts.
+async fn read_head(
+    io: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> Result<(Head, Framing, usize), ReadError> {
     buf.clear();
     let mut first_byte = None;
     // Start of the head being parsed: interim heads before it are skipped.
@@ -145,43 +191,7 @@ pub async fn read_response(
         }
     };
     head.first_byte = first_byte.unwrap_or_else(Instant::now);
-    if let (Keep::Into(_, max, _), Framing::Length(len)) = (&keep, &framing)
-        && len > max
-    {
-        return Err(ReadError::TooLarge(*len));
-    }
-    let mut body = Body {
-        buf,
-        pos: head_end,
-        count: 0,
-        keep,
-    };
-    if let (Keep::Into(out, _, _), Framing::Length(len)) = (&mut body.keep, &framing) {
-        out.reserve((*len).min(MAX_RESERVE) as usize);
-    }
-    match framing {
-        Framing::Length(len) => body.exactly(io, len).await?,
-        Framing::Chunked => body.chunked(io).await?,
-        Framing::UntilClose => loop {
-            let all = body.available() as u64;
-            body.take(all)?;
-            body.buf.clear();
-            body.pos = 0;
-            body.charge().await;
-            match fill(io, body.buf).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(()) => return Err(ReadError::Incomplete),
-            }
-        },
-    }
-    // Bytes after the response were never asked for: whatever they are, the
-    // connection cannot be trusted with another request.
-    if body.available() > 0 {
-        head.keep_alive = false;
-    }
-    head.body = body.count;
-    Ok(head)
+    Ok((head, framing, head_end))
 }
 
 /// What the head of a final response says, and how its body is framed.

@@ -6,25 +6,27 @@
 //! coordinator remembers what each worker holds: a worker that dies is replaced and its
 //! jobs are handed out again, so every job ends up in the manifest exactly once.
 
+mod handout;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shared::config::WorkerConfig;
-use shared::protocol::{FromWorker, Job, JobReport, PROTOCOL_VERSION, Task, ToWorker};
+use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, Task, ToWorker};
 use shared::template::Template;
 
 use crate::exit::{Exit, print_stdout};
 use crate::manifest::{self, Manifest};
 use crate::messages;
-use crate::plan::Output;
+use crate::plan::{Output, RunLimits};
 use crate::pool::{Event, Next, Source, WorkerPool};
 use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
 use crate::signals::StopCause;
 use crate::sink::Sink;
-use crate::source::{JobSource, frame_bytes};
+use crate::source::JobSource;
 use crate::summary::RunStats;
 use crate::target::BuiltinServer;
 
@@ -47,12 +49,10 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         shard,
         filter,
         limits,
-        max_restarts,
         quiet,
         json,
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
-
     // Declared first so that it is dropped last, after every worker has stopped.
     let mut builtin = None;
     let source = match target {
@@ -76,19 +76,12 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
             JobSource::urls(list, shard, filter, ready).context("reading the URL list")?
         }
     };
-    let (sink, record) = match &output {
-        Output::Dir(dir) => (
-            Sink::Manifest(Manifest::open(dir).context("opening the manifest")?),
-            format!("manifest: {}", dir.join(manifest::FILE_NAME).display()),
-        ),
-        Output::Stdout => (Sink::stdout(), "batches: JSON Lines on stdout".to_owned()),
+    let sink = match &output {
+        Output::Dir(dir) => Sink::Manifest(Manifest::open(dir).context("opening the manifest")?),
+        Output::Stdout => Sink::stdout(),
     };
     let progress = Progress::new(source.total(), quiet || json);
-    let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress);
-    dispatch.max_restarts = max_restarts;
-    dispatch.grace = limits.grace;
-    dispatch.deadline = limits.deadline.map(|d| Instant::now() + d);
-    dispatch.stall_timeout = limits.stall_timeout;
+    let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress, limits);
     let result = dispatch.start().and_then(|()| dispatch.run());
     dispatch.progress.finish();
     // Whatever happened, no worker outlives the run and no temp file stays behind.
@@ -104,8 +97,17 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
     };
     let stopped_by = result?;
     cleaned?;
+    conclude(&dispatch.stats, stopped_by, &output, quiet, json)
+}
 
-    let stats = &dispatch.stats;
+/// Prints the summary: the exit code.
+fn conclude(
+    stats: &RunStats,
+    stopped_by: Option<StopCause>,
+    output: &Output,
+    quiet: bool,
+    json: bool,
+) -> anyhow::Result<Exit> {
     let exit = match stopped_by {
         Some(cause) => cause.exit(),
         None if stats.all().failed > 0 => Exit::SomeFailed,
@@ -120,6 +122,10 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         };
         printed.context("printing the summary")?;
     } else if !quiet {
+        let record = match output {
+            Output::Dir(dir) => format!("manifest: {}", dir.join(manifest::FILE_NAME).display()),
+            Output::Stdout => "batches: JSON Lines on stdout".to_owned(),
+        };
         messages::block(stats.render(&record));
         match stopped_by {
             Some(StopCause::OutputClosed) | None => {}
@@ -182,6 +188,7 @@ impl Dispatch {
         source: JobSource,
         sink: Sink,
         progress: Progress,
+        limits: RunLimits,
     ) -> Dispatch {
         let workers = pool.slots();
         let concurrency = config.concurrency as usize;
@@ -213,11 +220,11 @@ impl Dispatch {
             chunk,
             window,
             restarts: 0,
-            max_restarts: 0,
+            max_restarts: limits.max_restarts,
             untidy: false,
-            grace: Duration::ZERO,
-            deadline: None,
-            stall_timeout: Duration::MAX,
+            grace: limits.grace,
+            deadline: limits.deadline.map(|d| Instant::now() + d),
+            stall_timeout: limits.stall_timeout,
             last_stall_check: Instant::now(),
             stopping: None,
         }
@@ -421,115 +428,6 @@ impl Dispatch {
                 let _ = self.pool.send(slot, &ToWorker::Stop);
             }
         }
-    }
-
-    fn record(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
-        if self.slots[slot].held.remove(&report.batch.index).is_none() {
-            // Not ours to record twice: the manifest holds each batch once.
-            messages::warn(format_args!(
-                "worker {slot} reported batch {} it did not hold",
-                report.batch.index
-            ));
-            return Ok(());
-        }
-        self.write_report(slot, report)
-    }
-
-    /// Writes a report to the manifest (or stdout) and counts it for `slot`.
-    fn write_report(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
-        match self.sink.record(slot as u32, report) {
-            Err(e)
-                if e.kind() == io::ErrorKind::BrokenPipe
-                    && matches!(self.sink, Sink::Stdout(_)) =>
-            {
-                // The reader of stdout is gone (`| head`): end now, quietly.
-                self.stopping = Some((StopCause::OutputClosed, Instant::now()));
-                return Ok(());
-            }
-            recorded => recorded.context("writing the manifest")?,
-        }
-        self.stats.record(slot, report);
-        let all = self.stats.all();
-        self.progress.update(all.ok + all.failed, all.failed);
-        Ok(())
-    }
-
-    fn top_up_all(&mut self) -> anyhow::Result<()> {
-        // Round-robin, a chunk at a time, so that a short run is spread evenly.
-        loop {
-            let mut gave = false;
-            for slot in 0..self.slots.len() {
-                gave |= self.give_chunk(slot)?;
-            }
-            if !gave {
-                break;
-            }
-        }
-        for slot in 0..self.slots.len() {
-            self.finish_if_drained(slot)?;
-        }
-        Ok(())
-    }
-
-    fn top_up(&mut self, slot: usize) -> anyhow::Result<()> {
-        self.give_chunk(slot)?;
-        self.finish_if_drained(slot)
-    }
-
-    /// Sends `slot` one chunk if it has room for a whole one; whether it did.
-    fn give_chunk(&mut self, slot: usize) -> anyhow::Result<bool> {
-        let s = &self.slots[slot];
-        if s.finishing || !self.pool.is_running(slot) || s.held.len() + self.chunk > self.window {
-            return Ok(false);
-        }
-        if self.retry.is_empty() && self.source.is_exhausted() {
-            return Ok(false);
-        }
-        let mut jobs: Vec<Job> = Vec::with_capacity(self.chunk);
-        // Cut by bytes as well as by count, so that the frame can always be sent.
-        let mut bytes = 0;
-        while jobs.len() < self.chunk
-            && let Some(job) = self.retry.front()
-            && (jobs.is_empty() || bytes + frame_bytes(job) <= MAX_CHUNK_BYTES)
-            && let Some(job) = self.retry.pop_front()
-        {
-            bytes += frame_bytes(&job);
-            jobs.push(job);
-        }
-        if jobs.len() < self.chunk && bytes < MAX_CHUNK_BYTES {
-            jobs.extend(
-                self.source
-                    .take(self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes)
-                    .context("reading the URL list")?,
-            );
-        }
-        // List lines that cannot be fetched fail in place; no worker ever holds them.
-        for report in self.source.take_refused() {
-            self.write_report(slot, &report)?;
-        }
-        if jobs.is_empty() {
-            return Ok(false);
-        }
-        let s = &mut self.slots[slot];
-        s.held
-            .extend(jobs.iter().map(|j| (j.batch.index, j.clone())));
-        if let Err(e) = self.pool.send(slot, &ToWorker::Jobs(jobs)) {
-            // The worker is going away; its reader reports that and its jobs move on.
-            messages::warn(format_args!("sending jobs to worker {slot}: {e}"));
-        }
-        Ok(true)
-    }
-
-    fn finish_if_drained(&mut self, slot: usize) -> anyhow::Result<()> {
-        let drained = self.source.is_exhausted() && self.retry.is_empty();
-        let s = &mut self.slots[slot];
-        if drained && s.held.is_empty() && !s.finishing && self.pool.is_running(slot) {
-            s.finishing = true;
-            if let Err(e) = self.pool.send(slot, &ToWorker::Finish) {
-                messages::warn(format_args!("finishing worker {slot}: {e}"));
-            }
-        }
-        Ok(())
     }
 
     /// Stops every worker that is still running and reaps it: all at once, with the
