@@ -1,8 +1,12 @@
-//! The command line as typed: raw values, checked later by `settings`.
+//! The command line as typed: values clap can check alone (numbers, durations, sizes)
+//! are typed here; the rest is checked by [`crate::plan`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::parse;
 
 /// Fetch a very large number of HTTP pages or API batches fast, politely and without
 /// losing any: one single-threaded event loop per core, each in its own process.
@@ -42,183 +46,229 @@ pub enum Command {
 /// A scrape run.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Worker processes, one event loop each [default: the cores this process may use].
-    #[arg(short, long, value_name = "N")]
-    pub workers: Option<u32>,
-
     /// URL template with {start}, {end}, {limit} and {index} placeholders, e.g.
     /// 'http://127.0.0.1:8080/api/tickers/?start={start}&limit={limit}'.
-    #[arg(long, value_name = "TEMPLATE", conflicts_with = "urls")]
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        conflicts_with = "urls",
+        help_heading = "Input"
+    )]
     pub url: Option<String>,
 
     /// Read one URL per line from FILE ('-' for stdin) instead of a template.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["range", "batch"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["range", "batch"], help_heading = "Input")]
     pub urls: Option<PathBuf>,
 
     /// Items to fetch, START..END (END exclusive) [default with the built-in target: 0..1000].
-    #[arg(long, value_name = "START..END")]
+    #[arg(long, value_name = "START..END", help_heading = "Input")]
     pub range: Option<String>,
 
     /// Items per batch; the last batch may be shorter.
-    #[arg(long, value_name = "SIZE", default_value_t = 10)]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value_t = 10,
+        help_heading = "Input"
+    )]
     pub batch: u64,
+
+    /// Fetch only slice K of M of the plan (K from 0), e.g. 0/4; `auto` reads it from a
+    /// Kubernetes Indexed Job, a Slurm array or COORDINATOR_SHARD_INDEX/COUNT.
+    #[arg(long, value_name = "K/M|auto", help_heading = "Input")]
+    pub shard: Option<String>,
+
+    /// Response delay of the built-in target in ms, MIN..MAX (only without --url/--urls)
+    /// [default: 0..0].
+    #[arg(long, value_name = "MIN..MAX", conflicts_with_all = ["url", "urls"], help_heading = "Input", hide_short_help = true)]
+    pub builtin_delay: Option<String>,
 
     /// Directory for the batch files and manifest.jsonl; `-` streams one JSON line per
     /// batch to stdout instead (body embedded as JSON, or base64).
-    #[arg(short, long, value_name = "DIR", default_value = "out")]
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = "out",
+        help_heading = "Output"
+    )]
     pub out: PathBuf,
 
     /// File name template for each batch, inside --out.
     #[arg(
         long,
         value_name = "TEMPLATE",
-        default_value = "batch{start}-{end}.json"
+        default_value = "batch{start}-{end}.json",
+        help_heading = "Output"
     )]
     pub name: String,
 
-    /// Fetch only slice K of M of the plan (K from 0), e.g. 0/4; `auto` reads it from a
-    /// Kubernetes Indexed Job, a Slurm array or COORDINATOR_SHARD_INDEX/COUNT.
-    #[arg(long, value_name = "K/M|auto")]
-    pub shard: Option<String>,
-
     /// Start over in an --out directory that already holds a run (its files go).
-    #[arg(long, conflicts_with_all = ["resume", "retry_failed"])]
+    #[arg(long, conflicts_with_all = ["resume", "retry_failed"], help_heading = "Output")]
     pub overwrite: bool,
 
     /// Continue the run in --out: fetch only the batches its manifest does not list.
-    #[arg(long, conflicts_with = "retry_failed")]
+    #[arg(long, conflicts_with = "retry_failed", help_heading = "Output")]
     pub resume: bool,
 
     /// Fetch again only the batches the manifest in --out records as failed.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub retry_failed: bool,
 
-    /// On SIGINT/SIGTERM, time in-flight batches get to finish before workers are stopped.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub grace: String,
+    /// No progress display and no summary; errors still go to stderr.
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
 
-    /// Worker restarts allowed in one run before it gives up.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub max_restarts: u32,
+    /// Print the summary as one JSON object, on stdout (on stderr with --out -).
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+
+    /// After the run, write an HTML report of it to FILE: throughput, latency,
+    /// statuses and errors over time, per worker and per host (needs an --out directory).
+    #[arg(long, value_name = "FILE.html", help_heading = "Output")]
+    pub report: Option<PathBuf>,
 
     /// Requests each worker keeps in flight.
-    #[arg(short, long, value_name = "C", default_value_t = 256)]
+    #[arg(
+        short,
+        long,
+        value_name = "C",
+        default_value_t = 256,
+        help_heading = "Requests"
+    )]
     pub concurrency: u32,
 
     /// Extra request header 'Name: value' (repeatable); never logged.
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    #[arg(
+        short = 'H',
+        long = "header",
+        value_name = "NAME: VALUE",
+        help_heading = "Requests"
+    )]
     pub headers: Vec<String>,
 
     /// User-Agent header.
-    #[arg(long, value_name = "TEXT", default_value = concat!("coordinator/", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, value_name = "TEXT", default_value = concat!("coordinator/", env!("CARGO_PKG_VERSION")), help_heading = "Requests", hide_short_help = true)]
     pub user_agent: String,
 
     /// Whole-request timeout, e.g. 30s, 500ms, 2m.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "30s", help_heading = "Requests", value_parser = parse::parse_duration)]
+    pub timeout: Duration,
 
     /// Redirects followed at most.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        help_heading = "Requests"
+    )]
     pub max_redirects: u32,
 
     /// Send the --header values (Authorization, Cookie, API keys, ...) after a redirect
     /// to another scheme, host or port too, like curl's --location-trusted. Without it
     /// they go only to the origin of the batch's own URL.
-    #[arg(long)]
+    #[arg(long, help_heading = "Requests", hide_short_help = true)]
     pub location_trusted: bool,
 
     /// Ask for gzip or brotli bodies and store them decoded. Without it, plain http://
     /// URLs take a lean HTTP/1.1 client and bodies come as the server sends them.
-    #[arg(long)]
+    #[arg(long, help_heading = "Requests")]
     pub compressed: bool,
 
     /// Speak HTTP/2 only, with prior knowledge (h2c) on http:// URLs: each worker sends
     /// its requests to a host as streams on a few shared connections, so thousands in
     /// flight need a handful of sockets. The server must speak HTTP/2 (`coordinator
     /// serve` does). Without it, https:// servers may still choose HTTP/2 by ALPN.
-    #[arg(long)]
+    #[arg(long, help_heading = "Requests")]
     pub http2: bool,
 
     /// With --http2: requests one connection carries at once; more open another
     /// connection. 100 is the least a server must allow; raise it for servers that
     /// allow more (`coordinator serve` allows a million).
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        help_heading = "Requests",
+        hide_short_help = true
+    )]
     pub http2_streams: u32,
 
     /// Connection set-up timeout.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub connect_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "10s", help_heading = "Requests", hide_short_help = true, value_parser = parse::parse_duration)]
+    pub connect_timeout: Duration,
 
     /// Requests per second at most, all workers together (each keeps to its share).
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", help_heading = "Requests")]
     pub rate: Option<String>,
+
+    /// Largest response body, e.g. 64MiB; a larger one fails its batch unbuffered.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = "Requests", value_parser = parse::parse_size)]
+    pub max_body: u64,
+
+    /// Memory the response bodies of one worker may take at once, e.g. 256MiB: a
+    /// request waits for room rather than go over it (one body of up to --max-body may
+    /// go beyond it at a time, so that large bodies never wait for each other forever).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", help_heading = "Requests", hide_short_help = true, value_parser = parse::parse_size)]
+    pub body_budget: u64,
 
     /// Attempts after the first for connect errors, resets, timeouts, cut-off bodies and
     /// the --retry-on statuses.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Retries")]
     pub retries: u32,
 
     /// HTTP statuses that are retried, comma-separated.
     #[arg(
         long,
         value_name = "CODES",
-        default_value = "408,429,500,502,503,504,522,524"
+        default_value = "408,429,500,502,503,504,522,524",
+        help_heading = "Retries"
     )]
     pub retry_on: String,
 
     /// First backoff; it doubles per retry, with full jitter.
-    #[arg(long, value_name = "DURATION", default_value = "250ms")]
-    pub backoff: String,
+    #[arg(long, value_name = "DURATION", default_value = "250ms", help_heading = "Retries", value_parser = parse::parse_duration)]
+    pub backoff: Duration,
 
     /// Largest backoff.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub backoff_max: String,
+    #[arg(long, value_name = "DURATION", default_value = "30s", help_heading = "Retries", hide_short_help = true, value_parser = parse::parse_duration)]
+    pub backoff_max: Duration,
 
     /// Largest Retry-After honoured (seconds or HTTP date in the header).
-    #[arg(long, value_name = "DURATION", default_value = "2m")]
-    pub retry_after_max: String,
+    #[arg(long, value_name = "DURATION", default_value = "2m", help_heading = "Retries", hide_short_help = true, value_parser = parse::parse_duration)]
+    pub retry_after_max: Duration,
 
     /// Time one batch may take in all, retries included.
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
-    pub retry_max_time: String,
+    #[arg(long, value_name = "DURATION", default_value = "5m", help_heading = "Retries", hide_short_help = true, value_parser = parse::parse_duration)]
+    pub retry_max_time: Duration,
 
-    /// Largest response body, e.g. 64MiB; a larger one fails its batch unbuffered.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
-    pub max_body: String,
+    /// Worker processes, one event loop each [default: the cores this process may use].
+    #[arg(short, long, value_name = "N", help_heading = "Workers")]
+    pub workers: Option<u32>,
 
-    /// Memory the response bodies of one worker may take at once, e.g. 256MiB: a
-    /// request waits for room rather than go over it (one body of up to --max-body may
-    /// go beyond it at a time, so that large bodies never wait for each other forever).
-    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
-    pub body_budget: String,
-
-    /// Stop the whole run after this long (like SIGTERM: in-flight batches get --grace);
-    /// exit code 4.
-    #[arg(long, value_name = "DURATION")]
-    pub deadline: Option<String>,
+    /// Worker restarts allowed in one run before it gives up.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        help_heading = "Workers",
+        hide_short_help = true
+    )]
+    pub max_restarts: u32,
 
     /// A worker that holds batches and reports nothing for this long is restarted and
     /// its batches handed out again [default: --retry-max-time + --timeout + 30s].
-    #[arg(long, value_name = "DURATION")]
-    pub stall_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", help_heading = "Workers", hide_short_help = true, value_parser = parse::parse_duration)]
+    pub stall_timeout: Option<Duration>,
 
-    /// Response delay of the built-in target in ms, MIN..MAX (only without --url/--urls)
-    /// [default: 0..0].
-    #[arg(long, value_name = "MIN..MAX", conflicts_with_all = ["url", "urls"])]
-    pub builtin_delay: Option<String>,
+    /// On SIGINT/SIGTERM, time in-flight batches get to finish before workers are stopped.
+    #[arg(long, value_name = "DURATION", default_value = "10s", help_heading = "Stopping", value_parser = parse::parse_duration)]
+    pub grace: Duration,
 
-    /// No progress display and no summary; errors still go to stderr.
-    #[arg(short, long)]
-    pub quiet: bool,
-
-    /// Print the summary as one JSON object, on stdout (on stderr with --out -).
-    #[arg(long)]
-    pub json: bool,
-
-    /// After the run, write an HTML report of it to FILE: throughput, latency,
-    /// statuses and errors over time, per worker and per host (needs an --out directory).
-    #[arg(long, value_name = "FILE.html")]
-    pub report: Option<PathBuf>,
+    /// Stop the whole run after this long (like SIGTERM: in-flight batches get --grace);
+    /// exit code 4.
+    #[arg(long, value_name = "DURATION", help_heading = "Stopping", value_parser = parse::parse_duration)]
+    pub deadline: Option<Duration>,
 }
 
 /// `coordinator serve`.

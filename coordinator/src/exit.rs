@@ -91,6 +91,15 @@ fn first_paragraph(text: &str) -> String {
         out.push(' ');
         out.push_str(&items.join(", "));
     }
+    // clap's "did you mean": `tip: a similar argument exists: '--concurrency'`.
+    if let Some(tip) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("tip: a similar"))
+    {
+        out.push_str("; ");
+        out.push_str(tip);
+    }
     out
 }
 
@@ -113,6 +122,11 @@ mod tests {
         assert_eq!(
             first_paragraph(missing),
             "error: the following required arguments were not provided: --http2"
+        );
+        let typo = "error: unexpected argument '--concurency' found\n\n  tip: a similar argument exists: '--concurrency'\n\nUsage: x\n";
+        assert_eq!(
+            first_paragraph(typo),
+            "error: unexpected argument '--concurency' found; tip: a similar argument exists: '--concurrency'"
         );
         let plain = "error: unexpected argument '--bogus' found\n\nUsage: x\n";
         assert_eq!(

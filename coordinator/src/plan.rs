@@ -11,7 +11,7 @@ use shared::template::{Template, Var};
 
 use crate::cli::RunArgs;
 use crate::error::{UsageError, usage};
-use crate::parse::{millis, parse_duration, parse_header, parse_rate, parse_size, parse_statuses};
+use crate::parse::{millis, parse_header, parse_rate, parse_statuses};
 use crate::resume::Mode;
 use crate::scheduler;
 use crate::url_input;
@@ -177,28 +177,21 @@ impl Plan {
 
 /// What every worker gets, and the run's time limits, from the flags.
 fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError> {
-    let duration =
-        |flag: &'static str, text: &str| parse_duration(text).map_err(|e| usage(flag, e));
-    let timeout = duration("--timeout", &args.timeout)?;
-    let retry_max_time = duration("--retry-max-time", &args.retry_max_time)?;
+    let (timeout, retry_max_time) = (args.timeout, args.retry_max_time);
     let retry = RetryPolicy {
         retries: args.retries,
         statuses: parse_statuses(&args.retry_on)?,
-        base_ms: millis(duration("--backoff", &args.backoff)?),
-        max_ms: millis(duration("--backoff-max", &args.backoff_max)?),
-        retry_after_max_ms: millis(duration("--retry-after-max", &args.retry_after_max)?),
+        base_ms: millis(args.backoff),
+        max_ms: millis(args.backoff_max),
+        retry_after_max_ms: millis(args.retry_after_max),
         max_time_ms: millis(retry_max_time),
     };
     let limits = RunLimits {
-        grace: duration("--grace", &args.grace)?,
-        deadline: match &args.deadline {
-            Some(text) => Some(duration("--deadline", text)?),
-            None => None,
-        },
-        stall_timeout: match &args.stall_timeout {
-            Some(text) => duration("--stall-timeout", text)?,
-            None => retry_max_time + timeout + Duration::from_secs(30),
-        },
+        grace: args.grace,
+        deadline: args.deadline,
+        stall_timeout: args
+            .stall_timeout
+            .unwrap_or(retry_max_time + timeout + Duration::from_secs(30)),
         max_restarts: args.max_restarts,
     };
     let url = match &args.url {
@@ -218,9 +211,9 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
         headers,
         user_agent: args.user_agent.clone(),
         timeout_ms: millis(timeout),
-        connect_timeout_ms: millis(duration("--connect-timeout", &args.connect_timeout)?),
-        max_body: parse_size(&args.max_body).map_err(|e| usage("--max-body", e))?,
-        body_budget: parse_size(&args.body_budget).map_err(|e| usage("--body-budget", e))?,
+        connect_timeout_ms: millis(args.connect_timeout),
+        max_body: args.max_body,
+        body_budget: args.body_budget,
         retry,
         max_redirects: args.max_redirects,
         location_trusted: args.location_trusted,
@@ -338,7 +331,6 @@ mod tests {
             (&["-c", "0"][..], "--concurrency"),
             (&["-o", "-", "--resume"][..], "--out -"),
             (&["--rate", "0"][..], "--rate"),
-            (&["--timeout", "10x"][..], "--timeout"),
             (&["--url", "http://h/{start}"][..], "--url"),
             (&["--name", "same.json"][..], "--name"),
             (&["-H", "X-Bad Name: v"][..], "--header"),
