@@ -672,6 +672,6 @@ fn a_batch_file_that_cannot_be_written_is_a_failed_batch_and_leaves_no_temp_file
         }
     }
     let names = file_names(&out);
-    assert!(names.iter().all(|n| !worker::is_temp_file(n)), "{names:?}");
+    assert!(names.iter().all(|n| !outdir::is_temp_file(n)), "{names:?}");
     assert!(names.contains("batch0-10.json") && names.contains("batch20-30.json"));
 }

@@ -736,7 +736,7 @@ fn a_run_that_ended_with_exit_three_can_be_resumed() {
         "{stopped_at} batches before the fatal error"
     );
     assert!(
-        file_names(&out).iter().all(|n| !worker::is_temp_file(n)),
+        file_names(&out).iter().all(|n| !outdir::is_temp_file(n)),
         "no temp files"
     );
 

@@ -84,7 +84,7 @@ pub struct Manifest {
 impl Manifest {
     /// Opens `dir/manifest.jsonl` for appending.
     pub fn open(dir: &Path) -> io::Result<Manifest> {
-        let file = worker::open_append_nofollow(&dir.join(FILE_NAME))?;
+        let file = outdir::open_append_nofollow(&dir.join(FILE_NAME))?;
         Ok(Manifest {
             out: BufWriter::with_capacity(64 * 1024, file),
         })
@@ -113,7 +113,7 @@ pub const MAX_LINE: usize = 1 << 20;
 /// count. A torn last line, as a crash leaves it, is skipped silently.
 pub fn read(dir: &Path) -> io::Result<Entries> {
     let path = dir.join(FILE_NAME);
-    let file = worker::open_nofollow(&path)?;
+    let file = outdir::open_nofollow(&path)?;
     Ok(Entries {
         reader: BufReader::new(file),
         path,
@@ -190,9 +190,9 @@ impl Iterator for Entries {
 /// Rewrites the manifest with the entries `keep` accepts, through a temp file and a
 /// rename; unreadable lines (a torn last line) are dropped.
 pub fn rewrite(dir: &Path, mut keep: impl FnMut(&Entry) -> bool) -> io::Result<()> {
-    let temp = worker::temp_path(dir, FILE_NAME);
+    let temp = outdir::temp_path(dir, FILE_NAME);
     let result = (|| {
-        let mut out = BufWriter::new(worker::create_fresh(&temp)?);
+        let mut out = BufWriter::new(outdir::create_fresh(&temp)?);
         for entry in read(dir)? {
             if keep(&entry) {
                 serde_json::to_writer(&mut out, &entry)?;
@@ -230,7 +230,7 @@ pub fn discard(dir: &Path) -> io::Result<()> {
 pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_name().to_str().is_some_and(worker::is_temp_file) {
+        if entry.file_name().to_str().is_some_and(outdir::is_temp_file) {
             fs::remove_file(entry.path())?;
         }
     }
@@ -360,7 +360,7 @@ mod tests {
         let mut m = Manifest::open(dir.path()).unwrap();
         m.record(&Entry::new(0, &report(0, true))).unwrap();
         m.flush().unwrap();
-        std::os::unix::fs::symlink(outside.path(), worker::temp_path(dir.path(), FILE_NAME))
+        std::os::unix::fs::symlink(outside.path(), outdir::temp_path(dir.path(), FILE_NAME))
             .unwrap();
         rewrite(dir.path(), |_| true).unwrap();
         assert_eq!(fs::read(outside.path()).unwrap(), b"precious");

@@ -130,7 +130,7 @@ fn prepare_dir(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
     }
     fs::create_dir_all(dir).map_err(|e| usage("--out", format!("cannot create {shown}: {e}")))?;
     let probe = dir.join(".coordinator-write-test");
-    worker::create_fresh(&probe)
+    outdir::create_fresh(&probe)
         .and_then(|_| fs::remove_file(&probe))
         .map_err(|e| usage("--out", format!("{shown} is not writable: {e}")))?;
     resume::prepare(dir, mode, record)

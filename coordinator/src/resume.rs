@@ -109,7 +109,7 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
     };
     let text = serde_json::to_string_pretty(record)
         .map_err(|e| io_err("cannot record the plan in", e.into()))?;
-    worker::write_atomic(dir, RECORD_FILE, text.as_bytes())
+    outdir::write_atomic(dir, RECORD_FILE, text.as_bytes())
         .map_err(|e| io_err("cannot write to", e))?;
     manifest::remove_temp_files(dir).map_err(|e| io_err("cannot clean", e))?;
     Ok(filter)
@@ -141,7 +141,7 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
 /// The run record at `path` (a symbolic link there is an error, never followed).
 pub fn read_record(path: &Path) -> io::Result<RunRecord> {
     let mut text = String::new();
-    worker::open_nofollow(path)?.read_to_string(&mut text)?;
+    outdir::open_nofollow(path)?.read_to_string(&mut text)?;
     serde_json::from_str(&text).map_err(io::Error::from)
 }
 

@@ -9,3 +9,4 @@ pub mod loadtest;
 pub mod plan;
 pub mod protocol;
 pub mod template;
+pub mod usage;

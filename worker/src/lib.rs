@@ -17,15 +17,9 @@ mod process;
 mod retry;
 mod session;
 mod store;
-mod usage;
 
 pub use client::{ConfigError, request_headers as http2_request_headers};
 pub use fault::FAULT_VAR;
 pub use fetch::Fetcher;
 pub use process::run_process;
 pub use session::{WorkerError, serve};
-pub use store::{
-    TEMP_SUFFIX, create_fresh, is_temp_file, open_append_nofollow, open_nofollow, temp_path,
-    write_atomic,
-};
-pub use usage::own_usage;

@@ -214,7 +214,7 @@ impl LoadTest {
 
     /// What the workers reported at the end, with this process's own usage.
     fn results(self) -> Results {
-        let (own_cpu, own_rss) = worker::own_usage();
+        let (own_cpu, own_rss) = shared::usage::own_usage();
         Results::new(
             self.reports
                 .into_iter()

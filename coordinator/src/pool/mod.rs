@@ -4,7 +4,7 @@
 //! to stop them all: close every stdin, one shared grace, then SIGTERM, then SIGKILL,
 //! like nextest, and always a final `wait()`.
 
-mod worker;
+mod process;
 
 use std::io;
 use std::process::ExitStatus;
@@ -20,8 +20,8 @@ use signal_hook::iterator::{Handle, Signals};
 
 use crate::signals::StopCause;
 
-pub use worker::WORKER_COMMAND;
-use worker::WorkerProc;
+pub use process::WORKER_COMMAND;
+use process::WorkerProc;
 
 /// Which worker process an event comes from: its slot, and which of the processes
 /// started in that slot (a replaced worker's last events must not be taken for its

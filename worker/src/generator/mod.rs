@@ -83,7 +83,7 @@ pub async fn run(
     // The aborted ticker still holds a report sender until its LocalSet goes.
     drop(local);
 
-    let (cpu_us, max_rss_kib) = crate::usage::own_usage();
+    let (cpu_us, max_rss_kib) = shared::usage::own_usage();
     let report = LoadReport {
         stats: total,
         cpu_us,
