@@ -1,10 +1,6 @@
 //! End-to-end tests: the real `coordinator` binary, real worker processes, real HTTP over
 //! loopback sockets, real files.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -13,7 +9,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const COINS: u64 = 1_000_000_000;
 

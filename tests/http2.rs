@@ -1,9 +1,5 @@
 //! `--http2`: h2c with prior knowledge against the built-in server, over real sockets.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
-
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -11,7 +7,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn requests_go_as_streams_a_hundred_to_a_connection() {

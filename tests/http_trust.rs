@@ -3,10 +3,6 @@
 //! store another batch's bytes, never send a secret to a host a redirect chose, and
 //! keep its memory within its caps.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{assert_exit, children_of, coordinator, manifest, run};
+use crate::common::{assert_exit, children_of, coordinator, manifest, run};
 
 /// One request as the server read it: its target and its head, lower-cased names.
 struct Request {
@@ -229,7 +225,7 @@ fn conflicting_content_lengths_fail_the_batch_instead_of_cutting_the_body() {
         assert!(entry["file"].is_null(), "{entry}");
     }
     assert_eq!(
-        common::file_names(&out),
+        crate::common::file_names(&out),
         ["manifest.jsonl", "run.json"].map(String::from).into()
     );
 }
@@ -402,7 +398,7 @@ fn watch_workers(
             }
         })
     };
-    let output = common::wait_output(child, common::CHILD_LIMIT);
+    let output = crate::common::wait_output(child, crate::common::CHILD_LIMIT);
     done.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     (output, peak.load(Ordering::Relaxed))

@@ -2,10 +2,6 @@
 //! hostile user would: huge batch indices, symlinks in --out, URL lines with spaces,
 //! control characters or no end, passwords in URLs, bad manifest lines and signals.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
-
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -14,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 
-use common::*;
+use crate::common::*;
 
 /// Runs the binary with its address space capped at `limit_kib`, so that an allocation
 /// sized by hostile input fails at once instead of relying on the machine's overcommit.

@@ -1,14 +1,10 @@
 //! End-to-end tests of `coordinator load` and of `--rate`, against a real server.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
-
-mod common;
-
 use std::net::TcpListener;
 use std::process::{Child, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn load(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();

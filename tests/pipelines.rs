@@ -1,17 +1,13 @@
 //! End-to-end tests of the pipeline side: `--out -` JSON Lines, `--json`, streaming
 //! `--urls -`.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
-
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 
 const COINS: u64 = 1_000_000_000;
 

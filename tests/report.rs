@@ -1,14 +1,10 @@
 //! HTML reports of real runs, opened in a real headless browser (Debian's chromium):
 //! the charts must be in the page the browser parsed, and the screenshot must show them.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Server, assert_exit, output_of, run, scrape};
+use crate::common::{Server, assert_exit, output_of, run, scrape};
 
 /// The browser: Debian's chromium, which `scripts/test` installs when it is missing.
 fn chromium() -> Command {

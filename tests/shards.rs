@@ -1,16 +1,12 @@
 //! End-to-end tests of shards, `verify` and the orchestration scripts in scripts/, and
 //! of the checks the benchmark scripts make of their runs.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,8 +1,6 @@
 //! Helpers for the end-to-end tests: the real binary, a real server process, a fresh
 //! output directory, and bounded polls of real state.
 
-#![allow(dead_code, clippy::unwrap_used)]
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -195,11 +193,6 @@ impl Server {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.base.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Sends `signal` to the server and waits (within [`CHILD_LIMIT`]) for it to exit.

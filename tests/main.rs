@@ -1,0 +1,16 @@
+//! The end-to-end tests, one binary (one link step): the real `coordinator` binary,
+//! real worker processes, real servers on loopback sockets, real files. One module per
+//! area; the helpers they share are in `common`.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+mod common;
+mod e2e;
+mod faults;
+mod http2;
+mod http_trust;
+mod input_trust;
+mod load;
+mod pipelines;
+mod report;
+mod shards;
