@@ -152,6 +152,26 @@ struct Slot {
     warned: bool,
 }
 
+/// What the watchdog makes of a worker that holds batches and has been quiet.
+#[derive(Debug, PartialEq, Eq)]
+enum Stall {
+    Fine,
+    /// Named on stderr, once per silence: half the stall timeout has passed.
+    Warn,
+    /// Replaced, its batches handed out again: the whole timeout has passed.
+    Replace,
+}
+
+fn stall_verdict(quiet: Duration, timeout: Duration, warned: bool) -> Stall {
+    if quiet >= timeout {
+        Stall::Replace
+    } else if quiet >= timeout / 2 && !warned {
+        Stall::Warn
+    } else {
+        Stall::Fine
+    }
+}
+
 struct Dispatch {
     pool: WorkerPool,
     slots: Vec<Slot>,
@@ -404,11 +424,15 @@ impl Dispatch {
                 s.held.len(),
                 quiet.as_secs_f64()
             );
-            if quiet >= self.stall_timeout {
-                self.replace_worker(slot, &format!("stalled: it {what}, over --stall-timeout"))?;
-            } else if quiet >= self.stall_timeout / 2 && !s.warned {
-                s.warned = true;
-                messages::warn(format_args!("worker {slot} (pid {pid}) {what}"));
+            match stall_verdict(quiet, self.stall_timeout, s.warned) {
+                Stall::Replace => {
+                    self.replace_worker(slot, &format!("stalled: it {what}, over --stall-timeout"))?
+                }
+                Stall::Warn => {
+                    s.warned = true;
+                    messages::warn(format_args!("worker {slot} (pid {pid}) {what}"));
+                }
+                Stall::Fine => {}
             }
         }
         Ok(())
@@ -446,5 +470,25 @@ impl Dispatch {
                 Err(e) => messages::warn(format_args!("stopping worker {slot}: {e}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_worker_is_named_at_half_the_stall_timeout_and_replaced_at_all_of_it() {
+        let timeout = Duration::from_secs(60);
+        let at = Duration::from_secs;
+        assert_eq!(stall_verdict(at(29), timeout, false), Stall::Fine);
+        assert_eq!(stall_verdict(at(30), timeout, false), Stall::Warn);
+        assert_eq!(
+            stall_verdict(at(45), timeout, true),
+            Stall::Fine,
+            "named once"
+        );
+        assert_eq!(stall_verdict(at(60), timeout, true), Stall::Replace);
+        assert_eq!(stall_verdict(at(600), timeout, false), Stall::Replace);
     }
 }
