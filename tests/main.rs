@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 mod common;
+mod docs;
 mod e2e;
 mod faults;
 mod http2;
