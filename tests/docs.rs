@@ -85,3 +85,45 @@ fn every_source_file_of_the_data_path_is_named_in_the_architecture() {
         }
     }
 }
+
+/// The ```sh blocks of the README's "Examples" section.
+fn readme_examples() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = text.find("## Examples").expect("an Examples section");
+    let section = &text[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn every_example_of_the_readme_runs_against_the_built_in_api() {
+    let server = crate::common::Server::start(&[]);
+    let api = format!("{}/api/tickers/", server.base);
+    let bin = Path::new(env!("CARGO_BIN_EXE_coordinator"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let examples = readme_examples();
+    assert!(examples.len() >= 6, "{examples:?}");
+    for example in examples {
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::common::output_of(
+            std::process::Command::new("sh")
+                .args(["-e", "-c", &example])
+                .env("PATH", &path)
+                .env("API", &api)
+                .current_dir(dir.path()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{example}\nfailed: {stderr}");
+        assert!(!stderr.contains("error:"), "{example}\n{stderr}");
+    }
+}
