@@ -250,6 +250,24 @@ fn url_lines_and_templates_are_percent_encoded_before_the_request_line() {
 }
 
 #[test]
+fn load_urls_are_percent_encoded_too_and_control_characters_refused() {
+    let (base, heads) = raw_server(200);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{base}/a b");
+    let result = run(
+        &["load", "-w", "1", "-c", "1", "-n", "1", "--quiet", &url],
+        dir.path(),
+    );
+    assert_exit(&result, 0);
+    let head = &received(&heads, 1)[0];
+    assert_eq!(head.lines().next(), Some("GET /a%20b HTTP/1.1"), "{head:?}");
+    let bad = format!("{base}/a\rX-Injected: yes");
+    let result = run(&["load", "-n", "1", &bad], dir.path());
+    assert_exit(&result, 2);
+    assert!(text_of(&result.stderr).contains("carriage return"));
+}
+
+#[test]
 fn a_control_character_in_a_url_line_is_refused_before_anything_starts() {
     let (base, heads) = raw_server(200);
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ use crate::error::UsageError;
 use crate::open_files;
 use crate::parse::{parse_duration, parse_header, parse_rate};
 use crate::plan::MAX_WORKERS;
+use crate::url_input;
 
 /// Connections one worker keeps at most.
 const MAX_CONNECTIONS: u32 = 200_000;
@@ -157,8 +158,11 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
             .ok_or_else(|| UsageError::new("--url", "a URL template needs --range START..END"))?;
         let span: Span = range.parse().map_err(|e| UsageError::new("--range", e))?;
         let plan = BatchPlan::new(span, args.batch).map_err(|e| UsageError::new("--range", e))?;
+        let normalized = url_input::normalize_template(template)
+            .map_err(|e| UsageError::new("--url", format!("the template {e}")))?;
+        let template = normalized.as_str().to_owned();
         let (authority, path) =
-            split_http_url(template).map_err(|e| UsageError::new("--url", e))?;
+            split_http_url(&template).map_err(|e| UsageError::new("--url", e))?;
         if authority.contains('{') {
             return Err(UsageError::new(
                 "--url",
@@ -185,7 +189,10 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
     let mut authority = None;
     let mut paths = Vec::new();
     for url in &args.urls {
-        let (a, path) = split_http_url(url).map_err(|e| UsageError::new("load", e))?;
+        // Parsed and percent-encoded like a scrape's URLs: nothing raw reaches the
+        // request line.
+        let url = url_input::normalize(url).map_err(|e| UsageError::new("load", e))?;
+        let (a, path) = split_http_url(&url).map_err(|e| UsageError::new("load", e))?;
         if *authority.get_or_insert_with(|| a.clone().into_owned()) != a {
             return Err(UsageError::new("load", "all URLs must be on one host:port"));
         }
