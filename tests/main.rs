@@ -12,6 +12,7 @@ mod http2;
 mod http_trust;
 mod input_trust;
 mod load;
+mod metrics;
 mod pipelines;
 mod report;
 mod shards;

@@ -128,6 +128,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.html", help_heading = "Output")]
     pub report: Option<PathBuf>,
 
+    /// Serve live Prometheus metrics of the run on IP:PORT (port 0 picks a free one,
+    /// printed on stderr), e.g. 127.0.0.1:9464; GET /metrics.
+    #[arg(long, value_name = "ADDR", help_heading = "Output", value_parser = crate::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Requests each worker keeps in flight.
     #[arg(
         short,
@@ -374,6 +379,10 @@ pub struct LoadArgs {
     /// errors over time (with --rate also from the intended send time), per worker.
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
+    /// Serve live Prometheus metrics of the test on IP:PORT (port 0 picks a free one,
+    /// printed on stderr), e.g. 127.0.0.1:9464; GET /metrics.
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `coordinator report`.

@@ -16,6 +16,7 @@ mod lines;
 mod load;
 mod manifest;
 mod messages;
+mod metrics;
 mod open_files;
 mod parse;
 mod plan;
@@ -81,7 +82,8 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
         var: &|name| std::env::var(name).ok(),
     };
     let plan = plan::Plan::from_args(&args, &env)?;
-    let exit = dispatch::run(prepare::prepare(plan)?)?;
+    let metrics = metrics::Exporter::start(args.metrics)?;
+    let exit = dispatch::run(prepare::prepare(plan)?, &metrics)?;
     if let Some(path) = report {
         let run = report_file::of_scrape(&out)
             .with_context(|| format!("reading the run in {}", out.display()))?;

@@ -41,9 +41,17 @@ impl Dispatch {
             recorded => recorded.context("writing the manifest")?,
         }
         self.stats.record(slot, report);
+        self.metrics.record(slot, report);
         let all = self.stats.all();
         self.progress.update(all.ok + all.failed, all.failed);
         Ok(())
+    }
+
+    /// Copies the live metrics for the `--metrics` server when a copy is due, or
+    /// whatever the time when it is the `last`.
+    pub(super) fn publish_metrics(&mut self, last: bool) {
+        let held = self.slots.iter().map(|s| s.held.len());
+        self.metrics.publish(held, last);
     }
 
     pub(super) fn top_up_all(&mut self) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ use shared::template::Template;
 use crate::exit::{Exit, print_stdout};
 use crate::manifest::{self, Manifest};
 use crate::messages;
+use crate::metrics::{Exporter, ScrapeMetrics};
 use crate::plan::{Output, RunLimits};
 use crate::pool::{Event, Next, Source, WorkerPool};
 use crate::prepare::{Settings, Target};
@@ -39,7 +40,7 @@ const MAX_CHUNK_BYTES: usize = shared::frame::MAX_FRAME_LEN / 2;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a checked scrape to the end, or until a signal stops it.
-pub fn run(settings: Settings) -> anyhow::Result<Exit> {
+pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     let Settings {
         workers,
         cpus,
@@ -53,6 +54,7 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
         json,
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
+    let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
     // Declared first so that it is dropped last, after every worker has stopped.
     let mut builtin = None;
     let source = match target {
@@ -82,7 +84,14 @@ pub fn run(settings: Settings) -> anyhow::Result<Exit> {
     };
     let progress = Progress::new(source.total(), quiet || json);
     let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress, limits);
+    dispatch.metrics = exporter.scrape(
+        workers as usize,
+        dispatch.config.concurrency,
+        dispatch.source.total(),
+    );
+    dispatch.metrics.set_skipped(skipped);
     let result = dispatch.start().and_then(|()| dispatch.run());
+    dispatch.publish_metrics(true);
     dispatch.progress.finish();
     // Whatever happened, no worker outlives the run and no temp file stays behind.
     dispatch.stop_workers();
@@ -182,6 +191,8 @@ struct Dispatch {
     retry: VecDeque<Job>,
     sink: Sink,
     stats: RunStats,
+    /// The live `--metrics` numbers (nothing without it).
+    metrics: ScrapeMetrics,
     progress: Progress,
     /// Jobs per `Jobs` message.
     chunk: usize,
@@ -236,6 +247,7 @@ impl Dispatch {
             retry: VecDeque::new(),
             sink,
             stats: RunStats::new(workers),
+            metrics: ScrapeMetrics::default(),
             progress,
             chunk,
             window,
@@ -282,6 +294,7 @@ impl Dispatch {
     /// one of its clocks (the watchdog's tick, the deadline, the grace) runs out.
     fn run(&mut self) -> anyhow::Result<Option<StopCause>> {
         while !self.slots.iter().all(|s| s.done) {
+            self.publish_metrics(false);
             if self.stopping.is_none() && self.deadline.is_some_and(|d| Instant::now() >= d) {
                 self.begin_stop(StopCause::Deadline);
             }
@@ -347,6 +360,7 @@ impl Dispatch {
                 self.top_up(slot)?;
             }
             Event::Message(Source { slot, .. }, FromWorker::Bye(stats)) => {
+                self.metrics.worker_left(slot, &stats);
                 self.stats.add_worker_stats(slot, stats);
                 let s = &mut self.slots[slot];
                 s.done = true;

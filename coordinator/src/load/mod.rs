@@ -23,6 +23,7 @@ use crate::cli::LoadArgs;
 use crate::error::UsageError;
 use crate::exit::{Exit, print_stdout};
 use crate::messages;
+use crate::metrics::{Exporter, LoadMetrics};
 use crate::pool::{Event, Next, Source, WorkerPool};
 use crate::report_file;
 use crate::signals::StopCause;
@@ -38,6 +39,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
     if let Some(path) = &args.report {
         report_file::check(path)?;
     }
+    let exporter = Exporter::start(args.metrics)?;
     let file = match &plan.timeline {
         Some(path) => Some(File::create(path).map_err(|e| {
             UsageError::new(
@@ -48,7 +50,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         None => None,
     };
     let mut timeline = Timeline::new(file, args.report.is_some(), plan.rate, &plan.target);
-    let mut test = LoadTest::start(&plan)?;
+    let mut test = LoadTest::start(&plan, &exporter)?;
     let mut live = Live::new(&plan);
     let outcome = test.collect(&mut live, &mut timeline);
     live.finish();
@@ -60,10 +62,12 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
     test.pool.stop_all(grace);
     outcome?;
     for (second, s) in test.seconds.rest() {
+        test.metrics.second(&s.stats);
         timeline
             .record(second, &s)
             .context("writing the timeline")?;
     }
+    test.metrics.publish(true);
     let kept = timeline.finish().context("writing the timeline")?;
     if let (Some(path), Some(lines)) = (&args.report, kept) {
         let title = format!("Load test of {}", plan.target);
@@ -112,13 +116,15 @@ struct LoadTest {
     reports: Vec<Option<LoadReport>>,
     done: Vec<bool>,
     seconds: Seconds,
+    /// The live `--metrics` numbers (nothing without it).
+    metrics: LoadMetrics,
     /// Set once a stop was asked for: why, and until when workers may finish.
     stopping: Option<(StopCause, Instant)>,
 }
 
 impl LoadTest {
     /// Starts one generator per worker of `plan`.
-    fn start(plan: &LoadPlan) -> anyhow::Result<LoadTest> {
+    fn start(plan: &LoadPlan, exporter: &Exporter) -> anyhow::Result<LoadTest> {
         let workers = plan.specs.len();
         let mut pool = WorkerPool::new(workers).context("setting up the workers")?;
         let mut pids = Vec::with_capacity(workers);
@@ -145,6 +151,10 @@ impl LoadTest {
             reports: vec![None; workers],
             done: vec![false; workers],
             seconds: Seconds::new(workers),
+            metrics: exporter.load(
+                workers,
+                plan.specs.iter().map(|s| u64::from(s.connections)).sum(),
+            ),
             stopping: None,
         })
     }
@@ -174,6 +184,7 @@ impl LoadTest {
             }
             for (second, s) in self.seconds.ready() {
                 live.second(second, &s.stats);
+                self.metrics.second(&s.stats);
                 timeline
                     .record(second, &s)
                     .context("writing the timeline")?;
@@ -191,7 +202,10 @@ impl LoadTest {
                 self.seconds.finished(slot);
                 self.reports[slot] = Some(*report);
             }
-            Event::Message(Source { slot, .. }, FromWorker::Bye(_)) => self.done[slot] = true,
+            Event::Message(Source { slot, .. }, FromWorker::Bye(stats)) => {
+                self.metrics.worker_left(slot, &stats);
+                self.done[slot] = true;
+            }
             Event::Message(_, FromWorker::Ready { .. }) | Event::Signal(_) | Event::Input => {}
             Event::Message(Source { slot, .. }, FromWorker::Fatal(error)) => {
                 bail!("worker {slot}: {error}")
