@@ -67,6 +67,9 @@ validate=$repo/scripts/bench/validate.py
 # On tmpfs: file creation on the disk here varies wildly from minute to minute, which
 # would drown the differences between the tools.
 work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
+# nginx's worker runs as nobody: it must be able to read what it serves (mktemp made
+# the directory private, and nginx answered 403 to every request until this).
+chmod 755 "$work"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do
