@@ -38,6 +38,13 @@ pub enum Command {
     /// Write an HTML report (charts, no script, no network) of a scrape run's directory
     /// or of a load test's --timeline file.
     Report(ReportArgs),
+    /// Print a shell completion script on stdout, e.g. `coordinator completions bash >
+    /// /etc/bash_completion.d/coordinator`.
+    Completions(CompletionsArgs),
+    /// Write the man pages (the command and each subcommand) into DIR: how docs/man/
+    /// is made.
+    #[command(name = crate::gendocs::MAN_COMMAND, hide = true)]
+    Man(ManArgs),
     /// Run as a worker process (started by the coordinator itself).
     #[command(name = crate::pool::WORKER_COMMAND, hide = true)]
     Worker(WorkerArgs),
@@ -282,6 +289,9 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
+    /// Listen on 127.0.0.1:PORT (short for --addr 127.0.0.1:PORT).
+    #[arg(long, value_name = "PORT", conflicts_with = "addr")]
+    pub port: Option<u16>,
     /// Random delay per response in ms, MIN..MAX (the seed article's jobs: 2000..4000).
     #[arg(long, value_name = "MIN..MAX", default_value = "0..0")]
     pub delay: String,
@@ -343,7 +353,7 @@ pub struct LoadArgs {
     pub requests: Option<u64>,
     /// A constant arrival rate in requests per second, all workers together; latency
     /// is then also measured from each request's intended send time.
-    #[arg(short = 'q', long, value_name = "R")]
+    #[arg(long, value_name = "R")]
     pub rate: Option<String>,
     /// A new connection for every request.
     #[arg(long)]
@@ -373,7 +383,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub json: bool,
     /// No live progress.
-    #[arg(long)]
+    #[arg(short, long)]
     pub quiet: bool,
     /// After the test, write an HTML report of it to FILE: throughput, latency and
     /// errors over time (with --rate also from the intended send time), per worker.
@@ -408,6 +418,22 @@ pub struct VerifyArgs {
     /// Print on stdout the URLs of the gaps, one per line.
     #[arg(long)]
     pub print_urls: bool,
+}
+
+/// `coordinator completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `coordinator __man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The directory to write the pages into (it must exist).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `coordinator __worker`.

@@ -11,12 +11,14 @@ mod cpus;
 mod dispatch;
 mod error;
 mod exit;
+mod gendocs;
 mod index_set;
 mod lines;
 mod load;
 mod manifest;
 mod messages;
 mod metrics;
+mod numbers;
 mod open_files;
 mod parse;
 mod plan;
@@ -31,6 +33,7 @@ mod sink;
 mod source;
 mod summary;
 mod target;
+mod terminal;
 mod url_input;
 mod url_list;
 mod verify;
@@ -57,6 +60,8 @@ fn main() -> ExitCode {
         Some(Command::Verify(args)) => verify::run(&args),
         Some(Command::Load(args)) => load::run(&args),
         Some(Command::Report(args)) => report_file::run(&args),
+        Some(Command::Completions(args)) => gendocs::completions(&args),
+        Some(Command::Man(args)) => gendocs::man(&args),
         None => scrape(cli.run),
     };
     exit::end(result)

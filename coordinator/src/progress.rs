@@ -4,12 +4,16 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
-use crate::messages;
+use crate::{messages, numbers, terminal};
 
 /// Time between plain progress lines.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// Redraws of the bar a second, at most (but for lines printed above it).
+const HZ: u8 = 10;
+/// Time between redraws of the bar.
+const DRAW_EVERY: Duration = Duration::from_millis(1000 / HZ as u64);
 
 /// The progress display.
 pub enum Progress {
@@ -42,20 +46,23 @@ impl Progress {
                 last: now,
             };
         }
-        let bar = match total {
-            Some(n) => {
-                ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr_with_hz(8))
-            }
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8)),
-        };
+        let bar = ProgressBar::with_draw_target(total, terminal::stderr_target(HZ));
         let template = if total.is_some() {
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} batches · {per_sec} · ETA {eta} · {msg}"
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} batches · {rate} · ETA {eta} · {msg}"
         } else {
-            "{elapsed_precise} {spinner} {pos} batches · {per_sec} · {msg}"
+            "{elapsed_precise} {spinner} {human_pos} batches · {rate} · {msg}"
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
+            bar.set_style(style.progress_chars("=> ").with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&numbers::rate_text(state.per_sec()));
+                },
+            ));
         }
+        // Drawn by a clock, not by every batch: at most HZ times a second, whatever
+        // the rate (indicatif's own limit lets bursts of 20 through).
+        bar.enable_steady_tick(DRAW_EVERY);
         bar.set_message("0 failed");
         messages::show_bar(&bar);
         Progress::Bar(bar)
@@ -66,8 +73,12 @@ impl Progress {
         match self {
             Progress::Bar(bar) => {
                 bar.set_position(done);
+                // A new message draws at once: only when it changed.
                 if failed > 0 {
-                    bar.set_message(format!("{failed} failed"));
+                    let message = format!("{failed} failed");
+                    if bar.message() != message {
+                        bar.set_message(message);
+                    }
                 }
             }
             Progress::Plain {

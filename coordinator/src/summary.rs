@@ -7,6 +7,8 @@ use hdrhistogram::Histogram;
 use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome, WorkerStats};
 
+use crate::numbers;
+
 /// Failures named in the summary at most; the manifest has them all.
 const SHOWN_FAILURES: usize = 5;
 /// A worker whose event loop was late by more than this is warned about.
@@ -128,10 +130,10 @@ impl RunStats {
         let wall = self.elapsed().as_secs_f64();
         let latency = |t: &Tally| {
             serde_json::json!({
-                "p50": t.latency(0.5).as_secs_f64() * 1e3,
-                "p90": t.latency(0.9).as_secs_f64() * 1e3,
-                "p99": t.latency(0.99).as_secs_f64() * 1e3,
-                "max": t.latency(1.0).as_secs_f64() * 1e3,
+                "p50": numbers::ms(t.latency(0.5).as_secs_f64() * 1e3),
+                "p90": numbers::ms(t.latency(0.9).as_secs_f64() * 1e3),
+                "p99": numbers::ms(t.latency(0.99).as_secs_f64() * 1e3),
+                "max": numbers::ms(t.latency(1.0).as_secs_f64() * 1e3),
             })
         };
         let workers: Vec<_> = self
@@ -147,7 +149,7 @@ impl RunStats {
                     "bytes": w.tally.bytes,
                     "requests": w.stats.requests,
                     "latency_ms": latency(&w.tally),
-                    "max_loop_lag_ms": w.stats.max_loop_lag_us as f64 / 1e3,
+                    "max_loop_lag_ms": numbers::us_as_ms(w.stats.max_loop_lag_us),
                 })
             })
             .collect();
@@ -156,8 +158,8 @@ impl RunStats {
             "failed": self.all.failed,
             "requests": self.workers.iter().map(|w| w.stats.requests).sum::<u64>(),
             "bytes": self.all.bytes,
-            "wall_s": wall,
-            "pages_per_s": self.all.done() as f64 / wall.max(1e-9),
+            "wall_s": numbers::secs(wall),
+            "pages_per_s": numbers::rate(self.all.done() as f64 / wall.max(1e-9)),
             "latency_ms": latency(&self.all),
             "workers": workers,
             "stopped_by": stopped_by,

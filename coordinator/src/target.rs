@@ -120,12 +120,15 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
 
 /// The address and the server's options, from `serve`'s flags.
 fn serve_options(args: &ServeArgs) -> Result<(SocketAddr, tickers::Options), UsageError> {
-    let addr: SocketAddr = args.addr.parse().map_err(|_| {
-        UsageError::new(
-            "--addr",
-            format!("`{}` is not an IP:PORT address", args.addr),
-        )
-    })?;
+    let addr: SocketAddr = match args.port {
+        Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        None => args.addr.parse().map_err(|_| {
+            UsageError::new(
+                "--addr",
+                format!("`{}` is not an IP:PORT address", args.addr),
+            )
+        })?,
+    };
     let delay_ms: Span = args
         .delay
         .parse()

@@ -258,10 +258,7 @@ impl Live {
             return Live::Plain;
         }
         let len = plan.duration.map(|d| d.as_secs()).or(plan.requests);
-        let bar = indicatif::ProgressBar::with_draw_target(
-            len,
-            indicatif::ProgressDrawTarget::stderr_with_hz(4),
-        );
+        let bar = indicatif::ProgressBar::with_draw_target(len, crate::terminal::stderr_target(4));
         if let Ok(style) =
             indicatif::ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {msg}")
         {

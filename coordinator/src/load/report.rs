@@ -9,6 +9,7 @@ use shared::loadtest::{Hist, LoadReport, LoadStats};
 
 use super::spec::LoadPlan;
 use super::thresholds::Measured;
+use crate::numbers;
 use crate::summary::bytes;
 
 /// A worker busier than this share of one core was probably the bottleneck.
@@ -250,8 +251,8 @@ impl Results {
                     "pid": w.pid,
                     "requests": w.report.stats.finished(),
                     "responses": w.report.stats.responses,
-                    "cpu_s": w.report.cpu_us as f64 / 1e6,
-                    "wall_s": w.report.wall_us as f64 / 1e6,
+                    "cpu_s": numbers::secs(w.report.cpu_us as f64 / 1e6),
+                    "wall_s": numbers::secs(w.report.wall_us as f64 / 1e6),
                     "max_rss_bytes": w.report.max_rss_kib * 1024,
                     "latency_ms": quantiles_json(&w.report.stats.latency),
                 })
@@ -261,11 +262,11 @@ impl Results {
             "target": plan.target,
             "connections": plan.connections,
             "http2_streams": plan.http2_streams,
-            "rate": plan.rate,
-            "wall_s": self.wall.as_secs_f64(),
+            "rate": plan.rate.map(numbers::rate),
+            "wall_s": numbers::secs(self.wall.as_secs_f64()),
             "responses": t.responses,
             "requests": t.finished(),
-            "rps": self.rps(),
+            "rps": numbers::rate(self.rps()),
             "bytes": t.bytes,
             "statuses": t.statuses.iter().map(|(s, n)| (s.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
             "errors": {
@@ -280,8 +281,8 @@ impl Results {
             "connect_ms": quantiles_json(&t.connect),
             "ttfb_ms": quantiles_json(&t.ttfb),
             "generator": {
-                "cpu_s": self.cpu_us() as f64 / 1e6,
-                "cpu_us_per_request": self.cpu_per_request_us(),
+                "cpu_s": numbers::secs(self.cpu_us() as f64 / 1e6),
+                "cpu_us_per_request": numbers::rate(self.cpu_per_request_us()),
                 "max_rss_bytes": self.rss_kib() * 1024,
                 "bottleneck_workers": self.busy_workers().iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             },
@@ -314,14 +315,72 @@ fn quantiles_json(h: &Hist) -> serde_json::Value {
     if h.is_empty() {
         return serde_json::Value::Null;
     }
-    let ms = |us: u64| us as f64 / 1e3;
+    let ms = numbers::us_as_ms;
     serde_json::json!({
         "p50": ms(h.quantile(0.5)),
         "p90": ms(h.quantile(0.9)),
         "p99": ms(h.quantile(0.99)),
         "p99.9": ms(h.quantile(0.999)),
         "max": ms(h.max()),
-        "mean": h.mean() / 1e3,
+        "mean": numbers::ms(h.mean() / 1e3),
         "count": h.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use shared::loadtest::LoadReport;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::numbers::{decimals_by_unit, too_precise};
+
+    #[test]
+    fn the_json_report_has_no_number_with_more_decimals_than_its_unit_allows() {
+        let cli = Cli::try_parse_from([
+            "coordinator",
+            "load",
+            "-w",
+            "2",
+            "--rate",
+            "333.33333",
+            "http://127.0.0.1:9/",
+        ])
+        .unwrap();
+        let Some(Command::Load(args)) = cli.command else {
+            panic!("not a load command");
+        };
+        let plan = LoadPlan::from_args(&args).unwrap();
+        let worker = |pid: u32, skew: u64| {
+            let mut stats = LoadStats::default();
+            for i in 0..1000u64 {
+                let us = 773 + i * 1001 + skew;
+                stats.latency.record(us);
+                stats.intended.record(us + 17);
+                stats.lateness.record(i % 13);
+                stats.connect.record(101 + i);
+                stats.ttfb.record(us / 3);
+                stats.responses += 1;
+                stats.bytes += 777;
+            }
+            stats.count_status(200, 1000);
+            WorkerResult {
+                pid,
+                report: LoadReport {
+                    stats,
+                    cpu_us: 1_234_567,
+                    max_rss_kib: 4321,
+                    wall_us: 3_000_001 + skew,
+                },
+            }
+        };
+        let results = Results::new(vec![worker(1, 0), worker(2, 7)], 77_777, 999);
+        let json = results.to_json(&plan, &[]);
+        let found = too_precise(&json, &decimals_by_unit);
+        assert!(found.is_empty(), "too many decimals: {found:?}\n{json}");
+        assert_eq!(json["rate"], 333.3);
+        let text = results.render(&plan);
+        assert!(!text.contains("666.6666"), "{text}");
+    }
 }
