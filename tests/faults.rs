@@ -297,7 +297,11 @@ fn resume_refuses_another_plan_and_an_empty_directory() {
         dir.path(),
     );
     assert_eq!(same.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&same.stderr).contains("done: 0 batches ok"));
+    let stderr = String::from_utf8_lossy(&same.stderr);
+    assert!(
+        stderr.contains("nothing to fetch: all 10 batches"),
+        "{stderr}"
+    );
     let nothing = run(
         &[
             "--url", &url, "--range", "0..100", "--out", "fresh", "--resume",
@@ -702,7 +706,11 @@ fn failed_batches_count_as_finished_for_resume_and_retry_failed_fetches_them() {
     // Without the cap the batches would now be stored: none is fetched.
     let resumed = scrape(&url, "0..30", &["--resume"], dir.path());
     let stderr = String::from_utf8_lossy(&resumed.stderr);
-    assert!(stderr.contains("done: 0 batches ok, 0 failed"), "{stderr}");
+    // Failed batches are finished for --resume: nothing is fetched, no worker starts.
+    assert!(
+        stderr.contains("nothing to fetch: all 3 batches"),
+        "{stderr}"
+    );
     assert_eq!(
         std::fs::read_to_string(out.join("manifest.jsonl")).unwrap(),
         before,

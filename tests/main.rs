@@ -16,5 +16,6 @@ mod load;
 mod metrics;
 mod pipelines;
 mod report;
+mod resume;
 mod shards;
 mod terminal;

@@ -50,8 +50,9 @@ pub enum Command {
     Worker(WorkerArgs),
 }
 
-/// A scrape run.
-#[derive(Debug, Args)]
+/// A scrape run. With `--resume` or `--retry-failed` and none of --url, --urls,
+/// --range, --batch, --name and --shard, the plan is the one `run.json` in --out holds.
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// URL template with {start}, {end}, {limit} and {index} placeholders, e.g.
     /// 'http://127.0.0.1:8080/api/tickers/?start={start}&limit={limit}'.
@@ -71,14 +72,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "START..END", help_heading = "Input")]
     pub range: Option<String>,
 
-    /// Items per batch; the last batch may be shorter.
-    #[arg(
-        long,
-        value_name = "SIZE",
-        default_value_t = 10,
-        help_heading = "Input"
-    )]
-    pub batch: u64,
+    /// Items per batch; the last batch may be shorter [default: 10].
+    #[arg(long, value_name = "SIZE", help_heading = "Input")]
+    pub batch: Option<u64>,
 
     /// Fetch only slice K of M of the plan (K from 0), e.g. 0/4; `auto` reads it from a
     /// Kubernetes Indexed Job, a Slurm array or COORDINATOR_SHARD_INDEX/COUNT.
@@ -101,14 +97,9 @@ pub struct RunArgs {
     )]
     pub out: PathBuf,
 
-    /// File name template for each batch, inside --out.
-    #[arg(
-        long,
-        value_name = "TEMPLATE",
-        default_value = "batch{start}-{end}.json",
-        help_heading = "Output"
-    )]
-    pub name: String,
+    /// File name template for each batch, inside --out [default: batch{start}-{end}.json].
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Output")]
+    pub name: Option<String>,
 
     /// Start over in an --out directory that already holds a run (its files go).
     #[arg(long, conflicts_with_all = ["resume", "retry_failed"], help_heading = "Output")]

@@ -86,7 +86,12 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
         cpus: cpus::usable_cpus(),
         var: &|name| std::env::var(name).ok(),
     };
-    let plan = plan::Plan::from_args(&args, &env)?;
+    // What an earlier run recorded, for a --resume that names no plan of its own: a
+    // read, before anything is written.
+    let earlier = (args.resume || args.retry_failed)
+        .then(|| resume::read_record(&out.join(resume::RECORD_FILE)).ok())
+        .flatten();
+    let plan = plan::Plan::from_args(&args, &env, earlier.as_ref())?;
     let metrics = metrics::Exporter::start(args.metrics)?;
     let exit = dispatch::run(prepare::prepare(plan)?, &metrics)?;
     if let Some(path) = report {

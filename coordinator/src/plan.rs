@@ -12,7 +12,7 @@ use shared::template::{Template, Var};
 use crate::cli::RunArgs;
 use crate::error::{UsageError, usage};
 use crate::parse::{millis, parse_header, parse_rate, parse_statuses};
-use crate::resume::Mode;
+use crate::resume::{Mode, RunRecord};
 use crate::scheduler;
 use crate::url_input;
 
@@ -20,6 +20,10 @@ use crate::url_input;
 pub const MAX_WORKERS: u32 = 1024;
 /// Most requests one worker keeps in flight.
 pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Items per batch unless `--batch` says otherwise.
+pub const DEFAULT_BATCH: u64 = 10;
+/// File names unless `--name` says otherwise.
+pub const DEFAULT_NAME: &str = "batch{start}-{end}.json";
 /// Range of the default job on the built-in target.
 const BUILTIN_RANGE: Span = Span {
     start: 0,
@@ -107,8 +111,15 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Checks every flag of a scrape.
-    pub fn from_args(args: &RunArgs, env: &Env<'_>) -> Result<Plan, UsageError> {
+    /// Checks every flag of a scrape. `earlier` is the plan recorded in `--out`'s
+    /// `run.json`, read by the caller for `--resume` and `--retry-failed`: when the
+    /// command line names no plan, that one is taken.
+    pub fn from_args(
+        args: &RunArgs,
+        env: &Env<'_>,
+        earlier: Option<&RunRecord>,
+    ) -> Result<Plan, UsageError> {
+        let args = &recorded_plan(args, earlier)?;
         let workers = args.workers.unwrap_or(env.cpus.len().max(1) as u32);
         if workers == 0 || workers > MAX_WORKERS {
             Err(usage(
@@ -170,9 +181,50 @@ impl Plan {
             quiet: args.quiet,
             json: args.json,
             url_text: args.url.clone(),
-            name_text: args.name.clone(),
+            name_text: args.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned()),
         })
     }
+}
+
+/// `args`, with the plan of `earlier` filled in when `--resume` or `--retry-failed`
+/// names none of its own. A plan the command line does name is checked against the
+/// record when the output directory is prepared.
+fn recorded_plan(args: &RunArgs, earlier: Option<&RunRecord>) -> Result<RunArgs, UsageError> {
+    let mut args = args.clone();
+    let continuing = args.resume || args.retry_failed;
+    let named = args.url.is_some()
+        || args.urls.is_some()
+        || args.range.is_some()
+        || args.batch.is_some()
+        || args.name.is_some()
+        || args.shard.is_some();
+    let Some(record) = earlier.filter(|_| continuing && !named) else {
+        return Ok(args);
+    };
+    match record.target.as_str() {
+        "template" => {
+            let url = record.source.clone().unwrap_or_default();
+            if url.contains("***") {
+                let flag = if args.resume {
+                    "--resume"
+                } else {
+                    "--retry-failed"
+                };
+                return Err(usage(
+                    flag,
+                    "run.json holds the URL template without its password: give --url again",
+                ));
+            }
+            args.url = Some(url);
+        }
+        "urls" => args.urls = record.source.clone().map(PathBuf::from),
+        _ => {}
+    }
+    args.range = record.range.clone();
+    args.batch = record.batch;
+    args.name = Some(record.name.clone());
+    args.shard = record.shard.clone();
+    Ok(args)
 }
 
 /// What every worker gets, and the run's time limits, from the flags.
@@ -205,7 +257,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
         .collect::<Result<Vec<_>, _>>()?;
     let worker = WorkerConfig {
         url,
-        name: name_template(&args.name)?,
+        name: name_template(args.name.as_deref().unwrap_or(DEFAULT_NAME))?,
         out_dir: Some(args.out.to_string_lossy().into_owned()),
         concurrency: args.concurrency,
         headers,
@@ -239,7 +291,7 @@ fn target(args: &RunArgs, has_url: bool) -> Result<TargetSpec, UsageError> {
         None if has_url => Err(usage("--url", "a URL template needs --range START..END"))?,
         None => BUILTIN_RANGE,
     };
-    let plan = BatchPlan::new(range, args.batch).map_err(|e| match e {
+    let plan = BatchPlan::new(range, args.batch.unwrap_or(DEFAULT_BATCH)).map_err(|e| match e {
         shared::plan::PlanError::ZeroBatch => usage("--batch", "must be at least 1"),
         e => usage("--range", e),
     })?;
@@ -302,7 +354,7 @@ mod tests {
             cpus: vec![0, 1],
             var: &lookup,
         };
-        Plan::from_args(&cli.run, &env)
+        Plan::from_args(&cli.run, &env, None)
     }
 
     fn plan(args: &[&str]) -> Result<Plan, UsageError> {
@@ -322,6 +374,51 @@ mod tests {
         assert_eq!((p.workers, p.shard.to_string()), (8, "3/4".to_owned()));
         let half = plan_with(&["--shard", "auto"], &k8s[..1]).unwrap_err();
         assert!(half.to_string().contains("JOB_COMPLETIONS"), "{half}");
+    }
+
+    #[test]
+    fn a_resume_that_names_no_plan_takes_the_recorded_one() {
+        let record = RunRecord {
+            target: "template".into(),
+            source: Some("http://h/x?s={start}".into()),
+            range: Some("0..100".into()),
+            batch: Some(5),
+            name: "p{index}".into(),
+            shard: Some("1/4".into()),
+        };
+        let argv = ["coordinator", "--resume", "-o", "/no/such/dir"];
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments clap accepts");
+        let env = Env {
+            cpus: vec![0],
+            var: &|_| None,
+        };
+        let p = Plan::from_args(&cli.run, &env, Some(&record)).unwrap();
+        assert!(matches!(p.target, TargetSpec::Template(plan) if plan.size() == 5));
+        assert_eq!(
+            (p.shard.to_string(), p.name_text.as_str()),
+            ("1/4".to_owned(), "p{index}")
+        );
+        assert_eq!(p.url_text.as_deref(), Some("http://h/x?s={start}"));
+        // A password was never recorded: it must be given again.
+        let hidden = RunRecord {
+            source: Some("http://u:***@h/x?s={start}".into()),
+            ..record.clone()
+        };
+        let err = Plan::from_args(&cli.run, &env, Some(&hidden)).unwrap_err();
+        assert!(err.to_string().contains("give --url again"), "{err}");
+        // A plan on the command line is taken as given (and checked against the record
+        // when the directory is prepared).
+        let argv = [
+            "coordinator",
+            "--resume",
+            "--range",
+            "0..7",
+            "-o",
+            "/no/such/dir",
+        ];
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments clap accepts");
+        let p = Plan::from_args(&cli.run, &env, Some(&record)).unwrap();
+        assert!(matches!(p.target, TargetSpec::Builtin { .. }));
     }
 
     #[test]

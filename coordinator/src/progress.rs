@@ -18,11 +18,14 @@ const DRAW_EVERY: Duration = Duration::from_millis(1000 / HZ as u64);
 /// The progress display.
 pub enum Progress {
     /// An indicatif bar on a terminal.
-    Bar(ProgressBar),
+    /// (and the batches done before this invocation).
+    Bar(ProgressBar, u64),
     /// Periodic plain lines.
     Plain {
         /// Batches in all, when known.
         total: Option<u64>,
+        /// Batches done before this invocation (by the run a resume continues).
+        before: u64,
         /// When the run started.
         started: Instant,
         /// When the last line was printed.
@@ -34,7 +37,7 @@ pub enum Progress {
 
 impl Progress {
     /// The display that suits stderr.
-    pub fn new(total: Option<u64>, quiet: bool) -> Progress {
+    pub fn new(total: Option<u64>, before: u64, quiet: bool) -> Progress {
         if quiet {
             return Progress::Off;
         }
@@ -42,6 +45,7 @@ impl Progress {
             let now = Instant::now();
             return Progress::Plain {
                 total,
+                before,
                 started: now,
                 last: now,
             };
@@ -64,15 +68,18 @@ impl Progress {
         // the rate (indicatif's own limit lets bursts of 20 through).
         bar.enable_steady_tick(DRAW_EVERY);
         bar.set_message("0 failed");
+        // A resume starts where the run it continues stopped; its rate is its own.
+        bar.set_position(before);
+        bar.reset_eta();
         messages::show_bar(&bar);
-        Progress::Bar(bar)
+        Progress::Bar(bar, before)
     }
 
     /// Shows the counts after a batch finished.
     pub fn update(&mut self, done: u64, failed: u64) {
         match self {
-            Progress::Bar(bar) => {
-                bar.set_position(done);
+            Progress::Bar(bar, before) => {
+                bar.set_position(*before + done);
                 // A new message draws at once: only when it changed.
                 if failed > 0 {
                     let message = format!("{failed} failed");
@@ -83,12 +90,14 @@ impl Progress {
             }
             Progress::Plain {
                 total,
+                before,
                 started,
                 last,
             } => {
                 if last.elapsed() >= PLAIN_EVERY {
                     *last = Instant::now();
-                    messages::line(plain_line(done, failed, *total, started.elapsed()));
+                    let line = plain_line(*before, done, failed, *total, started.elapsed());
+                    messages::line(line);
                 }
             }
             Progress::Off => {}
@@ -97,29 +106,43 @@ impl Progress {
 
     /// Removes the bar before the summary is printed.
     pub fn finish(&self) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar(bar, _) = self {
             messages::hide_bar();
             bar.finish_and_clear();
         }
     }
 }
 
-fn plain_line(done: u64, failed: u64, total: Option<u64>, elapsed: Duration) -> String {
+/// A plain progress line: `before` batches were done by earlier invocations (a
+/// resume's), `done` by this one, at the rate this one goes.
+fn plain_line(
+    before: u64,
+    done: u64,
+    failed: u64,
+    total: Option<u64>,
+    elapsed: Duration,
+) -> String {
     let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+    let all = before + done;
+    let this = if before > 0 {
+        format!(" ({done} in this invocation)")
+    } else {
+        String::new()
+    };
     match total {
         Some(total) => {
-            let left = total.saturating_sub(done) as f64;
+            let left = total.saturating_sub(all) as f64;
             let eta = if rate > 0.0 {
                 format!("{:.0}s", left / rate)
             } else {
                 "?".into()
             };
             format!(
-                "progress: {done}/{total} batches ({:.1}%), {rate:.1} pages/s, {failed} failed, ETA {eta}",
-                100.0 * done as f64 / total.max(1) as f64
+                "progress: {all}/{total} batches ({:.1}%){this}, {rate:.1} pages/s, {failed} failed, ETA {eta}",
+                100.0 * all as f64 / total.max(1) as f64
             )
         }
-        None => format!("progress: {done} batches, {rate:.1} pages/s, {failed} failed"),
+        None => format!("progress: {all} batches{this}, {rate:.1} pages/s, {failed} failed"),
     }
 }
 
@@ -129,12 +152,17 @@ mod tests {
 
     #[test]
     fn plain_line_shows_share_rate_and_eta() {
-        let line = plain_line(250, 3, Some(1000), Duration::from_secs(5));
+        let line = plain_line(0, 250, 3, Some(1000), Duration::from_secs(5));
         assert_eq!(
             line,
             "progress: 250/1000 batches (25.0%), 50.0 pages/s, 3 failed, ETA 15s"
         );
-        let open = plain_line(10, 0, None, Duration::from_secs(2));
+        let open = plain_line(0, 10, 0, None, Duration::from_secs(2));
         assert_eq!(open, "progress: 10 batches, 5.0 pages/s, 0 failed");
+        let resumed = plain_line(600, 250, 0, Some(1000), Duration::from_secs(5));
+        assert_eq!(
+            resumed,
+            "progress: 850/1000 batches (85.0%) (250 in this invocation), 50.0 pages/s, 0 failed, ETA 3s"
+        );
     }
 }

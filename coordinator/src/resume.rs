@@ -123,9 +123,10 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
         Some(earlier) => Err(UsageError::new(
             flag,
             format!(
-                "{} holds a run of another plan ({}); give the same --url/--urls, --range, --batch, --name and --shard",
+                "{} holds a run of another plan ({}): {}; give the same --url/--urls, --range, --batch, --name and --shard, or none of them to take the run's own",
                 dir.display(),
-                describe(&earlier)
+                describe(&earlier),
+                differences(&earlier, record).join(", ")
             ),
         )),
         None => Err(UsageError::new(
@@ -136,6 +137,32 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
             ),
         )),
     }
+}
+
+/// How `now` differs from `earlier`, flag by flag: `--range 0..7 here, 0..100 in run.json`.
+pub fn differences(earlier: &RunRecord, now: &RunRecord) -> Vec<String> {
+    let show = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+    let fields = [
+        (
+            "the target",
+            Some(earlier.target.clone()),
+            Some(now.target.clone()),
+        ),
+        ("--url/--urls", earlier.source.clone(), now.source.clone()),
+        ("--range", earlier.range.clone(), now.range.clone()),
+        (
+            "--batch",
+            earlier.batch.map(|b| b.to_string()),
+            now.batch.map(|b| b.to_string()),
+        ),
+        ("--name", Some(earlier.name.clone()), Some(now.name.clone())),
+        ("--shard", earlier.shard.clone(), now.shard.clone()),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(flag, a, b)| format!("{flag} {} here, {} in {RECORD_FILE}", show(b), show(a)))
+        .collect()
 }
 
 /// The run record at `path` (a symbolic link there is an error, never followed).

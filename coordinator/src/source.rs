@@ -49,6 +49,8 @@ impl Filter {
 
 /// Where jobs come from.
 pub struct JobSource {
+    /// Jobs in the slice of the plan, before the filter.
+    whole: Option<u64>,
     kind: Kind,
     shard: Shard,
     filter: Filter,
@@ -81,6 +83,7 @@ impl JobSource {
     pub fn plan(plan: BatchPlan, shard: Shard, filter: Filter) -> JobSource {
         JobSource {
             kind: Kind::Plan(plan),
+            whole: Some(shard.len_of(plan.len())),
             total: Some(filter.count(shard.len_of(plan.len()))),
             shard,
             filter,
@@ -126,6 +129,7 @@ impl JobSource {
             })?;
         Ok(JobSource {
             kind: Kind::Urls(rx),
+            whole: total.map(|t| shard.len_of(t)),
             total: total.map(|t| filter.count(shard.len_of(t))),
             shard,
             filter,
@@ -139,6 +143,12 @@ impl JobSource {
     /// Number of jobs this run fetches, when known up front.
     pub fn total(&self) -> Option<u64> {
         self.total
+    }
+
+    /// Number of jobs in this run's slice of the plan, fetched now or before (a resume
+    /// fetches only part of it), when known up front.
+    pub fn whole(&self) -> Option<u64> {
+        self.whole
     }
 
     /// Whether every job has been handed out.

@@ -67,6 +67,10 @@ struct WorkerTally {
 /// Everything the summary reports.
 pub struct RunStats {
     started: Instant,
+    /// Batches in this run's slice of the plan, when known.
+    whole: Option<u64>,
+    /// Of which earlier invocations did (a resume continues them).
+    before: u64,
     all: Tally,
     workers: Vec<WorkerTally>,
     failures: Vec<(u64, String)>,
@@ -77,6 +81,8 @@ impl RunStats {
     pub fn new(workers: usize) -> RunStats {
         RunStats {
             started: Instant::now(),
+            whole: None,
+            before: 0,
             all: Tally::new(),
             workers: (0..workers)
                 .map(|_| WorkerTally {
@@ -101,6 +107,12 @@ impl RunStats {
                 format!("{}: {error}", redact_password(&report.url)),
             ));
         }
+    }
+
+    /// Notes the size of the plan's slice and how much of it earlier invocations did.
+    pub fn set_plan(&mut self, whole: Option<u64>, before: u64) {
+        self.whole = whole;
+        self.before = before;
     }
 
     /// Notes the process id of the worker in `slot`.
@@ -162,6 +174,8 @@ impl RunStats {
             "pages_per_s": numbers::rate(self.all.done() as f64 / wall.max(1e-9)),
             "latency_ms": latency(&self.all),
             "workers": workers,
+            "plan_batches": self.whole,
+            "done_before": self.before,
             "stopped_by": stopped_by,
             "exit_code": exit_code,
         })
@@ -181,6 +195,17 @@ impl RunStats {
             bytes(all.bytes as f64),
             bytes(all.bytes as f64 / wall),
         );
+        if self.before > 0 {
+            let whole = self
+                .whole
+                .map_or_else(|| "its".to_owned(), |w| w.to_string());
+            let _ = writeln!(
+                out,
+                "plan: {} of {whole} batches done; {} in this invocation",
+                self.before + all.done(),
+                all.done()
+            );
+        }
         if all.done() > 0 {
             let _ = writeln!(
                 out,

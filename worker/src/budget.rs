@@ -60,15 +60,22 @@ impl Charge {
             return;
         }
         let more = u32::try_from(want - self.units).unwrap_or(u32::MAX);
-        let permits = &self.budget.permits;
-        if let Ok(got) = permits.try_acquire_many(more) {
+        if let Ok(got) = self.budget.permits.try_acquire_many(more) {
             got.forget();
             self.units += u64::from(more);
             return;
         }
-        let overdraft = Arc::clone(&self.budget.overdraft);
+        // Boxed: the wait is rare, and its state would otherwise size every request's
+        // task (ten thousand in flight each carry it).
+        Box::pin(self.wait(more)).await;
+    }
+
+    /// Waits for `more` units, or for the overdraft, whichever comes first.
+    async fn wait(&mut self, more: u32) {
+        let budget = Arc::clone(&self.budget);
+        let overdraft = Arc::clone(&budget.overdraft);
         tokio::select! {
-            got = permits.acquire_many(more) => {
+            got = budget.permits.acquire_many(more) => {
                 // The semaphore is never closed.
                 if let Ok(got) = got {
                     got.forget();

@@ -22,7 +22,7 @@ use crate::manifest::{self, Manifest};
 use crate::messages;
 use crate::metrics::{Exporter, ScrapeMetrics};
 use crate::plan::{Output, RunLimits};
-use crate::pool::{Event, Next, Source, WorkerPool};
+use crate::pool::{Event, Next, WorkerId, WorkerPool};
 use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
 use crate::signals::StopCause;
@@ -82,8 +82,24 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         Output::Dir(dir) => Sink::Manifest(Manifest::open(dir).context("opening the manifest")?),
         Output::Stdout => Sink::stdout(),
     };
-    let progress = Progress::new(source.total(), quiet || json);
+    // A resume counts the whole plan: what earlier invocations did, and what this one
+    // does.
+    let whole = source.whole();
+    let before = whole
+        .zip(source.total())
+        .map_or(0, |(whole, left)| whole.saturating_sub(left));
+    if source.total() == Some(0) && before > 0 {
+        // Nothing left: no worker is started.
+        if !quiet {
+            messages::line(format_args!(
+                "nothing to fetch: all {before} batches of the plan are in the manifest already"
+            ));
+        }
+        return Ok(Exit::Ok);
+    }
+    let progress = Progress::new(whole, before, quiet || json);
     let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress, limits);
+    dispatch.stats.set_plan(whole, before);
     dispatch.metrics = exporter.scrape(
         workers as usize,
         dispatch.config.concurrency,
@@ -345,21 +361,21 @@ impl Dispatch {
 
     fn handle(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
-            Event::Message(Source { slot, .. }, FromWorker::Ready { version, pid }) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::Ready { version, pid }) => {
                 if version != PROTOCOL_VERSION {
                     bail!(
                         "worker {slot} (pid {pid}) speaks protocol {version}, not {PROTOCOL_VERSION}"
                     );
                 }
             }
-            Event::Message(Source { slot, .. }, FromWorker::Done(report)) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::Done(report)) => {
                 let s = &mut self.slots[slot];
                 s.last_report = Instant::now();
                 s.warned = false;
                 self.record(slot, &report)?;
                 self.top_up(slot)?;
             }
-            Event::Message(Source { slot, .. }, FromWorker::Bye(stats)) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::Bye(stats)) => {
                 self.metrics.worker_left(slot, &stats);
                 self.stats.add_worker_stats(slot, stats);
                 let s = &mut self.slots[slot];
@@ -367,16 +383,16 @@ impl Dispatch {
                 // Jobs a stopped worker never started are handed out by a later --resume.
                 s.held.clear();
             }
-            Event::Message(Source { slot, .. }, FromWorker::Fatal(error)) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::Fatal(error)) => {
                 bail!("worker {slot}: {error}")
             }
             Event::Message(
-                Source { slot, .. },
+                WorkerId { slot, .. },
                 FromWorker::LoadTick { .. } | FromWorker::LoadDone(_),
             ) => {
                 bail!("worker {slot} sent load-test reports in a scrape")
             }
-            Event::Closed(Source { slot, .. }, error) => {
+            Event::Closed(WorkerId { slot, .. }, error) => {
                 if !self.slots[slot].done {
                     let why = error.map_or_else(|| "its pipe closed".to_owned(), |e| e.to_string());
                     self.replace_worker(slot, &why)?;

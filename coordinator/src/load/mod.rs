@@ -24,7 +24,7 @@ use crate::error::UsageError;
 use crate::exit::{Exit, print_stdout};
 use crate::messages;
 use crate::metrics::{Exporter, LoadMetrics};
-use crate::pool::{Event, Next, Source, WorkerPool};
+use crate::pool::{Event, Next, WorkerId, WorkerPool};
 use crate::report_file;
 use crate::signals::StopCause;
 
@@ -195,25 +195,25 @@ impl LoadTest {
 
     fn handle(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
-            Event::Message(Source { slot, .. }, FromWorker::LoadTick { second, stats }) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::LoadTick { second, stats }) => {
                 self.seconds.add(slot, second, &stats);
             }
-            Event::Message(Source { slot, .. }, FromWorker::LoadDone(report)) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::LoadDone(report)) => {
                 self.seconds.finished(slot);
                 self.reports[slot] = Some(*report);
             }
-            Event::Message(Source { slot, .. }, FromWorker::Bye(stats)) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::Bye(stats)) => {
                 self.metrics.worker_left(slot, &stats);
                 self.done[slot] = true;
             }
             Event::Message(_, FromWorker::Ready { .. }) | Event::Signal(_) | Event::Input => {}
-            Event::Message(Source { slot, .. }, FromWorker::Fatal(error)) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::Fatal(error)) => {
                 bail!("worker {slot}: {error}")
             }
-            Event::Message(Source { slot, .. }, other) => {
+            Event::Message(WorkerId { slot, .. }, other) => {
                 bail!("worker {slot} sent {other:?} in a load test")
             }
-            Event::Closed(Source { slot, .. }, error) => {
+            Event::Closed(WorkerId { slot, .. }, error) => {
                 if !self.done[slot] {
                     let why = error.map_or_else(|| "its pipe closed".to_owned(), |e| e.to_string());
                     bail!(

@@ -27,7 +27,7 @@ use process::WorkerProc;
 /// started in that slot (a replaced worker's last events must not be taken for its
 /// successor's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Source {
+pub struct WorkerId {
     /// The slot.
     pub slot: usize,
     /// Unique per process started.
@@ -38,9 +38,9 @@ pub struct Source {
 #[derive(Debug)]
 pub enum Event {
     /// A message from a worker.
-    Message(Source, FromWorker),
+    Message(WorkerId, FromWorker),
     /// The worker's stdout closed: cleanly (`None`) or on a bad frame.
-    Closed(Source, Option<FrameError>),
+    Closed(WorkerId, Option<FrameError>),
     /// This process got SIGINT, SIGTERM or SIGHUP.
     Signal(StopCause),
     /// More input is ready (a URL list being read).
@@ -115,7 +115,7 @@ impl WorkerPool {
     /// Starts a worker in `slot` (which must be empty) and sends it `hello`.
     pub fn spawn(&mut self, slot: usize, hello: &ToWorker) -> io::Result<u32> {
         self.spawned += 1;
-        let source = Source {
+        let source = WorkerId {
             slot,
             spawn: self.spawned,
         };

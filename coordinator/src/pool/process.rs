@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use shared::frame::{FrameError, read_frame, write_frame};
 use shared::protocol::{FromWorker, ToWorker};
 
-use super::{Event, Source};
+use super::{Event, WorkerId};
 use crate::messages;
 
 /// The hidden subcommand a worker runs as, defined once: the pool starts workers with
@@ -38,7 +38,7 @@ impl WorkerProc {
     /// Starts the worker for `source`, sends it `hello` and starts reading what it
     /// writes.
     pub fn spawn(
-        source: Source,
+        source: WorkerId,
         hello: &ToWorker,
         events: Sender<Event>,
     ) -> io::Result<WorkerProc> {
