@@ -27,7 +27,7 @@ use crate::store;
 /// left the worker.
 pub enum Fetched {
     /// Nothing left to do: the report is final (it holds the body under `--out -`).
-    Done(JobReport, Charge),
+    Done(JobReport, Option<Charge>),
     /// `body` is still to be stored under the file name of the report's
     /// [`Outcome::Saved`]; [`Fetcher::store`] settles the report.
     Store {
@@ -36,7 +36,7 @@ pub enum Fetched {
         /// The body.
         body: Bytes,
         /// What the body holds of the budget.
-        charge: Charge,
+        charge: Option<Charge>,
     },
 }
 
@@ -67,7 +67,6 @@ impl Exchange for FullOnly {
         _: &str,
         _: u64,
         _: bool,
-        _: &mut Charge,
     ) -> Result<(Response, Option<String>), ClientError> {
         match *self {}
     }
@@ -105,8 +104,6 @@ pub struct Fetcher {
     /// The HTTP/2 client for plain `http://` URLs under `--http2`.
     h2c: Option<H2cClient>,
     timeout: Duration,
-    /// The memory the bodies of this worker may take at once.
-    budget: Arc<Budget>,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
 }
@@ -114,9 +111,13 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher for `config`; fails on headers that HTTP does not allow.
     pub fn new(config: &WorkerConfig) -> Result<Self, ConfigError> {
-        let full = FullClient::new(config)?;
+        // The memory the bodies of this worker may take at once, whichever client reads
+        // them.
+        let budget = Budget::new(config.body_budget);
+        let full = FullClient::new(config, Arc::clone(&budget))?;
         let lean = !config.compressed;
-        let h2c = (lean && config.http2).then(|| H2cClient::new(config, full.all_headers()));
+        let h2c = (lean && config.http2)
+            .then(|| H2cClient::new(config, full.all_headers(), Arc::clone(&budget)));
         Ok(Fetcher {
             full,
             url: config.url.clone(),
@@ -127,10 +128,9 @@ impl Fetcher {
             location_trusted: config.location_trusted,
             retry: config.retry.clone(),
             pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
-            plain: (lean && !config.http2).then(|| Http1Client::new(config)),
+            plain: (lean && !config.http2).then(|| Http1Client::new(config, budget)),
             h2c,
             timeout: Duration::from_millis(config.timeout_ms),
-            budget: Budget::new(config.body_budget),
             requests: AtomicU64::new(0),
         })
     }
@@ -167,14 +167,12 @@ impl Fetcher {
         async move {
             let started = Instant::now();
             let mut attempts = 0;
-            let mut charge = Charge::new(&this.budget);
-            let (status, fetched) = loop {
+            let (status, fetched, charge) = loop {
                 attempts += 1;
-                let failure = match this.attempt::<C>(&url, &mut charge).await {
-                    Ok((status, body)) => break (Some(status), Ok(body)),
+                let failure = match this.attempt::<C>(&url).await {
+                    Ok((status, body, charge)) => break (Some(status), Ok(body), charge),
                     Err(failure) => failure,
                 };
-                charge.release();
                 let wait = retry::wait(
                     &this.retry,
                     &failure,
@@ -194,7 +192,7 @@ impl Fetcher {
                         })
                         .await;
                     }
-                    Err(error) => break (failure.status, Err(error)),
+                    Err(error) => break (failure.status, Err(error), None),
                 }
             };
             let fetched = this.settle(batch, url, status, fetched, started, attempts);
@@ -246,7 +244,7 @@ impl Fetcher {
         &self,
         mut report: JobReport,
         body: Bytes,
-        charge: Charge,
+        charge: Option<Charge>,
         done: impl FnOnce(JobReport) + Send + 'static,
     ) {
         let (Outcome::Saved { file }, Some(dir)) = (&mut report.outcome, &self.out_dir) else {
@@ -293,19 +291,14 @@ impl Fetcher {
 
     /// One request: the status and the whole body. Plain `http://` URLs go through the
     /// lean client `C` where there is one, the rest through reqwest.
-    async fn attempt<C: Lean>(
-        &self,
-        url: &str,
-        charge: &mut Charge,
-    ) -> Result<(u16, Bytes), Failure> {
+    async fn attempt<C: Lean>(&self, url: &str) -> Result<(u16, Bytes, Option<Charge>), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let plain_http = url
             .get(..7)
             .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
         let fetched = match C::of(self) {
             Some(client) if plain_http => {
-                let fetch =
-                    follow_redirects(client, url, self.max_body, self.location_trusted, charge);
+                let fetch = follow_redirects(client, url, self.max_body, self.location_trusted);
                 match tokio::time::timeout(self.timeout, fetch).await {
                     Ok(fetched) => fetched,
                     Err(_) => {
@@ -318,14 +311,11 @@ impl Fetcher {
             }
             // Boxed: in a run with a lean client this is the rare path, and its state
             // should not size every task.
-            _ => Box::pin(self.full.get(url, url, 0, self.max_body, charge)).await,
+            _ => Box::pin(self.full.get(url, url, 0, self.max_body)).await,
         };
         let response = match fetched {
             Err(ClientError::NeedsFullClient(next)) => {
-                charge.release();
-                let get = self
-                    .full
-                    .get(url, &next.url, next.hops, self.max_body, charge);
+                let get = self.full.get(url, &next.url, next.hops, self.max_body);
                 Box::pin(get).await
             }
             fetched => fetched,
@@ -335,10 +325,11 @@ impl Fetcher {
             status,
             body,
             retry_after,
+            charge,
         } = response;
         if !(200..300).contains(&status) {
             return Err(Failure::status(status, retry_after.as_deref(), &self.retry));
         }
-        Ok((status, body))
+        Ok((status, body, charge))
     }
 }

@@ -180,7 +180,7 @@ async fn run_jobs(
                     }
                 };
                 match fetched {
-                    Fetched::Done(report, charge) => finish(report, Some(charge)),
+                    Fetched::Done(report, charge) => finish(report, charge),
                     Fetched::Store {
                         report,
                         body,

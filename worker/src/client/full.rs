@@ -2,7 +2,7 @@
 //! on first use: a worker that only fetches plain `http://` URLs never loads TLS roots
 //! or touches the code behind them, and stays smaller for it.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -11,7 +11,7 @@ use reqwest::redirect::Policy;
 use shared::config::WorkerConfig;
 
 use super::{ClientError, ConfigError, Response, header_map, one_line, redirect};
-use crate::budget::Charge;
+use crate::budget::{Budget, Charge};
 
 /// The reqwest client of one worker.
 pub struct FullClient {
@@ -24,11 +24,13 @@ pub struct FullClient {
     max_idle: usize,
     http2: bool,
     client: OnceLock<Result<reqwest::Client, String>>,
+    budget: Arc<Budget>,
 }
 
 impl FullClient {
-    /// A client for `config`; fails on headers that HTTP does not allow.
-    pub fn new(config: &WorkerConfig) -> Result<FullClient, ConfigError> {
+    /// A client for `config` whose bodies are charged to `budget`; fails on headers
+    /// that HTTP does not allow.
+    pub fn new(config: &WorkerConfig, budget: Arc<Budget>) -> Result<FullClient, ConfigError> {
         Ok(FullClient {
             headers: header_map(&config.headers)?,
             user_agent: HeaderValue::from_str(&config.user_agent)
@@ -40,6 +42,7 @@ impl FullClient {
             max_idle: config.concurrency as usize,
             http2: config.http2,
             client: OnceLock::new(),
+            budget,
         })
     }
 
@@ -83,7 +86,6 @@ impl FullClient {
         url: &str,
         mut hops: u32,
         max_body: u64,
-        charge: &mut Charge,
     ) -> Result<Response, ClientError> {
         let client = self.client()?;
         let mut at = url.to_owned();
@@ -120,6 +122,7 @@ impl FullClient {
                 status,
                 body: Default::default(),
                 retry_after,
+                charge: None,
             });
         }
         if let Some(len) = response.content_length()
@@ -128,6 +131,7 @@ impl FullClient {
             return Err(ClientError::TooLarge(len));
         }
         let mut body = BytesMut::new();
+        let mut charge = Charge::new(&self.budget);
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             let len = body.len() + chunk.len();
             if len as u64 > max_body {
@@ -140,6 +144,7 @@ impl FullClient {
             status,
             body: body.freeze(),
             retry_after: None,
+            charge: Some(charge),
         })
     }
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::headers::strip_connection_headers;
 use super::{ClientError, Exchange, Handoff, Response, one_line, redirect};
-use crate::budget::Charge;
+use crate::budget::{Budget, Charge};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
 /// held back waiting for window updates (hyper's defaults).
@@ -72,6 +72,8 @@ pub struct H2cClient {
     streams_per_connection: usize,
     connect_timeout: Duration,
     max_redirects: u32,
+    /// The worker's body budget.
+    budget: Arc<Budget>,
     /// Whether any response came yet: until one does, a failure may well be a server
     /// that does not speak HTTP/2, and the error says so.
     answered: AtomicBool,
@@ -80,7 +82,7 @@ pub struct H2cClient {
 impl H2cClient {
     /// A client for `config` that sends `headers` to the origin of each job's URL, and
     /// only their `User-Agent` elsewhere.
-    pub fn new(config: &WorkerConfig, mut headers: HeaderMap) -> H2cClient {
+    pub fn new(config: &WorkerConfig, mut headers: HeaderMap, budget: Arc<Budget>) -> H2cClient {
         strip_connection_headers(&mut headers);
         let mut anonymous = HeaderMap::new();
         if let Some(agent) = headers.get(USER_AGENT) {
@@ -94,6 +96,7 @@ impl H2cClient {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
             answered: AtomicBool::new(false),
+            budget,
         }
     }
 
@@ -229,7 +232,6 @@ impl Exchange for H2cClient {
         path: &str,
         max_body: u64,
         trusted: bool,
-        charge: &mut Charge,
     ) -> Result<(Response, Option<String>), ClientError> {
         let reset = |e: h2::Error| ClientError::Reset(self.explain(one_line(&e)));
         // The stream's place is held until its body is read.
@@ -239,6 +241,8 @@ impl Exchange for H2cClient {
         self.answered.store(true, Ordering::Relaxed);
         let (status, location, retry_after) =
             read_head(head, max_body, || format!("http://{authority}{path}"))?;
+        // Taken only now: a request waiting for its answer holds no charge.
+        let mut charge = Charge::new(&self.budget);
         // One chunk is kept as it came; more are joined.
         let mut first: Option<Bytes> = None;
         let mut joined = BytesMut::new();
@@ -269,6 +273,7 @@ impl Exchange for H2cClient {
             status,
             body,
             retry_after,
+            charge: Some(charge),
         };
         Ok((fetched, location))
     }
@@ -410,13 +415,7 @@ mod tests {
         let requests = (0..count).map(|n| async move {
             let path = format!("/page/{n}");
             let (fetched, _) = client
-                .exchange(
-                    authority,
-                    &path,
-                    1 << 20,
-                    true,
-                    &mut Charge::new(&Budget::new(1 << 30)),
-                )
+                .exchange(authority, &path, 1 << 20, true)
                 .await
                 .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
             (path, fetched)
@@ -438,7 +437,7 @@ mod tests {
         // The fewest streams a server should allow; all sent at once on a new
         // connection, before its settings are in.
         let addr = limited_server(100).await;
-        let client = H2cClient::new(&config(1_000), HeaderMap::new());
+        let client = H2cClient::new(&config(1_000), HeaderMap::new(), Budget::new(1 << 30));
         all_answered(&client, &addr.to_string(), 300).await;
     }
 
@@ -448,7 +447,7 @@ mod tests {
         // of 100 before the settings): requests past the server's limit must wait for a
         // stream, or the server refuses them.
         let addr = limited_server(3).await;
-        let client = H2cClient::new(&config(100), HeaderMap::new());
+        let client = H2cClient::new(&config(100), HeaderMap::new(), Budget::new(1 << 30));
         let authority = addr.to_string();
         // The first answer comes after the server's settings, its limit among them:
         // streams sent before a client knows the limit may be refused (and retried).

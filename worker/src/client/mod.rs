@@ -31,20 +31,23 @@ pub struct Response {
     pub body: Bytes,
     /// Its `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// What the body holds of the worker's budget: taken as the body arrived, given
+    /// back when it is dropped (once stored). Requests that wait for an answer hold
+    /// none, so that ten thousand in flight carry no charge in their state.
+    pub charge: Option<Charge>,
 }
 
 /// One request and response of a lean client.
 pub trait Exchange {
     /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
     /// The `--header`s go along only when `trusted` (see [`redirect`]); the body is
-    /// kept within the worker's budget through `charge`.
+    /// kept within the worker's budget.
     fn exchange(
         &self,
         authority: &str,
         path: &str,
         max_body: u64,
         trusted: bool,
-        charge: &mut Charge,
     ) -> impl Future<Output = Result<(Response, Option<String>), ClientError>> + Send;
 
     /// Redirects followed at most.

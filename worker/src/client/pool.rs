@@ -3,8 +3,8 @@
 //! is awaited (ten thousand requests in flight cost their sockets, not 16 KiB each).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::http1::{self, Keep, ReadError};
 use super::{ClientError, Exchange, Handoff, Response, redirect};
-use crate::budget::Charge;
+use crate::budget::{Budget, Charge};
 
 /// The HTTP/1.1 client of one worker.
 pub struct Http1Client {
@@ -29,11 +29,13 @@ pub struct Http1Client {
     connect_timeout: Duration,
     max_redirects: u32,
     max_idle: usize,
+    /// The worker's body budget.
+    budget: Arc<Budget>,
 }
 
 impl Http1Client {
-    /// A client for `config` (whose headers were checked by the coordinator).
-    pub fn new(config: &WorkerConfig) -> Http1Client {
+    /// A client for `config` whose bodies are charged to `budget`.
+    pub fn new(config: &WorkerConfig, budget: Arc<Budget>) -> Http1Client {
         let agent = std::iter::once(("User-Agent", config.user_agent.as_str()));
         let headers = config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let extra = http1::header_lines(agent.clone().chain(headers), true);
@@ -45,6 +47,7 @@ impl Http1Client {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
             max_idle: config.concurrency as usize,
+            budget,
         }
     }
 
@@ -68,7 +71,6 @@ impl Http1Client {
         path: &str,
         max_body: u64,
         trusted: bool,
-        charge: &mut Charge,
     ) -> Result<(Response, Option<String>, bool), ClientError> {
         let mut request = Vec::new();
         let headers = if trusted {
@@ -88,17 +90,18 @@ impl Http1Client {
         std::future::poll_fn(|cx| stream.poll_read_ready(cx))
             .await
             .map_err(|e| ClientError::Reset(e.to_string()))?;
-        let mut buf = Vec::new();
-        let mut body = Vec::new();
-        // Boxed: the reader's state exists only while a response streams in, not for the
-        // seconds a slow server takes to answer.
-        let response = Box::pin(http1::read_response(
-            stream,
-            &mut buf,
-            Keep::Into(&mut body, max_body, Some(charge)),
-        ))
+        // Boxed: the reader's state, its buffers and the body's charge exist only while
+        // a response streams in, not for the seconds a slow server takes to answer.
+        let (response, body, charge) = Box::pin(async {
+            let mut buf = Vec::new();
+            let mut body = Vec::new();
+            let mut charge = Charge::new(&self.budget);
+            let keep = Keep::Into(&mut body, max_body, Some(&mut charge));
+            let head = http1::read_response(stream, &mut buf, keep).await?;
+            Ok((head, body, charge))
+        })
         .await
-        .map_err(|e| match e {
+        .map_err(|e: ReadError| match e {
             ReadError::Closed | ReadError::Reset => ClientError::Reset(e.describe()),
             ReadError::Incomplete | ReadError::Malformed(_) => ClientError::Read(e.describe()),
             ReadError::TooLarge(n) => ClientError::TooLarge(n),
@@ -116,6 +119,7 @@ impl Http1Client {
             status: response.status,
             body: Bytes::from(body),
             retry_after: response.retry_after,
+            charge: Some(charge),
         };
         Ok((fetched, location, response.keep_alive))
     }
@@ -186,11 +190,10 @@ impl Exchange for Http1Client {
         path: &str,
         max_body: u64,
         trusted: bool,
-        charge: &mut Charge,
     ) -> Result<(Response, Option<String>), ClientError> {
         if let Some(mut stream) = self.take_idle(authority) {
             let result = self
-                .once(&mut stream, authority, path, max_body, trusted, charge)
+                .once(&mut stream, authority, path, max_body, trusted)
                 .await;
             match result {
                 Err(ClientError::Reset(_)) => {}
@@ -199,7 +202,7 @@ impl Exchange for Http1Client {
         }
         let mut stream = Box::pin(self.connect(authority)).await?;
         let result = self
-            .once(&mut stream, authority, path, max_body, trusted, charge)
+            .once(&mut stream, authority, path, max_body, trusted)
             .await;
         self.settle(authority, stream, result)
     }

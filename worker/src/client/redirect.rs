@@ -10,7 +10,6 @@ use shared::http_url::split_http_url;
 use url::Url;
 
 use super::{ClientError, Exchange, Handoff, Response};
-use crate::budget::Charge;
 
 /// Statuses whose `Location` is followed.
 pub fn is_followed(status: u16) -> bool {
@@ -50,7 +49,6 @@ pub async fn follow_redirects(
     url: &str,
     max_body: u64,
     trust_all: bool,
-    charge: &mut Charge,
 ) -> Result<Response, ClientError> {
     // Owned only after a redirect: a request in flight holds no copy of its URL.
     let mut redirected: Option<(String, bool)> = None;
@@ -67,14 +65,13 @@ pub async fn follow_redirects(
             })
         })?;
         let (fetched, location) = client
-            .exchange(&authority, &path, max_body, trusted, charge)
+            .exchange(&authority, &path, max_body, trusted)
             .await?;
         let Some(location) = location else {
             return Ok(fetched);
         };
-        // The redirect's own body is not kept.
+        // The redirect's own body is not kept (nor its charge).
         drop(fetched);
-        charge.release();
         if hops == client.max_redirects() {
             return Err(too_many(client.max_redirects()));
         }
