@@ -199,6 +199,41 @@ impl H2cClient {
         }
     }
 
+    /// Reads a response body whole, charging it to the budget as it comes: the server
+    /// may send more only once the budget covers what came.
+    async fn read_body(
+        &self,
+        mut body: h2::RecvStream,
+        max_body: u64,
+    ) -> Result<(Bytes, Charge), ClientError> {
+        let mut charge = Charge::new(&self.budget);
+        // One chunk is kept as it came; more are joined.
+        let mut first: Option<Bytes> = None;
+        let mut joined = BytesMut::new();
+        let mut len = 0u64;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|e| {
+                ClientError::Read(format!("the response was cut off: {}", one_line(&e)))
+            })?;
+            len += chunk.len() as u64;
+            if len > max_body {
+                return Err(ClientError::TooLarge(len));
+            }
+            charge.cover(len as usize).await;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            match first.take() {
+                None if joined.is_empty() => first = Some(chunk),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        joined.extend_from_slice(&earlier);
+                    }
+                    joined.extend_from_slice(&chunk);
+                }
+            }
+        }
+        Ok((first.unwrap_or_else(|| joined.freeze()), charge))
+    }
+
     async fn connect(&self, authority: &str) -> Result<Sender, ClientError> {
         let failed = |e: String| ClientError::Connect(format!("connecting to {authority}: {e}"));
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
@@ -237,38 +272,13 @@ impl Exchange for H2cClient {
         // The stream's place is held until its body is read.
         let (send, stream) = self.sender(authority).await?;
         let response = self.send(send, &stream, path, trusted)?;
-        let (head, mut body) = response.await.map_err(reset)?.into_parts();
+        let (head, body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
         let (status, location, retry_after) =
             read_head(head, max_body, || format!("http://{authority}{path}"))?;
-        // Taken only now: a request waiting for its answer holds no charge.
-        let mut charge = Charge::new(&self.budget);
-        // One chunk is kept as it came; more are joined.
-        let mut first: Option<Bytes> = None;
-        let mut joined = BytesMut::new();
-        let mut len = 0u64;
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(|e| {
-                ClientError::Read(format!("the response was cut off: {}", one_line(&e)))
-            })?;
-            len += chunk.len() as u64;
-            if len > max_body {
-                return Err(ClientError::TooLarge(len));
-            }
-            // The server may send more only once the budget covers what came.
-            charge.cover(len as usize).await;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            match first.take() {
-                None if joined.is_empty() => first = Some(chunk),
-                earlier => {
-                    if let Some(earlier) = earlier {
-                        joined.extend_from_slice(&earlier);
-                    }
-                    joined.extend_from_slice(&chunk);
-                }
-            }
-        }
-        let body = first.unwrap_or_else(|| joined.freeze());
+        // Boxed: the body's state (its chunks, its charge) exists only while it
+        // streams in; the state every request carries while it waits stays small.
+        let (body, charge) = Box::pin(self.read_body(body, max_body)).await?;
         let fetched = Response {
             status,
             body,

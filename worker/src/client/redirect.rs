@@ -51,13 +51,12 @@ pub async fn follow_redirects(
     trust_all: bool,
 ) -> Result<Response, ClientError> {
     // Owned only after a redirect: a request in flight holds no copy of its URL.
-    let mut redirected: Option<(String, bool)> = None;
+    let mut redirected: Option<String> = None;
     let mut hops = 0;
     loop {
-        let (at, trusted) = match &redirected {
-            Some((next, trusted)) => (next.as_str(), *trusted),
-            None => (url, true),
-        };
+        let at = redirected.as_deref().unwrap_or(url);
+        // Decided per hop, not kept: the state of every request in flight stays small.
+        let trusted = trust_all || redirected.is_none() || same_origin(url, at);
         let (authority, path) = split_http_url(at).map_err(|_| {
             ClientError::NeedsFullClient(Handoff {
                 url: at.to_owned(),
@@ -76,9 +75,7 @@ pub async fn follow_redirects(
             return Err(too_many(client.max_redirects()));
         }
         hops += 1;
-        let next = String::from(resolve(at, &location)?);
-        let trusted = trust_all || same_origin(url, &next);
-        redirected = Some((next, trusted));
+        redirected = Some(String::from(resolve(at, &location)?));
     }
 }
 
