@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::parse;
 
+/// The hidden subcommand that writes the man pages.
+pub const MAN_COMMAND: &str = "__man";
+
 /// Fetch a very large number of HTTP pages or API batches fast, politely and without
 /// losing any: one single-threaded event loop per core, each in its own process.
 ///
@@ -43,7 +46,7 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages (the command and each subcommand) into DIR: how docs/man/
     /// is made.
-    #[command(name = crate::gendocs::MAN_COMMAND, hide = true)]
+    #[command(name = MAN_COMMAND, hide = true)]
     Man(ManArgs),
     /// Run as a worker process (started by the coordinator itself).
     #[command(name = crate::pool::WORKER_COMMAND, hide = true)]

@@ -12,9 +12,6 @@ use clap::CommandFactory;
 use crate::cli::{Cli, CompletionsArgs, ManArgs};
 use crate::exit::{Exit, print_stdout};
 
-/// The hidden subcommand that writes the man pages.
-pub const MAN_COMMAND: &str = "__man";
-
 /// The command line as users see it: [`Cli`] without its hidden subcommands.
 pub fn public_command() -> clap::Command {
     let full = Cli::command();
@@ -85,6 +82,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::cli::MAN_COMMAND;
 
     /// Long names that mean the same thing although spelled apart, so that they may
     /// share a short flag: the output, and how many requests run at once.
