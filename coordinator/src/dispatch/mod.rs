@@ -6,18 +6,21 @@
 //! coordinator remembers what each worker holds: a worker that dies is replaced and its
 //! jobs are handed out again, so every job ends up in the manifest exactly once.
 
+mod conclude;
 mod handout;
+mod stall;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shared::config::WorkerConfig;
+use shared::plan::Shard;
 use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, Task, ToWorker};
 use shared::template::Template;
 
-use crate::exit::{Exit, print_stdout};
+use self::stall::{Stall, stall_verdict};
+use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
 use crate::messages;
 use crate::metrics::{Exporter, ScrapeMetrics};
@@ -27,7 +30,7 @@ use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
 use crate::signals::StopCause;
 use crate::sink::Sink;
-use crate::source::JobSource;
+use crate::source::{Filter, JobSource};
 use crate::summary::RunStats;
 use crate::target::BuiltinServer;
 
@@ -56,28 +59,7 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
     let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
     // Declared first so that it is dropped last, after every worker has stopped.
-    let mut builtin = None;
-    let source = match target {
-        Target::Template(plan) => JobSource::plan(plan, shard, filter),
-        Target::Builtin { plan, delay_ms } => {
-            let server = BuiltinServer::start(tickers::Options {
-                delay_ms,
-                ..tickers::Options::default()
-            })
-            .context("starting the built-in target")?;
-            config.url = Some(Template::parse(&server.url_template())?);
-            builtin = Some(server);
-            JobSource::plan(plan, shard, filter)
-        }
-        Target::UrlList(list) => {
-            let wake = pool.sender();
-            // The loop sleeps until something happens: lines read are something.
-            let ready = move || {
-                let _ = wake.try_send(Event::Input);
-            };
-            JobSource::urls(list, shard, filter, ready).context("reading the URL list")?
-        }
-    };
+    let (source, builtin) = open_source(target, shard, filter, &mut config, &pool)?;
     let sink = match &output {
         Output::Dir(dir) => Sink::Manifest(Manifest::open(dir).context("opening the manifest")?),
         Output::Stdout => Sink::stdout(),
@@ -122,45 +104,40 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     };
     let stopped_by = result?;
     cleaned?;
-    conclude(&dispatch.stats, stopped_by, &output, quiet, json)
+    conclude::conclude(&dispatch.stats, stopped_by, &output, quiet, json)
 }
 
-/// Prints the summary: the exit code.
-fn conclude(
-    stats: &RunStats,
-    stopped_by: Option<StopCause>,
-    output: &Output,
-    quiet: bool,
-    json: bool,
-) -> anyhow::Result<Exit> {
-    let exit = match stopped_by {
-        Some(cause) => cause.exit(),
-        None if stats.all().failed > 0 => Exit::SomeFailed,
-        None => Exit::Ok,
-    };
-    if json {
-        let summary = stats.to_json(stopped_by.map(StopCause::describe), exit as i32);
-        // With --out -, stdout carries the batches: the summary goes to stderr.
-        let printed = match output {
-            Output::Dir(_) => print_stdout(&format!("{summary}\n")),
-            Output::Stdout => writeln!(io::stderr(), "{summary}"),
-        };
-        printed.context("printing the summary")?;
-    } else if !quiet {
-        let record = match output {
-            Output::Dir(dir) => format!("manifest: {}", dir.join(manifest::FILE_NAME).display()),
-            Output::Stdout => "batches: JSON Lines on stdout".to_owned(),
-        };
-        messages::block(stats.render(&record));
-        match stopped_by {
-            Some(StopCause::OutputClosed) | None => {}
-            Some(cause) => messages::line(format_args!(
-                "{}: re-run the same command with --resume to fetch the rest",
-                cause.describe()
-            )),
+/// The jobs of the run, and the built-in server when the target is the built-in API
+/// (whose URL template `config` then gets).
+fn open_source(
+    target: Target,
+    shard: Shard,
+    filter: Filter,
+    config: &mut WorkerConfig,
+    pool: &WorkerPool,
+) -> anyhow::Result<(JobSource, Option<BuiltinServer>)> {
+    Ok(match target {
+        Target::Template(plan) => (JobSource::plan(plan, shard, filter), None),
+        Target::Builtin { plan, delay_ms } => {
+            let server = BuiltinServer::start(tickers::Options {
+                delay_ms,
+                ..tickers::Options::default()
+            })
+            .context("starting the built-in target")?;
+            config.url = Some(Template::parse(&server.url_template())?);
+            (JobSource::plan(plan, shard, filter), Some(server))
         }
-    }
-    Ok(exit)
+        Target::UrlList(list) => {
+            let wake = pool.sender();
+            // The loop sleeps until something happens: lines read are something.
+            let ready = move || {
+                let _ = wake.try_send(Event::Input);
+            };
+            let source =
+                JobSource::urls(list, shard, filter, ready).context("reading the URL list")?;
+            (source, None)
+        }
+    })
 }
 
 /// One worker slot.
@@ -175,26 +152,6 @@ struct Slot {
     last_report: Instant,
     /// Whether its current silence was already warned about.
     warned: bool,
-}
-
-/// What the watchdog makes of a worker that holds batches and has been quiet.
-#[derive(Debug, PartialEq, Eq)]
-enum Stall {
-    Fine,
-    /// Named on stderr, once per silence: half the stall timeout has passed.
-    Warn,
-    /// Replaced, its batches handed out again: the whole timeout has passed.
-    Replace,
-}
-
-fn stall_verdict(quiet: Duration, timeout: Duration, warned: bool) -> Stall {
-    if quiet >= timeout {
-        Stall::Replace
-    } else if quiet >= timeout / 2 && !warned {
-        Stall::Warn
-    } else {
-        Stall::Fine
-    }
 }
 
 struct Dispatch {
@@ -500,25 +457,5 @@ impl Dispatch {
                 Err(e) => messages::warn(format_args!("stopping worker {slot}: {e}")),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_quiet_worker_is_named_at_half_the_stall_timeout_and_replaced_at_all_of_it() {
-        let timeout = Duration::from_secs(60);
-        let at = Duration::from_secs;
-        assert_eq!(stall_verdict(at(29), timeout, false), Stall::Fine);
-        assert_eq!(stall_verdict(at(30), timeout, false), Stall::Warn);
-        assert_eq!(
-            stall_verdict(at(45), timeout, true),
-            Stall::Fine,
-            "named once"
-        );
-        assert_eq!(stall_verdict(at(60), timeout, true), Stall::Replace);
-        assert_eq!(stall_verdict(at(600), timeout, false), Stall::Replace);
     }
 }
