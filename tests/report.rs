@@ -187,6 +187,21 @@ fn a_load_report_at_a_rate_shows_latency_from_the_intended_send_time() {
     assert!(html.contains("from the intended send time"));
     assert!(html.contains("worker 1"));
 
+    // Without --timeline the seconds wait in a file of the test's own, not in memory,
+    // and it is gone once the report is drawn.
+    let only = tempfile::tempdir().unwrap();
+    let args = [
+        "load", "-w", "1", "-c", "2", "-z", "1s", "--quiet", "--report", "r.html", &url,
+    ];
+    assert_exit(&run(&args, only.path()), 0);
+    let left: Vec<_> = std::fs::read_dir(only.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["r.html"]);
+    let html = std::fs::read_to_string(only.path().join("r.html")).unwrap();
+    assert!(html.contains("worker 0"), "{html}");
+
     // The same report, made afterwards from the timeline.
     let again = run(
         &["report", "timeline.jsonl", "-o", "again.html"],

@@ -40,7 +40,17 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         report_file::check(path)?;
     }
     let exporter = Exporter::start(args.metrics)?;
-    let file = match &plan.timeline {
+    // A report is drawn from the timeline: without --timeline, one is written beside the
+    // report and removed once it is drawn.
+    let spill = match (&plan.timeline, &args.report) {
+        (None, Some(report)) => Some(Spill::beside(report)?),
+        _ => None,
+    };
+    let timeline_path = plan
+        .timeline
+        .as_deref()
+        .or(spill.as_ref().map(|s| s.0.as_path()));
+    let file = match timeline_path {
         Some(path) => Some(File::create(path).map_err(|e| {
             UsageError::new(
                 "--timeline",
@@ -49,7 +59,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
         })?),
         None => None,
     };
-    let mut timeline = Timeline::new(file, args.report.is_some(), plan.rate, &plan.target);
+    let mut timeline = Timeline::new(file, plan.rate, &plan.target);
     let mut test = LoadTest::start(&plan, &exporter)?;
     let mut live = Live::new(&plan);
     let outcome = test.collect(&mut live, &mut timeline);
@@ -68,11 +78,12 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<Exit> {
             .context("writing the timeline")?;
     }
     test.metrics.publish(true);
-    let kept = timeline.finish().context("writing the timeline")?;
-    if let (Some(path), Some(lines)) = (&args.report, kept) {
+    timeline.finish().context("writing the timeline")?;
+    if let (Some(path), Some(lines)) = (&args.report, timeline_path) {
         let title = format!("Load test of {}", plan.target);
-        let mut run = ::report::Run::from_timeline(lines.as_slice(), &title)
-            .context("reading the timeline")?;
+        let lines = io::BufReader::new(File::open(lines).context("reading the timeline")?);
+        let mut run =
+            ::report::Run::from_timeline(lines, &title).context("reading the timeline")?;
         run.kind = ::report::Kind::Load { rate: plan.rate };
         report_file::write(path, &run).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -297,5 +308,28 @@ impl Live {
             messages::hide_bar();
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A timeline file of the test's own, beside its report: removed when dropped.
+struct Spill(std::path::PathBuf);
+
+impl Spill {
+    fn beside(report: &std::path::Path) -> Result<Spill, UsageError> {
+        let name = report.file_name().unwrap_or_default().to_string_lossy();
+        let path = report.with_file_name(format!(".{name}.timeline.{}.part", std::process::id()));
+        outdir::create_fresh(&path).map_err(|e| {
+            UsageError::new(
+                "--report",
+                format!("cannot write beside {}: {e}", report.display()),
+            )
+        })?;
+        Ok(Spill(path))
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -1,5 +1,6 @@
 //! The per-second record of a load test: the workers' ticks merged in order, written
-//! as JSON lines to `--timeline` and kept for `--report`.
+//! as JSON lines to `--timeline` (or to a file of its own for `--report`, so that the
+//! seconds of a long test wait on disk, not in memory).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -71,20 +72,18 @@ impl Seconds {
     }
 }
 
-/// Where the seconds go: a `--timeline` file, and memory for a `--report`.
+/// Where the seconds go: a file of JSON lines, if any.
 pub struct Timeline {
     file: Option<BufWriter<File>>,
-    kept: Option<Vec<u8>>,
     rate: Option<f64>,
     target: String,
 }
 
 impl Timeline {
-    /// Seconds written to `file` and, when `keep`, kept.
-    pub fn new(file: Option<File>, keep: bool, rate: Option<f64>, target: &str) -> Timeline {
+    /// Seconds written to `file`, if any.
+    pub fn new(file: Option<File>, rate: Option<f64>, target: &str) -> Timeline {
         Timeline {
             file: file.map(BufWriter::new),
-            kept: keep.then(Vec::new),
             rate,
             target: target.to_owned(),
         }
@@ -92,25 +91,22 @@ impl Timeline {
 
     /// Records second number `second` (from 0).
     pub fn record(&mut self, second: u32, s: &Second) -> io::Result<()> {
-        if self.file.is_none() && self.kept.is_none() {
+        if self.file.is_none() {
             return Ok(());
         }
         let line = format!("{}\n", self.line(second, s));
-        if let Some(file) = &mut self.file {
-            file.write_all(line.as_bytes())?;
+        match &mut self.file {
+            Some(file) => file.write_all(line.as_bytes()),
+            None => Ok(()),
         }
-        if let Some(kept) = &mut self.kept {
-            kept.extend_from_slice(line.as_bytes());
-        }
-        Ok(())
     }
 
-    /// Flushes the file; the kept lines, if they were kept.
-    pub fn finish(mut self) -> io::Result<Option<Vec<u8>>> {
-        if let Some(file) = &mut self.file {
-            file.flush()?;
+    /// Flushes the file.
+    pub fn finish(mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
         }
-        Ok(self.kept)
     }
 
     fn line(&self, second: u32, s: &Second) -> serde_json::Value {
