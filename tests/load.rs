@@ -336,10 +336,13 @@ fn a_url_template_spreads_the_load_over_a_range() {
 #[test]
 fn load_mode_rejects_what_it_cannot_do() {
     for (args, says) in [
-        (vec!["https://127.0.0.1/"], "https"),
         (
             vec!["http://127.0.0.1:1/", "-n", "5", "-z", "1s"],
             "not both",
+        ),
+        (
+            vec!["http://127.0.0.1:1/a", "https://127.0.0.1:1/b"],
+            "one host:port and scheme",
         ),
         (
             vec!["http://127.0.0.1:1/a", "http://127.0.0.2:1/b"],

@@ -19,3 +19,4 @@ mod report;
 mod resume;
 mod shards;
 mod terminal;
+mod tls;

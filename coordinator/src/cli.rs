@@ -204,6 +204,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", help_heading = "Requests", hide_short_help = true, value_parser = parse::parse_duration)]
     pub connect_timeout: Duration,
 
+    /// Which https:// servers are trusted, and the client certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Requests per second at most, all workers together (each keeps to its share).
     #[arg(long, value_name = "R", help_heading = "Requests")]
     pub rate: Option<String>,
@@ -277,6 +281,27 @@ pub struct RunArgs {
     pub deadline: Option<Duration>,
 }
 
+/// TLS trust and client identity, the same in scrape and load runs. Without
+/// --cacert or --insecure, servers are checked against the system's store
+/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` when set, as OpenSSL-based tools do).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Trust exactly the certificate authorities in this PEM file instead of the
+    /// system's store (as curl's --cacert).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+    /// Accept any server certificate (a warning says so, and run.json records it).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// Client certificate chain (PEM), for servers that ask for one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
 /// `coordinator serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -316,6 +341,15 @@ pub struct ServeArgs {
     /// Length of a stall, e.g. 30s.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub stall: String,
+    /// Serve HTTPS with this certificate chain (PEM); HTTP/2 or HTTP/1.1 by ALPN.
+    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by the authorities in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `coordinator load`.
@@ -362,6 +396,9 @@ pub struct LoadArgs {
     /// Extra request header 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// Which https:// servers are trusted, and the client certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Whole-request timeout.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub timeout: String,

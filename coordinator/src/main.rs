@@ -34,6 +34,7 @@ mod source;
 mod summary;
 mod target;
 mod terminal;
+mod trust;
 mod url_input;
 mod url_list;
 mod verify;

@@ -276,6 +276,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
             0 => return Err(usage("--http2-streams", "must be at least 1")),
             n => n,
         },
+        tls: crate::trust::options(&args.tls),
     };
     // Building one client here catches headers HTTP does not allow.
     worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;
@@ -385,6 +386,7 @@ mod tests {
             batch: Some(5),
             name: "p{index}".into(),
             shard: Some("1/4".into()),
+            insecure: false,
         };
         let argv = ["coordinator", "--resume", "-o", "/no/such/dir"];
         let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments clap accepts");

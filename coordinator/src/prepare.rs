@@ -72,7 +72,9 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         url_text,
         name_text,
     } = plan;
-    let record = record(&target, url_text.as_deref(), &name_text, shard);
+    crate::trust::check(&worker.tls)?;
+    let mut record = record(&target, url_text.as_deref(), &name_text, shard);
+    record.insecure = worker.tls.insecure;
     let target = match target {
         TargetSpec::Template(plan) => Target::Template(plan),
         TargetSpec::Builtin { plan, delay_ms } => Target::Builtin { plan, delay_ms },
@@ -198,6 +200,7 @@ fn record(target: &TargetSpec, url: Option<&str>, name: &str, shard: Shard) -> R
         batch,
         name: name.to_owned(),
         shard: (shard != Shard::WHOLE).then(|| shard.to_string()),
+        insecure: false,
     }
 }
 

@@ -35,6 +35,20 @@ pub struct RunRecord {
     /// `K/M` when the run is one shard of the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// Whether server certificates went unchecked (`--insecure`). Not part of the
+    /// plan: a resume may change it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+impl RunRecord {
+    /// The plan alone, without how it was fetched.
+    pub fn plan(&self) -> RunRecord {
+        RunRecord {
+            insecure: false,
+            ..self.clone()
+        }
+    }
 }
 
 /// How this run treats an earlier one in the same directory.
@@ -119,7 +133,7 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
     let path = dir.join(RECORD_FILE);
     let earlier: Option<RunRecord> = read_record(&path).ok();
     match earlier {
-        Some(earlier) if earlier == *record => Ok(()),
+        Some(earlier) if earlier.plan() == record.plan() => Ok(()),
         Some(earlier) => Err(UsageError::new(
             flag,
             format!(

@@ -21,6 +21,8 @@ pub enum StopCause {
     Deadline,
     /// The reader of `--out -` closed the pipe: exit code 0, as for `head`.
     OutputClosed,
+    /// The first batches all failed with the same TLS error: exit code 1.
+    TlsFailing,
 }
 
 impl StopCause {
@@ -32,6 +34,7 @@ impl StopCause {
             StopCause::Hangup => Exit::HungUp,
             StopCause::Deadline => Exit::Deadline,
             StopCause::OutputClosed => Exit::Ok,
+            StopCause::TlsFailing => Exit::SomeFailed,
         }
     }
 
@@ -43,6 +46,9 @@ impl StopCause {
             StopCause::Hangup => "stopped by SIGHUP",
             StopCause::Deadline => "stopped at the --deadline",
             StopCause::OutputClosed => "stopped: the reader of stdout went away",
+            StopCause::TlsFailing => {
+                "stopped early: the first 50 batches all failed with the same TLS error"
+            }
         }
     }
 }

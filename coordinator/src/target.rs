@@ -41,7 +41,7 @@ impl BuiltinServer {
             .name("builtin-target".into())
             .spawn(move || {
                 let served = runtime.block_on(async move {
-                    tickers::serve(listener, options, async {
+                    tickers::serve(listener, options, None, async {
                         let _ = stopped.await;
                     })
                     .await
@@ -81,9 +81,10 @@ impl Drop for BuiltinServer {
 /// stdout (`http://127.0.0.1:PORT`) so that scripts can use port 0.
 pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     let (addr, options) = serve_options(args)?;
+    let tls = serve_tls(args)?;
     // Every client connection is a descriptor here too.
     crate::open_files::raise();
-    let listeners = listen_on_every_core(addr)?;
+    let listeners = listen_on_every_core(addr, tls.is_some())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
     let mut listeners = listeners.into_iter();
@@ -92,10 +93,11 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
         .enumerate()
         .map(|(i, (runtime, listener))| {
             let mut stopped = stopped.clone();
+            let tls = tls.clone();
             thread::Builder::new()
                 .name(format!("serve-{}", i + 1))
                 .spawn(move || {
-                    runtime.block_on(tickers::serve(listener, options, async move {
+                    runtime.block_on(tickers::serve(listener, options, tls, async move {
                         let _ = stopped.wait_for(|s| *s).await;
                     }))
                 })
@@ -103,7 +105,7 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
         .collect::<Result<Vec<_>, _>>()
         .context("starting the server threads")?;
     let signal_stop = Arc::clone(&stop);
-    let served = main_runtime.block_on(tickers::serve(main_listener, options, async move {
+    let served = main_runtime.block_on(tickers::serve(main_listener, options, tls, async move {
         stop_signal().await;
         let _ = signal_stop.send(true);
     }));
@@ -161,12 +163,23 @@ fn serve_options(args: &ServeArgs) -> Result<(SocketAddr, tickers::Options), Usa
     Ok((addr, options))
 }
 
+/// The server's TLS set-up, when `--tls-cert` and `--tls-key` ask for HTTPS.
+fn serve_tls(args: &ServeArgs) -> Result<Option<Arc<rustls::ServerConfig>>, UsageError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    tickers::server_config(cert, key, args.tls_client_ca.as_deref())
+        .map(Some)
+        .map_err(|e| UsageError::new("--tls-cert", e))
+}
+
 /// One single-threaded event loop per core, all accepting from the one listening
 /// socket: like the workers, no work stealing between threads, and accepts in
 /// parallel. (Not SO_REUSEPORT: a second server on a taken port must still fail.)
 /// The bound address is printed once the socket listens.
 fn listen_on_every_core(
     addr: SocketAddr,
+    tls: bool,
 ) -> anyhow::Result<Vec<(tokio::runtime::Runtime, tokio::net::TcpListener)>> {
     let loops = cpus::usable_cpus().len().max(1);
     let runtimes = (0..loops)
@@ -193,11 +206,12 @@ fn listen_on_every_core(
         listeners.push((runtime, listener));
     }
     drop(socket);
+    let scheme = if tls { "https" } else { "http" };
     let mut stdout = io::stdout();
-    writeln!(stdout, "http://{bound}")?;
+    writeln!(stdout, "{scheme}://{bound}")?;
     stdout.flush()?;
     messages::line(format_args!(
-        "serving the tickers API on http://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
+        "serving the tickers API on {scheme}://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
     ));
     Ok(listeners)
 }

@@ -269,6 +269,7 @@ fn cause(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
     let causes = [
         ("http ", "HTTP status"),
+        ("tls ", "TLS"),
         ("--max-body", "body too large"),
         ("redirect", "redirect"),
         ("timed out", "timeout"),

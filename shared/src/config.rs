@@ -49,7 +49,28 @@ pub struct WorkerConfig {
     pub http2: bool,
     /// HTTP/2 requests one connection carries at once; more open another connection.
     pub http2_streams: u32,
+    /// Which servers are trusted over TLS, and what the client shows of itself.
+    pub tls: TlsOptions,
 }
+
+/// TLS trust and client identity, the same in scrape and load runs. Paths are absolute:
+/// the coordinator has read each file once before any worker starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsOptions {
+    /// PEM file of the certificate authorities to trust instead of the system's store
+    /// (`--cacert`).
+    pub ca_file: Option<String>,
+    /// Accept any server certificate (`--insecure`).
+    pub insecure: bool,
+    /// PEM file of the client certificate chain (`--cert`).
+    pub client_cert: Option<String>,
+    /// PEM file of the client certificate's private key (`--key`).
+    pub client_key: Option<String>,
+}
+
+/// How a TLS failure starts in a manifest line, so that every reader (summary,
+/// metrics, the early stop) can tell it from the others.
+pub const TLS_ERROR_PREFIX: &str = "TLS ";
 
 /// Statuses retried unless told otherwise: timeouts, throttling and the 5xx family
 /// that usually passes (including Cloudflare's 522 and 524).

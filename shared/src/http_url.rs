@@ -1,20 +1,34 @@
-//! Plain `http://` URLs, split into what a bare HTTP/1.1 client needs: the
-//! `host:port` to connect to (and send as `Host`) and the path with its query.
+//! `http://` and `https://` URLs, split into what a bare HTTP client needs: whether
+//! to speak TLS, the `host:port` to connect to (and send as `Host`) and the path with
+//! its query.
 
 use std::borrow::Cow;
 
-/// `http://host[:port]/path?query` as (`host:port`, `/path?query`), borrowed from `url`
-/// where they appear in it as they are.
-pub fn split_http_url(url: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), String> {
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            return Err("https:// needs TLS; this client speaks plain HTTP/1.1".to_owned());
+/// A URL as a bare HTTP client uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split<'a> {
+    /// `https://`: speak TLS.
+    pub tls: bool,
+    /// `host:port`, the port always given (80 or 443 by default).
+    pub authority: Cow<'a, str>,
+    /// `/path?query`.
+    pub path: Cow<'a, str>,
+}
+
+/// `http[s]://host[:port]/path?query` split up, borrowed from `url` where its parts
+/// appear in it as they are.
+pub fn split_http_url(url: &str) -> Result<Split<'_>, String> {
+    let (tls, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+        Some((scheme, _)) => {
+            return Err(format!("unsupported scheme `{scheme}`: use http or https"));
         }
-        Some((scheme, _)) => return Err(format!("unsupported scheme `{scheme}`: use http")),
         None => {
             let shown = redact_password(url);
-            return Err(format!("`{shown}` is not an absolute http:// URL"));
+            return Err(format!(
+                "`{shown}` is not an absolute http:// or https:// URL"
+            ));
         }
     };
     let (host, path) = match rest.find(['/', '?']) {
@@ -33,9 +47,13 @@ pub fn split_http_url(url: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), String>
     {
         Cow::Borrowed(host)
     } else {
-        Cow::Owned(format!("{host}:80"))
+        Cow::Owned(format!("{host}:{}", if tls { 443 } else { 80 }))
     };
-    Ok((authority, path))
+    Ok(Split {
+        tls,
+        authority,
+        path,
+    })
 }
 
 /// What a password in a URL is shown as.
@@ -95,19 +113,19 @@ mod tests {
 
     #[test]
     fn http_urls_split_into_authority_and_path() {
+        let split = |url| {
+            let s = split_http_url(url).unwrap();
+            (s.tls, s.authority.into_owned(), s.path.into_owned())
+        };
+        let owned = |tls, a: &str, p: &str| (tls, a.to_owned(), p.to_owned());
         assert_eq!(
-            split_http_url("http://127.0.0.1:8080/a?b=1").unwrap(),
-            ("127.0.0.1:8080".into(), "/a?b=1".into())
+            split("http://127.0.0.1:8080/a?b=1"),
+            owned(false, "127.0.0.1:8080", "/a?b=1")
         );
-        assert_eq!(
-            split_http_url("http://localhost").unwrap(),
-            ("localhost:80".into(), "/".into())
-        );
-        assert_eq!(
-            split_http_url("http://h?x=1").unwrap(),
-            ("h:80".into(), "/?x=1".into())
-        );
-        assert!(split_http_url("https://h/").unwrap_err().contains("https"));
+        assert_eq!(split("http://localhost"), owned(false, "localhost:80", "/"));
+        assert_eq!(split("http://h?x=1"), owned(false, "h:80", "/?x=1"));
+        assert_eq!(split("HTTPS://h/x"), owned(true, "h:443", "/x"));
+        assert_eq!(split("https://[::1]:8443/"), owned(true, "[::1]:8443", "/"));
         assert!(split_http_url("ftp://h/").is_err());
         assert!(split_http_url("h/x").is_err());
     }

@@ -36,6 +36,8 @@ pub struct LoadSpec {
     pub timeout_ms: u64,
     /// Extra request headers.
     pub headers: Vec<(String, String)>,
+    /// Speak TLS (`https://`), trusting what these options say.
+    pub tls: Option<crate::config::TlsOptions>,
 }
 
 /// The paths a load test requests, in turn.
@@ -77,15 +79,19 @@ pub struct ErrorCounts {
     pub reset: u64,
     /// The response body failed half-way.
     pub read: u64,
+    /// The TLS handshake failed (a certificate not trusted, a refused client
+    /// certificate, ...).
+    pub tls: u64,
 }
 
 impl ErrorCounts {
     /// All errors.
     pub fn total(&self) -> u64 {
-        self.connect + self.timeout + self.reset + self.read
+        self.connect + self.timeout + self.reset + self.read + self.tls
     }
 
     fn merge(&mut self, o: &ErrorCounts) {
+        self.tls += o.tls;
         self.connect += o.connect;
         self.timeout += o.timeout;
         self.reset += o.reset;
@@ -108,8 +114,10 @@ pub struct LoadStats {
     pub latency: Hist,
     /// With a fixed rate: intended send time to last body byte (no coordinated omission).
     pub intended: Hist,
-    /// Connection set-up.
+    /// TCP connection set-up.
     pub connect: Hist,
+    /// TLS handshake, after the TCP connect.
+    pub handshake: Hist,
     /// Request sent to response head.
     pub ttfb: Hist,
     /// With a fixed rate: how late requests were sent (the generator falling behind).
@@ -128,6 +136,7 @@ impl LoadStats {
         self.latency.merge(&other.latency);
         self.intended.merge(&other.intended);
         self.connect.merge(&other.connect);
+        self.handshake.merge(&other.handshake);
         self.ttfb.merge(&other.ttfb);
         self.lateness.merge(&other.lateness);
     }

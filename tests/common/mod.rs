@@ -154,7 +154,7 @@ pub fn exit_code_within(child: &mut Child) -> Option<i32> {
 /// `coordinator serve` on a free loopback port, stopped and reaped on drop.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` when it serves TLS)
     pub base: String,
 }
 
@@ -181,7 +181,7 @@ impl Server {
             panic!("coordinator serve gave no address in {CHILD_LIMIT:?}");
         };
         assert!(
-            line.starts_with("http://127.0.0.1:"),
+            line.starts_with("http://127.0.0.1:") || line.starts_with("https://127.0.0.1:"),
             "server said {line:?}"
         );
         Server {

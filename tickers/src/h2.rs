@@ -268,7 +268,7 @@ mod tests {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            crate::serve(listener, options, shutdown)
+            crate::serve(listener, options, None, shutdown)
                 .await
                 .expect("serve");
         });

@@ -15,10 +15,12 @@ mod api;
 mod coalesce;
 mod h2;
 mod pages;
+mod tls;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use pages::{tickers_csv, tickers_json};
+pub use tls::{TlsSetupError, server_config};
 
 /// Largest `limit` one request may ask for.
 pub const MAX_LIMIT: u64 = 10_000;
@@ -103,12 +106,15 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves the API on `listener` until `shutdown` completes, then lets the connections
 /// finish what they are answering. Each connection speaks HTTP/1.1 or, when it opens
-/// with the HTTP/2 preface (h2c with prior knowledge), HTTP/2.
+/// with the HTTP/2 preface (h2c with prior knowledge), HTTP/2; with `tls`, HTTPS, and
+/// HTTP/2 or HTTP/1.1 as ALPN chose.
 pub async fn serve(
     listener: TcpListener,
     options: Options,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let service = TowerToHyperService::new(api::app(options));
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http2().max_concurrent_streams(h2::MAX_STREAMS);
@@ -137,6 +143,27 @@ pub async fn serve(
         let service = service.clone();
         let watcher = connections.watcher();
         let mut stopped = stopped.clone();
+        if let Some(acceptor) = &tls {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let accepted = tokio::select! {
+                    accepted = acceptor.accept(stream).into_fallible() => accepted,
+                    // A client that connects and says nothing does not hold up a shutdown.
+                    _ = stopped.wait_for(|stop| *stop) => return,
+                };
+                drop(stopped);
+                match accepted {
+                    Ok(stream) => {
+                        let connection = http.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection.into_owned()).await;
+                    }
+                    // A failed handshake (a missing client certificate, ...) is the
+                    // client's to report: the alert must reach it.
+                    Err((_, tcp)) => tls::linger(tcp).await,
+                }
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let opening = tokio::select! {
                 opening = h2::opening(&stream) => opening,

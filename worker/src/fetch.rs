@@ -63,6 +63,7 @@ enum FullOnly {}
 impl Exchange for FullOnly {
     async fn exchange(
         &self,
+        _: bool,
         _: &str,
         _: &str,
         _: u64,
@@ -293,11 +294,8 @@ impl Fetcher {
     /// lean client `C` where there is one, the rest through reqwest.
     async fn attempt<C: Lean>(&self, url: &str) -> Result<(u16, Bytes, Option<Charge>), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let plain_http = url
-            .get(..7)
-            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
         let fetched = match C::of(self) {
-            Some(client) if plain_http => {
+            Some(client) => {
                 let fetch = follow_redirects(client, url, self.max_body, self.location_trusted);
                 match tokio::time::timeout(self.timeout, fetch).await {
                     Ok(fetched) => fetched,

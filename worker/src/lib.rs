@@ -17,6 +17,7 @@ mod process;
 mod retry;
 mod session;
 mod store;
+pub mod tls;
 
 pub use client::{ConfigError, request_headers as http2_request_headers};
 pub use fault::FAULT_VAR;

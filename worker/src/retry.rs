@@ -52,9 +52,10 @@ impl Failure {
                 format!("body of {n} bytes or more is over --max-body {max_body}"),
                 None,
             ),
-            ClientError::Redirect(m) | ClientError::BadUrl(m) | ClientError::Other(m) => {
-                Failure::fatal(m, None)
-            }
+            ClientError::Redirect(m)
+            | ClientError::BadUrl(m)
+            | ClientError::Tls(m)
+            | ClientError::Other(m) => Failure::fatal(m, None),
             ClientError::NeedsFullClient(handoff) => Failure::fatal(handoff.url, None),
         }
     }

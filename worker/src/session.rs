@@ -41,6 +41,9 @@ pub enum WorkerError {
     /// The configuration in the handshake cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The TLS settings in the handshake cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The coordinator exited before this worker could tie its life to it.
     #[error("the coordinator is gone")]
     Orphaned,

@@ -9,6 +9,7 @@
 mod conclude;
 mod handout;
 mod stall;
+mod tls_stop;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, Task, ToWorker};
 use shared::template::Template;
 
 use self::stall::{Stall, stall_verdict};
+use self::tls_stop::TlsWatch;
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
 use crate::messages;
@@ -182,6 +184,8 @@ struct Dispatch {
     last_stall_check: Instant,
     /// Set once a stop was asked for: why, and until when workers may finish.
     stopping: Option<(StopCause, Instant)>,
+    /// Whether the run's first batches all fail with one TLS error.
+    tls_watch: TlsWatch,
 }
 
 impl Dispatch {
@@ -232,6 +236,7 @@ impl Dispatch {
             stall_timeout: limits.stall_timeout,
             last_stall_check: Instant::now(),
             stopping: None,
+            tls_watch: TlsWatch::default(),
         }
     }
 
@@ -330,6 +335,9 @@ impl Dispatch {
                 s.last_report = Instant::now();
                 s.warned = false;
                 self.record(slot, &report)?;
+                if self.tls_watch.stop_after(&report) && self.stopping.is_none() {
+                    self.begin_stop(StopCause::TlsFailing);
+                }
                 self.top_up(slot)?;
             }
             Event::Message(WorkerId { slot, .. }, FromWorker::Bye(stats)) => {

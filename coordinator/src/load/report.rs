@@ -174,6 +174,9 @@ impl Results {
             quantiles(&t.connect),
             t.connect.len()
         );
+        if !t.handshake.is_empty() {
+            let _ = writeln!(out, "  TLS handshake {}", quantiles(&t.handshake));
+        }
         let _ = writeln!(out, "  first byte   {}", quantiles(&t.ttfb));
         let mut statuses = t.statuses.clone();
         statuses.sort_unstable();
@@ -190,8 +193,8 @@ impl Results {
         let e = &t.errors;
         let _ = writeln!(
             out,
-            "  errors       connect {}, timeout {}, reset {}, read {}",
-            e.connect, e.timeout, e.reset, e.read
+            "  errors       connect {}, TLS {}, timeout {}, reset {}, read {}",
+            e.connect, e.tls, e.timeout, e.reset, e.read
         );
         let _ = writeln!(
             out,
@@ -271,6 +274,7 @@ impl Results {
             "statuses": t.statuses.iter().map(|(s, n)| (s.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
             "errors": {
                 "connect": t.errors.connect,
+                "tls": t.errors.tls,
                 "timeout": t.errors.timeout,
                 "reset": t.errors.reset,
                 "read": t.errors.read,
@@ -279,6 +283,7 @@ impl Results {
             "intended_latency_ms": if plan.rate.is_some() { quantiles_json(&t.intended) } else { serde_json::Value::Null },
             "lateness_ms": if plan.rate.is_some() { quantiles_json(&t.lateness) } else { serde_json::Value::Null },
             "connect_ms": quantiles_json(&t.connect),
+            "tls_handshake_ms": quantiles_json(&t.handshake),
             "ttfb_ms": quantiles_json(&t.ttfb),
             "generator": {
                 "cpu_s": numbers::secs(self.cpu_us() as f64 / 1e6),

@@ -70,7 +70,15 @@ impl LoadPlan {
         let workers = workers.min(args.connections);
         let per_worker = (args.connections as u64).div_ceil(workers as u64);
         open_files::check("--connections", per_worker, open_files::raise())?;
-        let (authority, targets, target) = targets(args)?;
+        let (tls, authority, targets, target) = targets(args)?;
+        let tls = match tls {
+            true => {
+                let options = crate::trust::options(&args.tls);
+                crate::trust::check(&options)?;
+                Some(options)
+            }
+            false => None,
+        };
         let duration = duration_of(args)?;
         let rate = match &args.rate {
             Some(text) => Some(parse_rate(text).map_err(|e| UsageError::new("--rate", e))?),
@@ -110,6 +118,7 @@ impl LoadPlan {
                 http2_streams,
                 timeout_ms: timeout.as_millis() as u64,
                 headers: headers.clone(),
+                tls: tls.clone(),
             })
             // A worker with no request to send would only idle.
             .filter(|s| s.requests != Some(0))
@@ -146,8 +155,8 @@ fn duration_of(args: &LoadArgs) -> Result<Option<Duration>, UsageError> {
     }
 }
 
-/// `host:port`, the paths, and a description.
-fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
+/// Whether to speak TLS, `host:port`, the paths, and a description.
+fn targets(args: &LoadArgs) -> Result<(bool, String, Targets, String), UsageError> {
     if args.url.is_none() && args.range.is_some() {
         return Err(UsageError::new("--range", "goes with --url TEMPLATE"));
     }
@@ -161,8 +170,8 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
         let normalized = url_input::normalize_template(template)
             .map_err(|e| UsageError::new("--url", format!("the template {e}")))?;
         let template = normalized.as_str().to_owned();
-        let (authority, path) =
-            split_http_url(&template).map_err(|e| UsageError::new("--url", e))?;
+        let split = split_http_url(&template).map_err(|e| UsageError::new("--url", e))?;
+        let (authority, path) = (split.authority, split.path);
         if authority.contains('{') {
             return Err(UsageError::new(
                 "--url",
@@ -172,6 +181,7 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
         let template_path = Template::parse(&path).map_err(|e| UsageError::new("--url", e))?;
         let text = format!("{template} over {range} in batches of {}", args.batch);
         return Ok((
+            split.tls,
             authority.into_owned(),
             Targets::Plan {
                 template: template_path,
@@ -186,17 +196,21 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
             "give a URL to test (or --url TEMPLATE --range START..END)",
         ));
     }
-    let mut authority = None;
+    let mut origin = None;
     let mut paths = Vec::new();
     for url in &args.urls {
         // Parsed and percent-encoded like a scrape's URLs: nothing raw reaches the
         // request line.
         let url = url_input::normalize(url).map_err(|e| UsageError::new("load", e))?;
-        let (a, path) = split_http_url(&url).map_err(|e| UsageError::new("load", e))?;
-        if *authority.get_or_insert_with(|| a.clone().into_owned()) != a {
-            return Err(UsageError::new("load", "all URLs must be on one host:port"));
+        let split = split_http_url(&url).map_err(|e| UsageError::new("load", e))?;
+        let this = (split.tls, split.authority.into_owned());
+        if *origin.get_or_insert_with(|| this.clone()) != this {
+            return Err(UsageError::new(
+                "load",
+                "all URLs must be on one host:port and scheme",
+            ));
         }
-        paths.push(path.into_owned());
+        paths.push(split.path.into_owned());
     }
     let text = if args.urls.len() == 1 {
         args.urls[0].clone()
@@ -204,8 +218,9 @@ fn targets(args: &LoadArgs) -> Result<(String, Targets, String), UsageError> {
         format!(
             "{} URLs on {}",
             args.urls.len(),
-            authority.clone().unwrap_or_default()
+            origin.as_ref().map(|o| o.1.as_str()).unwrap_or_default()
         )
     };
-    Ok((authority.unwrap_or_default(), Targets::Paths(paths), text))
+    let (tls, authority) = origin.unwrap_or_default();
+    Ok((tls, authority, Targets::Paths(paths), text))
 }

@@ -121,6 +121,7 @@ impl Timeline {
         let e = &st.errors;
         let kinds: BTreeMap<&str, u64> = [
             ("connect", e.connect),
+            ("tls", e.tls),
             ("timeout", e.timeout),
             ("reset", e.reset),
             ("read", e.read),

@@ -78,6 +78,7 @@ impl LoadMetrics {
             *s.statuses.entry(status).or_default() += n;
         }
         s.errors.connect += stats.errors.connect;
+        s.errors.tls += stats.errors.tls;
         s.errors.timeout += stats.errors.timeout;
         s.errors.reset += stats.errors.reset;
         s.errors.read += stats.errors.read;
@@ -143,11 +144,12 @@ impl LoadState {
         page.family(
             name,
             Kind::Counter,
-            "Requests that failed, by kind: connect, timeout, reset, read.",
+            "Requests that failed, by kind: connect, tls, timeout, reset, read.",
         );
         let e = &self.errors;
         for (kind, n) in [
             ("connect", e.connect),
+            ("tls", e.tls),
             ("timeout", e.timeout),
             ("reset", e.reset),
             ("read", e.read),

@@ -78,7 +78,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
 fn plan_of(record: &RunRecord) -> RunRecord {
     RunRecord {
         shard: None,
-        ..record.clone()
+        ..record.plan()
     }
 }
 

@@ -17,6 +17,9 @@ pub enum ClientError {
     Redirect(String),
     /// A URL no request can be made of.
     BadUrl(String),
+    /// A TLS handshake failed in a way another attempt would not mend (a certificate
+    /// that is not trusted, a refused client certificate), described for people.
+    Tls(String),
     /// Anything else: the client could not be set up, or failed in a way another
     /// attempt would not mend.
     Other(String),

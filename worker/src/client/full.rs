@@ -8,10 +8,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect::Policy;
-use shared::config::WorkerConfig;
+use shared::config::{TlsOptions, WorkerConfig};
 
 use super::{ClientError, ConfigError, Response, header_map, one_line, redirect};
 use crate::budget::{Budget, Charge};
+use crate::tls;
 
 /// The reqwest client of one worker.
 pub struct FullClient {
@@ -23,6 +24,7 @@ pub struct FullClient {
     location_trusted: bool,
     max_idle: usize,
     http2: bool,
+    tls: TlsOptions,
     client: OnceLock<Result<reqwest::Client, String>>,
     budget: Arc<Budget>,
 }
@@ -41,6 +43,7 @@ impl FullClient {
             location_trusted: config.location_trusted,
             max_idle: config.concurrency as usize,
             http2: config.http2,
+            tls: config.tls.clone(),
             client: OnceLock::new(),
             budget,
         })
@@ -56,7 +59,14 @@ impl FullClient {
 
     fn client(&self) -> Result<&reqwest::Client, ClientError> {
         let built = self.client.get_or_init(|| {
-            let builder = reqwest::Client::builder();
+            // The protocol is the user's choice, as on the lean paths: HTTP/1.1 unless
+            // --http2.
+            let alpn = match self.http2 {
+                true => tls::ALPN_H2,
+                false => tls::ALPN_HTTP1,
+            };
+            let tls = tls::client_config(&self.tls, alpn).map_err(|e| e.to_string())?;
+            let builder = reqwest::Client::builder().use_preconfigured_tls(tls);
             let builder = if self.http2 {
                 builder.http2_prior_knowledge()
             } else {
@@ -96,7 +106,7 @@ impl FullClient {
                 true => request.headers(self.headers.clone()),
                 false => request,
             };
-            let response = request.send().await.map_err(transport)?;
+            let response = request.send().await.map_err(|e| transport(e, &at))?;
             let location = response
                 .headers()
                 .get(LOCATION)
@@ -132,7 +142,7 @@ impl FullClient {
         }
         let mut body = BytesMut::new();
         let mut charge = Charge::new(&self.budget);
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport(e, url))? {
             let len = body.len() + chunk.len();
             if len as u64 > max_body {
                 return Err(ClientError::TooLarge(len as u64));
@@ -149,9 +159,14 @@ impl FullClient {
     }
 }
 
-/// What a reqwest error means for another attempt: connect errors, timeouts and
-/// cut-off bodies pass; bad URLs do not.
-fn transport(e: reqwest::Error) -> ClientError {
+/// What a reqwest error for a request to `url` means for another attempt: connect
+/// errors, timeouts and cut-off bodies pass; bad URLs and untrusted certificates do not.
+fn transport(e: reqwest::Error, url: &str) -> ClientError {
+    if let Some(tls) = tls::rustls_error(&e) {
+        let host =
+            url::Url::parse(url).map_or_else(|_| url.to_owned(), |u| u.authority().to_owned());
+        return super::transport::tls_client_error(tls, &host);
+    }
     let kind: fn(String) -> ClientError = if e.is_builder() {
         ClientError::BadUrl
     } else if e.is_redirect() {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,11 +15,11 @@ use h2::client::SendRequest;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, USER_AGENT};
 use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
-use shared::config::WorkerConfig;
+use shared::config::{TlsOptions, WorkerConfig};
 use tokio::io::BufReader;
-use tokio::net::TcpStream;
 
 use super::headers::strip_connection_headers;
+use super::transport::{self, Connector};
 use super::{ClientError, Exchange, Handoff, Response, one_line, redirect};
 use crate::budget::{Budget, Charge};
 
@@ -33,6 +33,8 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 struct Sender {
     send: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
+    /// The TLS error that ended the connection, if one did.
+    tls_failure: Option<transport::Failure>,
 }
 
 impl Sender {
@@ -46,6 +48,8 @@ impl Sender {
 struct Connection {
     /// The `host:port` it goes to, parsed once for all the requests on it.
     authority: Authority,
+    /// Whether it speaks TLS (`https://`).
+    tls: bool,
     sender: tokio::sync::OnceCell<Sender>,
     /// Requests on it now, counting those waiting for it to open.
     streams: AtomicUsize,
@@ -62,8 +66,13 @@ impl Drop for Stream {
 
 /// The HTTP/2 client of one worker.
 pub struct H2cClient {
-    /// The connections to each `host:port`.
-    connections: Mutex<HashMap<String, Vec<Arc<Connection>>>>,
+    /// The connections to each `host:port`: plain ones, then TLS ones.
+    connections: [Mutex<HashMap<String, Vec<Arc<Connection>>>>; 2],
+    /// Connections without TLS.
+    plain: Connector,
+    /// What TLS trusts; its connector is made on the first `https://` URL.
+    tls_options: TlsOptions,
+    tls: OnceLock<Result<Connector, String>>,
     /// Sent to the job's own origin (`User-Agent`, `--header`s).
     headers: HeaderMap,
     /// Sent after a redirect to another origin (`User-Agent`).
@@ -89,7 +98,10 @@ impl H2cClient {
             anonymous.insert(USER_AGENT, agent.clone());
         }
         H2cClient {
-            connections: Mutex::new(HashMap::new()),
+            connections: Default::default(),
+            plain: Connector::plain(),
+            tls_options: config.tls.clone(),
+            tls: OnceLock::new(),
             headers,
             anonymous,
             streams_per_connection: config.http2_streams.max(1) as usize,
@@ -102,9 +114,15 @@ impl H2cClient {
 
     /// A place on a connection to `authority` with a stream to spare, and a handle that
     /// starts streams on it; a new connection if there is none.
-    async fn sender(&self, authority: &str) -> Result<(SendRequest<Bytes>, Stream), ClientError> {
+    async fn sender(
+        &self,
+        tls: bool,
+        authority: &str,
+    ) -> Result<(SendRequest<Bytes>, Stream), ClientError> {
         let stream = {
-            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            let mut connections = self.connections[usize::from(tls)]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let open = match connections.get_mut(authority) {
                 Some(open) => open,
                 None => connections.entry(authority.to_owned()).or_default(),
@@ -121,6 +139,7 @@ impl H2cClient {
                         authority: Authority::try_from(authority).map_err(|e| {
                             ClientError::BadUrl(format!("`{authority}` is not a valid host: {e}"))
                         })?,
+                        tls,
                         sender: tokio::sync::OnceCell::new(),
                         streams: AtomicUsize::new(0),
                     });
@@ -136,7 +155,7 @@ impl H2cClient {
             // Boxed: only a connection's first requests wait here, and the state of
             // the wait should not size every request's.
             None => {
-                let connect = || self.connect(authority);
+                let connect = || self.connect(authority, tls);
                 Box::pin(stream.0.sender.get_or_try_init(connect)).await?
             }
         };
@@ -153,11 +172,14 @@ impl H2cClient {
         trusted: bool,
     ) -> Result<h2::client::ResponseFuture, ClientError> {
         let authority = &stream.0.authority;
-        let request = self.request(authority, path, trusted).map_err(|e| {
-            ClientError::BadUrl(format!(
-                "`http://{authority}{path}` is not a valid URL: {e}"
-            ))
-        })?;
+        let request = self
+            .request(stream.0.tls, authority, path, trusted)
+            .map_err(|e| {
+                ClientError::BadUrl(format!(
+                    "`{}://{authority}{path}` is not a valid URL: {e}",
+                    scheme(stream.0.tls)
+                ))
+            })?;
         // No `ready()` first: a handle of its own has no request of its own waiting to
         // open, which is all that would make it wait (streams over the server's limit
         // are queued by the connection either way).
@@ -171,12 +193,13 @@ impl H2cClient {
     /// `trusted`).
     fn request(
         &self,
+        tls: bool,
         authority: &Authority,
         path: &str,
         trusted: bool,
     ) -> Result<Request<()>, http::Error> {
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(scheme(tls))
             .authority(authority.clone())
             .path_and_query(path)
             .build()?;
@@ -195,7 +218,9 @@ impl H2cClient {
         if self.answered.load(Ordering::Relaxed) {
             error
         } else {
-            format!("{error} (no HTTP/2 answer yet: --http2 needs a server that speaks h2c)")
+            format!(
+                "{error} (no HTTP/2 answer yet: --http2 needs a server that speaks HTTP/2: h2c on http://, ALPN h2 on https://)"
+            )
         }
     }
 
@@ -234,12 +259,25 @@ impl H2cClient {
         Ok((first.unwrap_or_else(|| joined.freeze()), charge))
     }
 
-    async fn connect(&self, authority: &str) -> Result<Sender, ClientError> {
+    async fn connect(&self, authority: &str, tls: bool) -> Result<Sender, ClientError> {
         let failed = |e: String| ClientError::Connect(format!("connecting to {authority}: {e}"));
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+        let connector = match tls {
+            false => &self.plain,
+            true => self
+                .tls
+                .get_or_init(|| {
+                    Connector::with_tls(&self.tls_options, crate::tls::ALPN_H2)
+                        .map_err(|e| e.to_string())
+                })
+                .as_ref()
+                .map_err(|e| ClientError::Other(e.clone()))?,
+        };
+        let stream = connector
+            .connect(authority, tls, self.connect_timeout)
             .await
-            .map_err(|_| ClientError::Connect(format!("connecting to {authority} timed out")))?
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| e.into_client_error(authority))?
+            .stream;
+        let tls_failure = stream.failure_slot();
         let (send, connection) = handshake(stream)
             .await
             .map_err(|e| failed(self.explain(one_line(&e))))?;
@@ -251,7 +289,11 @@ impl H2cClient {
             let _ = connection.await;
             ended.store(true, Ordering::Relaxed);
         });
-        Ok(Sender { send, closed })
+        Ok(Sender {
+            send,
+            closed,
+            tls_failure,
+        })
     }
 }
 
@@ -263,19 +305,29 @@ impl Exchange for H2cClient {
     /// streams in. Ten thousand requests in flight each carry this state.
     async fn exchange(
         &self,
+        tls: bool,
         authority: &str,
         path: &str,
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
-        let reset = |e: h2::Error| ClientError::Reset(self.explain(one_line(&e)));
         // The stream's place is held until its body is read.
-        let (send, stream) = self.sender(authority).await?;
+        let (send, stream) = self.sender(tls, authority).await?;
+        // h2 passes on only the text of an I/O error: a TLS failure (an alert refusing
+        // the client's certificate) is asked of the connection itself.
+        let reset = |e: h2::Error| {
+            let failure = stream.0.sender.get().and_then(|s| s.tls_failure.as_ref());
+            match failure.and_then(|f| f.get()) {
+                Some(tls) => transport::tls_client_error(tls, authority),
+                None => ClientError::Reset(self.explain(one_line(&e))),
+            }
+        };
         let response = self.send(send, &stream, path, trusted)?;
         let (head, body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
-        let (status, location, retry_after) =
-            read_head(head, max_body, || format!("http://{authority}{path}"))?;
+        let (status, location, retry_after) = read_head(head, max_body, || {
+            format!("{}://{authority}{path}", scheme(tls))
+        })?;
         // Boxed: the body's state (its chunks, its charge) exists only while it
         // streams in; the state every request carries while it waits stays small.
         let (body, charge) = Box::pin(self.read_body(body, max_body)).await?;
@@ -290,6 +342,13 @@ impl Exchange for H2cClient {
 
     fn max_redirects(&self) -> u32 {
         self.max_redirects
+    }
+}
+
+fn scheme(tls: bool) -> &'static str {
+    match tls {
+        true => "https",
+        false => "http",
     }
 }
 
@@ -335,14 +394,13 @@ const STREAMS_BEFORE_SETTINGS: usize = 100;
 const READ_BUFFER: usize = 32 * 1024;
 
 /// A connection as h2 reads and writes it.
-pub(crate) type Io = BufReader<TcpStream>;
+pub(crate) type Io = BufReader<transport::Stream>;
 
 /// Starts HTTP/2 with prior knowledge on `stream`: the handle that opens streams, and
 /// the connection, to be run on a task of its own.
 pub(crate) async fn handshake(
-    stream: TcpStream,
+    stream: transport::Stream,
 ) -> Result<(SendRequest<Bytes>, h2::client::Connection<Io, Bytes>), h2::Error> {
-    let _ = stream.set_nodelay(true);
     h2::client::Builder::new()
         .initial_max_send_streams(STREAMS_BEFORE_SETTINGS)
         .initial_window_size(STREAM_WINDOW)
@@ -384,6 +442,7 @@ mod tests {
             compressed: false,
             http2: true,
             http2_streams: streams,
+            tls: Default::default(),
         }
     }
 
@@ -425,7 +484,7 @@ mod tests {
         let requests = (0..count).map(|n| async move {
             let path = format!("/page/{n}");
             let (fetched, _) = client
-                .exchange(authority, &path, 1 << 20, true)
+                .exchange(false, authority, &path, 1 << 20, true)
                 .await
                 .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
             (path, fetched)

@@ -1,8 +1,11 @@
 //! The HTTP clients of a worker, and what they share. A job's URL goes to one of:
-//! - [`pool`]: the lean HTTP/1.1 client for `http://` URLs, a keep-alive pool on the
-//!   wire reader of [`http1`];
-//! - [`h2c`]: the lean HTTP/2 client for `http://` URLs under `--http2`;
-//! - [`full`]: reqwest, for TLS and compressed bodies.
+//! - [`pool`]: the lean HTTP/1.1 client, a keep-alive pool on the wire reader of
+//!   [`http1`];
+//! - [`h2c`]: the lean HTTP/2 client under `--http2`;
+//! - [`full`]: reqwest, for compressed bodies.
+//!
+//! The lean ones speak plain TCP or TLS over the streams of [`transport`], trusting
+//! what [`crate::tls`] says.
 //!
 //! Each answers one request at a time through [`Exchange`] (the lean ones) or its own
 //! `get` (reqwest); redirects are followed by hand for all of them ([`redirect`]), so
@@ -15,6 +18,7 @@ mod headers;
 pub mod http1;
 pub mod pool;
 pub mod redirect;
+pub mod transport;
 
 use bytes::Bytes;
 
@@ -39,11 +43,12 @@ pub struct Response {
 
 /// One request and response of a lean client.
 pub trait Exchange {
-    /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
-    /// The `--header`s go along only when `trusted` (see [`redirect`]); the body is
-    /// kept within the worker's budget.
+    /// GETs `path` from `authority` (over TLS when `tls`): the response, and the
+    /// `Location` of a redirect. The `--header`s go along only when `trusted` (see
+    /// [`redirect`]); the body is kept within the worker's budget.
     fn exchange(
         &self,
+        tls: bool,
         authority: &str,
         path: &str,
         max_body: u64,

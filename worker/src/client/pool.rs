@@ -1,25 +1,33 @@
-//! The lean HTTP/1.1 client for plain `http://` URLs, on the wire reader of
+//! The lean HTTP/1.1 client for `http://` and `https://` URLs, on the wire reader of
 //! [`super::http1`]: a keep-alive pool per worker, and no read buffer while a response
 //! is awaited (ten thousand requests in flight cost their sockets, not 16 KiB each).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use shared::config::WorkerConfig;
+use shared::config::{TlsOptions, WorkerConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::http1::{self, Keep, ReadError};
+use super::transport::{Connector, Stream};
 use super::{ClientError, Exchange, Handoff, Response, redirect};
 use crate::budget::{Budget, Charge};
+use crate::tls;
 
 /// The HTTP/1.1 client of one worker.
 pub struct Http1Client {
-    /// Idle keep-alive connections by `host:port`.
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// Idle keep-alive connections by `host:port`: plain ones, then TLS ones.
+    idle: [Mutex<HashMap<String, Vec<Stream>>>; 2],
+    /// Connections without TLS.
+    plain: Connector,
+    /// What TLS trusts; its connector is made on the first `https://` URL, so that a
+    /// run without one never loads the system's certificates.
+    tls_options: TlsOptions,
+    tls: OnceLock<Result<Connector, String>>,
     /// Whether connections are worth keeping: only while more jobs are waiting.
     retain: AtomicBool,
     /// Header lines sent to the job's own origin (`User-Agent`, `--header`s).
@@ -40,7 +48,10 @@ impl Http1Client {
         let headers = config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let extra = http1::header_lines(agent.clone().chain(headers), true);
         Http1Client {
-            idle: Mutex::new(HashMap::new()),
+            idle: Default::default(),
+            plain: Connector::plain(),
+            tls_options: config.tls.clone(),
+            tls: OnceLock::new(),
             retain: AtomicBool::new(true),
             extra,
             anonymous: http1::header_lines(agent, true),
@@ -54,7 +65,7 @@ impl Http1Client {
     fn settle(
         &self,
         authority: &str,
-        stream: TcpStream,
+        stream: Stream,
         result: Result<(Response, Option<String>, bool), ClientError>,
     ) -> Result<(Response, Option<String>), ClientError> {
         let (fetched, location, keep_alive) = result?;
@@ -66,7 +77,7 @@ impl Http1Client {
 
     async fn once(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         authority: &str,
         path: &str,
         max_body: u64,
@@ -79,36 +90,52 @@ impl Http1Client {
             &self.anonymous
         };
         http1::write_request(&mut request, path, authority, headers);
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| ClientError::Reset(e.to_string()))?;
+        let written = stream.write_all(&request).await;
         drop(request);
+        if let Err(e) = written {
+            return Err(stream.failure(authority, ClientError::Reset(e.to_string())));
+        }
         // Nothing is allocated for the response until it starts to arrive. Polling for
         // readiness keeps no waiter node in the task, unlike `readable()`: a smaller
-        // task for every request in flight.
-        std::future::poll_fn(|cx| stream.poll_read_ready(cx))
-            .await
-            .map_err(|e| ClientError::Reset(e.to_string()))?;
+        // task for every request in flight. (TLS may hold decrypted bytes that the
+        // socket no longer shows: its reads go straight to the reader.)
+        if let Stream::Plain(tcp) = stream {
+            std::future::poll_fn(|cx| tcp.poll_read_ready(cx))
+                .await
+                .map_err(|e| ClientError::Reset(e.to_string()))?;
+        }
         // Boxed: the reader's state, its buffers and the body's charge exist only while
         // a response streams in, not for the seconds a slow server takes to answer.
-        let (response, body, charge) = Box::pin(async {
+        let read = Box::pin(async {
             let mut buf = Vec::new();
             let mut body = Vec::new();
             let mut charge = Charge::new(&self.budget);
             let keep = Keep::Into(&mut body, max_body, Some(&mut charge));
-            let head = http1::read_response(stream, &mut buf, keep).await?;
+            let head = http1::read_response(&mut *stream, &mut buf, keep).await?;
             Ok((head, body, charge))
         })
-        .await
-        .map_err(|e: ReadError| match e {
-            ReadError::Closed | ReadError::Reset => ClientError::Reset(e.describe()),
-            ReadError::Incomplete | ReadError::Malformed(_) => ClientError::Read(e.describe()),
-            ReadError::TooLarge(n) => ClientError::TooLarge(n),
-        })?;
+        .await;
+        let (response, body, charge) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                let error = match e {
+                    ReadError::Closed | ReadError::Reset => ClientError::Reset(e.describe()),
+                    ReadError::Incomplete | ReadError::Malformed(_) => {
+                        ClientError::Read(e.describe())
+                    }
+                    ReadError::TooLarge(n) => ClientError::TooLarge(n),
+                };
+                // A fatal alert (a refused client certificate) reads as a reset.
+                return Err(stream.failure(authority, error));
+            }
+        };
         if response.encoded {
+            let scheme = match stream {
+                Stream::Plain(_) => "http",
+                Stream::Tls(_) => "https",
+            };
             return Err(ClientError::NeedsFullClient(Handoff {
-                url: format!("http://{authority}{path}"),
+                url: format!("{scheme}://{authority}{path}"),
                 hops: 0,
             }));
         }
@@ -124,13 +151,23 @@ impl Http1Client {
         Ok((fetched, location, response.keep_alive))
     }
 
-    async fn connect(&self, authority: &str) -> Result<TcpStream, ClientError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+    async fn connect(&self, authority: &str, tls: bool) -> Result<Stream, ClientError> {
+        let connector = match tls {
+            false => &self.plain,
+            true => self
+                .tls
+                .get_or_init(|| {
+                    Connector::with_tls(&self.tls_options, tls::ALPN_HTTP1)
+                        .map_err(|e| e.to_string())
+                })
+                .as_ref()
+                .map_err(|e| ClientError::Other(e.clone()))?,
+        };
+        let connected = connector
+            .connect(authority, tls, self.connect_timeout)
             .await
-            .map_err(|_| ClientError::Connect(format!("connecting to {authority} timed out")))?
-            .map_err(|e| ClientError::Connect(format!("connecting to {authority}: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+            .map_err(|e| e.into_client_error(authority))?;
+        Ok(connected.stream)
     }
 
     /// Keeps finished connections for reuse (`true`), or closes them (`false`, which
@@ -138,28 +175,35 @@ impl Http1Client {
     /// run would otherwise all be closed at once when the worker exits.
     pub fn retain_connections(&self, retain: bool) {
         if self.retain.swap(retain, Ordering::Relaxed) != retain && !retain {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            for idle in &self.idle {
+                idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
         }
     }
 
     /// An idle connection to `authority` that is still quiet: one the server closed,
     /// or sent bytes on that nobody asked for, is dropped.
-    fn take_idle(&self, authority: &str) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+    fn take_idle(&self, authority: &str, tls: bool) -> Option<Stream> {
+        let mut idle = self.idle[usize::from(tls)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let conns = idle.get_mut(authority)?;
-        while let Some(stream) = conns.pop() {
-            if is_quiet(&stream) {
+        while let Some(mut stream) = conns.pop() {
+            if stream.is_quiet() {
                 return Some(stream);
             }
         }
         None
     }
 
-    fn put_idle(&self, authority: &str, stream: TcpStream) {
+    fn put_idle(&self, authority: &str, stream: Stream) {
         if !self.retain.load(Ordering::Relaxed) {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let tls = matches!(stream, Stream::Tls(_));
+        let mut idle = self.idle[usize::from(tls)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let conns = idle.entry(authority.to_owned()).or_default();
         if conns.len() < self.max_idle {
             conns.push(stream);
@@ -186,12 +230,13 @@ impl Exchange for Http1Client {
     /// replaced by a fresh one once.
     async fn exchange(
         &self,
+        tls: bool,
         authority: &str,
         path: &str,
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
-        if let Some(mut stream) = self.take_idle(authority) {
+        if let Some(mut stream) = self.take_idle(authority, tls) {
             let result = self
                 .once(&mut stream, authority, path, max_body, trusted)
                 .await;
@@ -200,7 +245,7 @@ impl Exchange for Http1Client {
                 result => return self.settle(authority, stream, result),
             }
         }
-        let mut stream = Box::pin(self.connect(authority)).await?;
+        let mut stream = Box::pin(self.connect(authority, tls)).await?;
         let result = self
             .once(&mut stream, authority, path, max_body, trusted)
             .await;

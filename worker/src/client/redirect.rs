@@ -40,7 +40,7 @@ pub fn same_origin(original: &str, url: &str) -> bool {
     }
 }
 
-/// GETs `url` (an `http://` URL) through `client`, following its redirects; the
+/// GETs `url` (an `http://` or `https://` URL) through `client`, following its redirects; the
 /// `--header`s go to `url`'s origin only, or everywhere when `trust_all`. The clients
 /// have no `get` of their own: an `async fn` around this one would add a layer of
 /// state to every request in flight.
@@ -57,14 +57,14 @@ pub async fn follow_redirects(
         let at = redirected.as_deref().unwrap_or(url);
         // Decided per hop, not kept: the state of every request in flight stays small.
         let trusted = trust_all || redirected.is_none() || same_origin(url, at);
-        let (authority, path) = split_http_url(at).map_err(|_| {
+        let split = split_http_url(at).map_err(|_| {
             ClientError::NeedsFullClient(Handoff {
                 url: at.to_owned(),
                 hops,
             })
         })?;
         let (fetched, location) = client
-            .exchange(&authority, &path, max_body, trusted)
+            .exchange(split.tls, &split.authority, &split.path, max_body, trusted)
             .await?;
         let Some(location) = location else {
             return Ok(fetched);

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{Request, Uri};
-use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
 use super::{Answer, ErrorKind, State};
@@ -58,21 +57,22 @@ async fn exchange(
     let made = Cell::new(None);
     let send = connection
         .get_or_try_init(|| async {
-            let started = Instant::now();
-            let stream = TcpStream::connect(&state.spec.authority)
-                .await
-                .map_err(|_| ErrorKind::Connect)?;
+            let (stream, set_up) = state.connect().await?;
             let (send, connection) = handshake(stream).await.map_err(|_| ErrorKind::Connect)?;
             tokio::task::spawn_local(async move {
                 let _ = connection.await;
             });
-            made.set(Some(started.elapsed()));
+            made.set(Some(set_up));
             Ok(send)
         })
         .await?
         .clone();
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(if state.spec.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        })
         .authority(state.spec.authority.as_str())
         .path_and_query(state.spec.targets.path(n))
         .build()

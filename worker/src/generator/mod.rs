@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use shared::loadtest::{LoadReport, LoadSpec, LoadStats, Targets};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerStats};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
 use crate::client::http1::{self, ReadError};
-use crate::client::pool::is_quiet;
+use crate::client::transport::{Connected, Connector, Stream};
+use crate::tls;
 
 mod http2;
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
@@ -32,6 +32,23 @@ pub async fn run(
     spec: LoadSpec,
 ) -> Result<(), WorkerError> {
     let mut writer = FrameWriter::new(output);
+    let connector = match &spec.tls {
+        None => Ok(Connector::plain()),
+        Some(options) => {
+            let alpn = match spec.http2_streams {
+                Some(_) => tls::ALPN_H2,
+                None => tls::ALPN_HTTP1,
+            };
+            Connector::with_tls(options, alpn)
+        }
+    };
+    let connector = match connector {
+        Ok(connector) => connector,
+        Err(e) => {
+            writer.send(&FromWorker::Fatal(e.to_string())).await?;
+            return Err(e.into());
+        }
+    };
     let ready = FromWorker::Ready {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
@@ -42,7 +59,7 @@ pub async fn run(
     let stop = watch_for_stop(input);
     let lag = LagProbe::start();
 
-    let state = Rc::new(State::new(spec, stop));
+    let state = Rc::new(State::new(spec, connector, stop));
     let local = LocalSet::new();
     let (wall, total) = local
         .run_until(async {
@@ -121,6 +138,8 @@ fn watch_for_stop(input: impl AsyncRead + Unpin + Send + 'static) -> watch::Rece
 /// What the connections of one worker share (one thread: `Rc` and `Cell` suffice).
 struct State {
     spec: LoadSpec,
+    /// Opens the connections (TLS for `https://`).
+    connector: Connector,
     /// Whole requests, prepared once, for a list of paths.
     prepared: Vec<Vec<u8>>,
     /// Header lines of every request, for paths rendered per request.
@@ -150,7 +169,7 @@ struct Slot {
 }
 
 impl State {
-    fn new(spec: LoadSpec, stop: watch::Receiver<bool>) -> State {
+    fn new(spec: LoadSpec, connector: Connector, stop: watch::Receiver<bool>) -> State {
         let headers = spec.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let header_lines = http1::header_lines(headers, spec.keepalive);
         let prepared = match &spec.targets {
@@ -175,6 +194,7 @@ impl State {
                 None => http::HeaderMap::new(),
             },
             spec,
+            connector,
             prepared,
             header_lines,
             started,
@@ -236,7 +256,10 @@ impl State {
                 s.ttfb
                     .record(us(answer.first_byte.saturating_duration_since(answer.sent)));
                 if let Some(connect) = answer.connect {
-                    s.connect.record(us(connect));
+                    s.connect.record(us(connect.tcp));
+                    if let Some(handshake) = connect.handshake {
+                        s.handshake.record(us(handshake));
+                    }
                 }
                 if let Some(due) = slot.due {
                     s.intended.record(us(done.saturating_duration_since(due)));
@@ -244,6 +267,7 @@ impl State {
                 }
             }
             Ok(Err(ErrorKind::Connect)) => s.errors.connect += 1,
+            Ok(Err(ErrorKind::Tls)) => s.errors.tls += 1,
             Ok(Err(ErrorKind::Reset)) => s.errors.reset += 1,
             Ok(Err(ErrorKind::Read)) => s.errors.read += 1,
             Err(_) => s.errors.timeout += 1,
@@ -281,13 +305,15 @@ async fn tick(state: Rc<State>, out: mpsc::UnboundedSender<Outgoing>) {
 /// How one request failed.
 enum ErrorKind {
     Connect,
+    /// The TLS handshake failed.
+    Tls,
     Reset,
     Read,
 }
 
 /// One open connection and its read buffer.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
 }
 
@@ -301,7 +327,7 @@ async fn drive(state: Rc<State>) {
             tokio::time::sleep_until(due.into()).await;
             // A connection that got bytes (or its end) while it waited is not reused:
             // they would be taken for the next answer.
-            if conn.as_ref().is_some_and(|c| !is_quiet(&c.stream)) {
+            if conn.as_mut().is_some_and(|c| !c.stream.is_quiet()) {
                 conn = None;
             }
         }
@@ -325,8 +351,38 @@ struct Answer {
     sent: Instant,
     /// When the first byte of the response arrived.
     first_byte: Instant,
-    /// Connection set-up time, when this request needed a new connection.
-    connect: Option<Duration>,
+    /// Connection set-up times, when this request needed a new connection.
+    connect: Option<SetUp>,
+}
+
+/// What setting up a connection took.
+#[derive(Clone, Copy)]
+struct SetUp {
+    /// The TCP connect.
+    tcp: Duration,
+    /// The TLS handshake after it.
+    handshake: Option<Duration>,
+}
+
+impl State {
+    /// A new connection to the target, and what setting it up took.
+    async fn connect(&self) -> Result<(Stream, SetUp), ErrorKind> {
+        let timeout = Duration::from_millis(self.spec.timeout_ms);
+        let tls = self.spec.tls.is_some();
+        let Connected {
+            stream,
+            tcp,
+            handshake,
+        } = self
+            .connector
+            .connect(&self.spec.authority, tls, timeout)
+            .await
+            .map_err(|e| match e {
+                crate::client::transport::ConnectError::Tcp(_) => ErrorKind::Connect,
+                crate::client::transport::ConnectError::Tls(..) => ErrorKind::Tls,
+            })?;
+        Ok((stream, SetUp { tcp, handshake }))
+    }
 }
 
 async fn exchange(
@@ -339,12 +395,8 @@ async fn exchange(
     let conn = match conn {
         Some(conn) => conn,
         None => {
-            let started = Instant::now();
-            let stream = TcpStream::connect(&state.spec.authority)
-                .await
-                .map_err(|_| ErrorKind::Connect)?;
-            let _ = stream.set_nodelay(true);
-            connect = Some(started.elapsed());
+            let (stream, set_up) = state.connect().await?;
+            connect = Some(set_up);
             conn.insert(Conn {
                 stream,
                 buf: Vec::with_capacity(16 * 1024),

@@ -1,0 +1,369 @@
+//! HTTPS for real: a private CA and its certificates made here (rcgen), served by the
+//! built-in server (`serve --tls-cert --tls-key [--tls-client-ca]`), fetched by the
+//! real binary in scrape and load runs, through every client path.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    date_time_ymd,
+};
+
+use crate::common::{self, Server, assert_exit, coordinator, output_of};
+
+/// The certificates of one test, as PEM files in a directory.
+pub struct Pki {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Pki {
+    /// A CA, and signed by it: `server` (localhost, 127.0.0.1), `expired` (the same
+    /// names, valid in 2020 only), `elsewhere` (other.example only); a second CA for
+    /// clients and its `client` certificate.
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let (ca, ca_key) = authority("test server CA");
+        fs::write(path.join("ca.pem"), ca.pem()).unwrap();
+        let local = || vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let leaf = |name: &str, params: CertificateParams, issuer, issuer_key| {
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
+            fs::write(path.join(format!("{name}.pem")), cert.pem()).unwrap();
+            fs::write(path.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        };
+        leaf(
+            "server",
+            CertificateParams::new(local()).unwrap(),
+            &ca,
+            &ca_key,
+        );
+        let mut expired = CertificateParams::new(local()).unwrap();
+        expired.not_before = date_time_ymd(2020, 1, 1);
+        expired.not_after = date_time_ymd(2020, 12, 31);
+        leaf("expired", expired, &ca, &ca_key);
+        let elsewhere = CertificateParams::new(vec!["other.example".to_owned()]).unwrap();
+        leaf("elsewhere", elsewhere, &ca, &ca_key);
+        let (client_ca, client_ca_key) = authority("test client CA");
+        fs::write(path.join("client-ca.pem"), client_ca.pem()).unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "test client");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        leaf("client", client, &client_ca, &client_ca_key);
+        Pki { _dir: dir, path }
+    }
+
+    /// The path of one of its files, e.g. `ca.pem`.
+    pub fn file(&self, name: &str) -> String {
+        self.path.join(name).display().to_string()
+    }
+
+    /// The built-in server over HTTPS with the certificate `name`, and `extra` flags.
+    pub fn server(&self, name: &str, extra: &[&str]) -> Server {
+        let cert = self.file(&format!("{name}.pem"));
+        let key = self.file(&format!("{name}.key"));
+        let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+}
+
+fn authority(name: &str) -> (rcgen::Certificate, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    (params.self_signed(&key).unwrap(), key)
+}
+
+/// A scrape of `range` from `server`'s tickers into `cwd/out`, with `extra` flags and
+/// `env` set; the system's own trust settings are taken away so that only what the
+/// test gives counts.
+fn scrape(
+    server: &Server,
+    range: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    cwd: &Path,
+) -> Output {
+    let mut cmd = coordinator();
+    cmd.args([
+        "--url",
+        &server.tickers_template(),
+        "--range",
+        range,
+        "-o",
+        "out",
+    ])
+    .args(extra)
+    .env_remove("SSL_CERT_FILE")
+    .env_remove("SSL_CERT_DIR")
+    .current_dir(cwd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    output_of(&mut cmd)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_untrusted_certificate_fails_each_batch_once_and_says_what_to_do() {
+    let pki = Pki::new();
+    let server = pki.server("server", &[]);
+    for client in [&[][..], &["--http2"], &["--compressed"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = scrape(&server, "0..50", client, &[], dir.path());
+        assert_exit(&out, 1);
+        let host = format!("127.0.0.1:{}", server.port());
+        for line in common::manifest(&dir.path().join("out")) {
+            let error = line["error"].as_str().unwrap();
+            assert!(
+                error.contains(&host)
+                    && error.contains("unknown authority")
+                    && error.contains("--cacert"),
+                "{client:?}: {error}"
+            );
+            assert_eq!(
+                line["attempts"], 1,
+                "{client:?}: a certificate is not retried"
+            );
+        }
+        assert!(
+            stderr(&out).contains("unknown authority"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            common::file_names(&dir.path().join("out")),
+            ["manifest.jsonl", "run.json"].map(String::from).into()
+        );
+    }
+}
+
+#[test]
+fn cacert_and_ssl_cert_file_trust_a_private_ca_on_every_client_path() {
+    let pki = Pki::new();
+    let server = pki.server("server", &[]);
+    let ca = pki.file("ca.pem");
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&[&str], Env); 5] = [
+        (&["--cacert", &ca], &[]),
+        (&["--cacert", &ca, "--http2"], &[]),
+        (&["--cacert", &ca, "--compressed"], &[]),
+        (&[], &[("SSL_CERT_FILE", &ca)]),
+        (&["--http2"], &[("SSL_CERT_FILE", &ca)]),
+    ];
+    for (flags, env) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = scrape(&server, "0..200", flags, env, dir.path());
+        assert_exit(&out, 0);
+        common::assert_complete_run(&dir.path().join("out"), 200);
+    }
+}
+
+#[test]
+fn ssl_cert_dir_is_read_as_openssl_reads_it() {
+    let pki = Pki::new();
+    let server = pki.server("server", &[]);
+    let certs = tempfile::tempdir().unwrap();
+    fs::copy(pki.file("ca.pem"), certs.path().join("private-ca.pem")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs.path().display().to_string();
+    let out = scrape(
+        &server,
+        "0..50",
+        &[],
+        &[("SSL_CERT_DIR", &certs)],
+        dir.path(),
+    );
+    assert_exit(&out, 0);
+    common::assert_complete_run(&dir.path().join("out"), 50);
+}
+
+#[test]
+fn insecure_trusts_any_certificate_and_says_so() {
+    let pki = Pki::new();
+    let server = pki.server("elsewhere", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = scrape(&server, "0..50", &["-k"], &[], dir.path());
+    assert_exit(&out, 0);
+    common::assert_complete_run(&dir.path().join("out"), 50);
+    let warnings = stderr(&out).matches("warning: --insecure").count();
+    assert_eq!(warnings, 1, "{}", stderr(&out));
+    let record = fs::read_to_string(dir.path().join("out/run.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["insecure"], true);
+}
+
+#[test]
+fn an_expired_and_a_wrong_host_certificate_fail_with_their_own_messages() {
+    let pki = Pki::new();
+    let ca = pki.file("ca.pem");
+    for (name, expected) in [
+        ("expired", "certificate has expired"),
+        ("elsewhere", "not valid for the name 127.0.0.1"),
+    ] {
+        let server = pki.server(name, &[]);
+        for client in [&[][..], &["--http2"], &["--compressed"]] {
+            let dir = tempfile::tempdir().unwrap();
+            let flags = [&["--cacert", ca.as_str()][..], client].concat();
+            let out = scrape(&server, "0..20", &flags, &[], dir.path());
+            assert_exit(&out, 1);
+            for line in common::manifest(&dir.path().join("out")) {
+                let error = line["error"].as_str().unwrap();
+                assert!(error.contains(expected), "{name} {client:?}: {error}");
+                assert_eq!(line["attempts"], 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_server_that_asks_for_a_client_certificate_gets_one_from_cert_and_key() {
+    let pki = Pki::new();
+    let client_ca = pki.file("client-ca.pem");
+    let server = pki.server("server", &["--tls-client-ca", &client_ca]);
+    let (ca, cert, key) = (
+        pki.file("ca.pem"),
+        pki.file("client.pem"),
+        pki.file("client.key"),
+    );
+    for client in [&[][..], &["--http2"], &["--compressed"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = [&["--cacert", ca.as_str()][..], client].concat();
+        let out = scrape(&server, "0..20", &trusted, &[], dir.path());
+        assert_exit(&out, 1);
+        for line in common::manifest(&dir.path().join("out")) {
+            let error = line["error"].as_str().unwrap();
+            assert!(
+                error.contains("--cert FILE --key FILE"),
+                "{client:?}: {error}"
+            );
+            assert_eq!(line["attempts"], 1, "{client:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let with_cert = [&trusted[..], &["--cert", &cert, "--key", &key]].concat();
+        let out = scrape(&server, "0..100", &with_cert, &[], dir.path());
+        assert_exit(&out, 0);
+        common::assert_complete_run(&dir.path().join("out"), 100);
+    }
+}
+
+#[test]
+fn a_run_whose_first_fifty_batches_meet_the_same_tls_error_stops_early() {
+    let pki = Pki::new();
+    let server = pki.server("server", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 2,000 batches, a few in flight at a time: walking them all would take a while.
+    let out = scrape(
+        &server,
+        "0..20000",
+        &["-w", "1", "-c", "4"],
+        &[],
+        dir.path(),
+    );
+    assert_exit(&out, 1);
+    let lines = common::manifest_lines(&dir.path().join("out"));
+    assert!((50..200).contains(&lines), "{lines} batches recorded");
+    assert!(
+        stderr(&out).contains("the first 50 batches all failed with the same TLS error"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unusable_tls_files_are_usage_errors_before_anything_is_written() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    fs::write(&not_pem, "hello").unwrap();
+    let not_pem = not_pem.display().to_string();
+    let (cert, other_key) = (pki.file("client.pem"), pki.file("server.key"));
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--cacert", "/no/such/ca.pem"],
+            "--cacert: /no/such/ca.pem: No such file",
+        ),
+        (&["--cacert", &not_pem], "no PEM certificate"),
+        (&["--cert", &cert, "--key", &not_pem], "no PEM private key"),
+        (&["--cert", &cert, "--key", &other_key], "--cert"),
+        (&["--cert", &cert], "--key"),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec![
+            "--url",
+            "https://127.0.0.1:9/{start}",
+            "--range",
+            "0..10",
+            "-o",
+            "out",
+        ];
+        args.extend_from_slice(flags);
+        let out = common::run(&args, dir.path());
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(expected),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+        assert!(!dir.path().join("out").exists(), "{flags:?}");
+    }
+}
+
+/// `load` against `server`'s first tickers page with `flags`: the report as JSON.
+fn load(server: &Server, flags: &[&str]) -> serde_json::Value {
+    let url = format!("{}/api/tickers/?start=0&limit=10", server.base);
+    let mut cmd = coordinator();
+    cmd.args(["load", &url, "-n", "400", "-c", "4", "--json"])
+        .args(flags)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn load_tests_https_over_both_http_versions_with_and_without_keepalive() {
+    let pki = Pki::new();
+    let server = pki.server("server", &[]);
+    let ca = pki.file("ca.pem");
+    let cases: [(&[&str], u64); 4] = [
+        (&["--cacert", &ca], 4),
+        (&["--cacert", &ca, "--no-keepalive"], 400),
+        (&["--cacert", &ca, "--http2", "--streams", "4"], 4),
+        (&["-k", "--http2"], 4),
+    ];
+    for (flags, handshakes) in cases {
+        let report = load(&server, flags);
+        assert_eq!(report["statuses"]["200"], 400, "{flags:?}: {report}");
+        assert_eq!(report["errors"]["tls"], 0, "{flags:?}");
+        let tls = &report["tls_handshake_ms"];
+        assert!(tls["p50"].as_f64().unwrap() > 0.0, "{flags:?}: {report}");
+        assert_eq!(tls["count"], handshakes, "{flags:?}: {report}");
+    }
+}
+
+#[test]
+fn a_load_test_without_trust_counts_tls_errors() {
+    let pki = Pki::new();
+    let server = pki.server("server", &[]);
+    let url = format!("{}/api/tickers/?start=0&limit=10", server.base);
+    let mut cmd = coordinator();
+    cmd.args(["load", &url, "-n", "20", "-c", "2", "--json"])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    let out = output_of(&mut cmd);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"]["tls"], 20, "{report}");
+    assert_eq!(report["responses"], 0);
+}
