@@ -17,6 +17,10 @@
 #          every batch in the manifests exactly once with its file's bytes; pages/s per
 #          machine and in total.
 #
+# The guide's two cluster examples, its `sh slurm` and `sh ssh` blocks, are run here word
+# for word (run_guide_block), in the slurm and ssh steps; tests/docs.rs runs its other
+# `sh` blocks and checks that these two parse and are run here.
+#
 # Kubernetes is not run here (no cluster): the Indexed Job's pod command is run by
 # tests/shards.rs (the_kubernetes_pod_command_runs_every_index_then_resumes_and_verifies).
 #
@@ -267,6 +271,31 @@ check_manifests() {
     echo "manifests: each of the $n batches exactly once, files of the recorded bytes"
 }
 
+# Runs the guide's `sh TAG` block (docs/guide.md) word for word, as tests/docs.rs runs
+# the others: by `sh -e` in the fresh directory DIR, in which `scripts` is the
+# repository's, with `coordinator` on PATH, $BASE the local server and $API its tickers
+# API. It must exit 0 within LIMIT seconds with no `error:` on stderr; its output is kept
+# in DIR/block.out and DIR/block.log.
+run_guide_block() { # TAG DIR LIMIT
+    local tag=$1 dir=$2 limit=$3 block status=0
+    block=$(awk -v info="\`\`\`sh $tag" '
+        $0 == info { inside = 1; n++; next }
+        inside && $0 == "```" { inside = 0; next }
+        inside { print }
+        END { exit (n != 1) }' "$here/docs/guide.md") ||
+        fail "docs/guide.md does not hold exactly one \`sh $tag\` block"
+    mkdir -p "$dir"
+    ln -s "$here/scripts" "$dir/scripts"
+    echo "the guide's \`sh $tag\` block:"
+    printf '%s\n' "$block" | sed 's/^/    /'
+    (cd "$dir" && BASE=$base API="$base/api/tickers/" timeout "$limit" sh -e -c "$block") \
+        >"$dir/block.out" 2>"$dir/block.log" || status=$?
+    [ "$status" = 0 ] || fail "the guide's \`sh $tag\` block: exit $status: $(cat "$dir/block.log")"
+    if grep -q 'error:' "$dir/block.log"; then
+        fail "the guide's \`sh $tag\` block: an error on stderr: $(cat "$dir/block.log")"
+    fi
+}
+
 # `coordinator verify DIR...` must say complete (exit 0).
 verify_complete() {
     local log=$1
@@ -381,6 +410,14 @@ EOF
     verify_complete "$dir/run1/verify.log" "$dir"/run1/shard-{0..3}
     check_manifests 200 4 "$dir"/run1/shard-{0..3}
 
+    # The guide's example: an array of 4 tasks of 2 CPUs (one at a time here), then verify.
+    step="slurm: the guide's sh slurm block"
+    t=$(date +%s.%N)
+    run_guide_block slurm "$dir/guide" 180
+    grep -x complete "$dir/guide/block.log" >/dev/null || fail "the guide's sh slurm block: verify did not say complete"
+    check_manifests 400 4 "$dir"/guide/out/shard-{0..3}
+    say "slurm: the guide's example done in $(seconds_since "$t") s"
+
     # Run 2: task 1 is cancelled mid-run. One request at a time makes a task take
     # about 3 s (100 batches, 20-40 ms each).
     step="slurm: scancel one array task mid-run"
@@ -465,7 +502,7 @@ LogLevel VERBOSE
 EOF
     } >"$dir/sshd_config"
     {
-        for k in 0 1 2; do printf 'Host host%d\n  Port %s\n' $((k + 1)) "${ports[k]}"; done
+        for k in 0 1 2; do printf 'Host node%d\n  Port %s\n' $((k + 1)) "${ports[k]}"; done
         cat <<EOF
 Host *
   HostName 127.0.0.1
@@ -496,10 +533,10 @@ EOF
         wait_for 10 "sshd on port ${ports[k]}" listening "${ports[k]}"
     done
     for k in 1 2 3; do
-        [ "$(timeout 20 ssh -F "$dir/ssh_config" "host$k" 'command -v coordinator')" = "$work/bin/coordinator" ] ||
-            fail "host$k: \`coordinator\` on an ssh session's PATH is not $work/bin/coordinator"
+        [ "$(timeout 20 ssh -F "$dir/ssh_config" "node$k" 'command -v coordinator')" = "$work/bin/coordinator" ] ||
+            fail "node$k: \`coordinator\` on an ssh session's PATH is not $work/bin/coordinator"
     done
-    say "ssh: sshd (pid $pid) on 127.0.0.1 ports ${ports[*]} as host1 host2 host3"
+    say "ssh: sshd (pid $pid) on 127.0.0.1 ports ${ports[*]} as node1 node2 node3"
 
     [ -n "$template" ] || start_local_server
     export PARALLEL_SSH="ssh -F $dir/ssh_config" PARALLEL_HOME=$dir/parallel
@@ -508,23 +545,29 @@ EOF
     # parallel-ssh.sh over the three hosts, to exit 0, no command printed for gaps and
     # verify saying complete; its output in $dir/NAME.out and .log.
     parallel_ssh() {
-        HOSTS=host1,host2,host3 OUT_ROOT=$dir/out timeout 120 "$here/scripts/parallel-ssh.sh" \
+        HOSTS=node1,node2,node3 OUT_ROOT=$dir/out timeout 120 "$here/scripts/parallel-ssh.sh" \
             "$template" 0..3000 --concurrency 4 >"$dir/$1.out" 2>"$dir/$1.log" ||
             fail "parallel-ssh.sh ($1): exit $?: $(cat "$dir/$1.log")"
         [ ! -s "$dir/$1.out" ] || fail "parallel-ssh.sh printed commands for gaps: $(cat "$dir/$1.out")"
         grep -x complete "$dir/$1.log" >/dev/null || fail "parallel-ssh.sh's verify did not say complete ($1)"
     }
-    step="ssh: scripts/parallel-ssh.sh over host1,host2,host3"
+    step="ssh: scripts/parallel-ssh.sh over node1,node2,node3"
     local t
     t=$(date +%s.%N)
     parallel_ssh run1
     say "ssh: 3 shards done in $(seconds_since "$t") s"
     local hosts
     hosts=$(awk -F'\t' 'NR > 1 && $7 == 0 { print $2 }' "$dir/out/parallel.log" | sort | tr '\n' ' ')
-    [ "$hosts" = "host1 host2 host3 " ] || fail "the job log's hosts with exit 0 are '$hosts', expected host1 host2 host3"
+    [ "$hosts" = "node1 node2 node3 " ] || fail "the job log's hosts with exit 0 are '$hosts', expected node1 node2 node3"
     [ "$(grep -c 'Accepted publickey' "$dir/sshd.log")" -ge 6 ] || fail "sshd accepted fewer logins than the runs need"
     echo "job log: one shard on each of $hosts(exit 0), through sshd"
     check_manifests 300 3 "$dir"/out/shard-{0..2}
+
+    # The guide's example, over the same three hosts, into a directory of its own.
+    step="ssh: the guide's sh ssh block"
+    run_guide_block ssh "$dir/guide" 120
+    grep -x complete "$dir/guide/block.log" >/dev/null || fail "the guide's sh ssh block: verify did not say complete"
+    check_manifests 300 3 "$dir"/guide/out/shard-{0..2}
 
     # Again, after shard 2 lost a file: every shard has its run.json, so each remote
     # command takes the --resume branch and only the lost file is fetched.
@@ -546,7 +589,7 @@ EOF
     # --retry-failed command for each shard.
     step="ssh: parallel-ssh.sh with failing pages"
     local status=0
-    HOSTS=host1,host2,host3 OUT_ROOT=$dir/out404 timeout 120 "$here/scripts/parallel-ssh.sh" \
+    HOSTS=node1,node2,node3 OUT_ROOT=$dir/out404 timeout 120 "$here/scripts/parallel-ssh.sh" \
         "$base/nothing/?start={start}&limit={limit}" 0..30 >"$dir/run404.out" 2>"$dir/run404.log" || status=$?
     [ "$status" = 1 ] || fail "parallel-ssh.sh over 404 pages: exit $status, expected 1: $(cat "$dir/run404.log")"
     [ "$(grep -c -- ' --retry-failed$' "$dir/run404.out")" = 3 ] ||
