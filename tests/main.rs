@@ -15,6 +15,7 @@ mod input_trust;
 mod load;
 mod metrics;
 mod pipelines;
+mod proxy;
 mod report;
 mod resume;
 mod shards;

@@ -34,7 +34,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test an HTTP server: N workers drive C connections for a time, a number of
     /// requests or at a fixed rate, and report latency histograms (like wrk, oha, hey).
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Check that the runs in DIR... (one per shard) hold every batch of their plan
     /// exactly once with its whole file; exit 0 if so, 1 if not.
     Verify(VerifyArgs),
@@ -208,6 +208,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
+    /// The forward proxy.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
     /// Requests per second at most, all workers together (each keeps to its share).
     #[arg(long, value_name = "R", help_heading = "Requests")]
     pub rate: Option<String>,
@@ -300,6 +304,22 @@ pub struct TlsArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+}
+
+/// The forward proxy, the same in scrape and load runs. Without --proxy, the
+/// http_proxy, https_proxy, all_proxy and no_proxy variables (either case) are read as
+/// curl reads them.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Proxy")]
+pub struct ProxyArgs {
+    /// Send every request through this HTTP proxy, http://[USER:PASSWORD@]HOST[:PORT]
+    /// (https:// targets through a CONNECT tunnel); its password is never shown.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Hosts reached directly, comma-separated: names (with their subdomains),
+    /// addresses, CIDR ranges, or '*' for all. Replaces no_proxy.
+    #[arg(long, value_name = "LIST")]
+    pub noproxy: Option<String>,
 }
 
 /// `coordinator serve`.
@@ -399,6 +419,9 @@ pub struct LoadArgs {
     /// Which https:// servers are trusted, and the client certificate.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// The forward proxy.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
     /// Whole-request timeout.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub timeout: String,

@@ -25,6 +25,7 @@ mod plan;
 mod pool;
 mod prepare;
 mod progress;
+mod proxy;
 mod report_file;
 mod resume;
 mod scheduler;

@@ -151,7 +151,7 @@ impl Plan {
                 "writes no manifest, so it cannot be combined with --resume, --retry-failed or --overwrite",
             ))?;
         }
-        let (mut worker, limits) = worker_config(args)?;
+        let (mut worker, limits) = worker_config(args, env.var)?;
         let rate = match &args.rate {
             Some(text) => Some(parse_rate(text).map_err(|e| usage("--rate", e))?),
             None => None,
@@ -228,7 +228,10 @@ fn recorded_plan(args: &RunArgs, earlier: Option<&RunRecord>) -> Result<RunArgs,
 }
 
 /// What every worker gets, and the run's time limits, from the flags.
-fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError> {
+fn worker_config(
+    args: &RunArgs,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<(WorkerConfig, RunLimits), UsageError> {
     let (timeout, retry_max_time) = (args.timeout, args.retry_max_time);
     let retry = RetryPolicy {
         retries: args.retries,
@@ -277,6 +280,7 @@ fn worker_config(args: &RunArgs) -> Result<(WorkerConfig, RunLimits), UsageError
             n => n,
         },
         tls: crate::trust::options(&args.tls),
+        proxy: crate::proxy::settings(&args.proxy, var)?,
     };
     // Building one client here catches headers HTTP does not allow.
     worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;

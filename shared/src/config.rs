@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     pub http2_streams: u32,
     /// Which servers are trusted over TLS, and what the client shows of itself.
     pub tls: TlsOptions,
+    /// The forward proxies, and the hosts that bypass them.
+    pub proxy: crate::proxy::ProxyConfig,
 }
 
 /// TLS trust and client identity, the same in scrape and load runs. Paths are absolute:

@@ -8,5 +8,6 @@ pub mod http_url;
 pub mod loadtest;
 pub mod plan;
 pub mod protocol;
+pub mod proxy;
 pub mod template;
 pub mod usage;

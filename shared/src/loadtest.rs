@@ -38,6 +38,8 @@ pub struct LoadSpec {
     pub headers: Vec<(String, String)>,
     /// Speak TLS (`https://`), trusting what these options say.
     pub tls: Option<crate::config::TlsOptions>,
+    /// The forward proxy the requests go through, if any.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// The paths a load test requests, in turn.

@@ -79,6 +79,17 @@ impl LoadPlan {
             }
             false => None,
         };
+        let proxies = crate::proxy::settings(&args.proxy, &|name| std::env::var(name).ok())?;
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(host, _)| host);
+        let proxy = proxies.for_target(tls.is_some(), host).cloned();
+        if proxy.is_some() && args.http2 && tls.is_none() {
+            return Err(UsageError::new(
+                "--http2",
+                "h2c (HTTP/2 on http://) cannot go through an HTTP proxy: test over https://, or bypass the proxy with --noproxy",
+            ));
+        }
         let duration = duration_of(args)?;
         let rate = match &args.rate {
             Some(text) => Some(parse_rate(text).map_err(|e| UsageError::new("--rate", e))?),
@@ -119,6 +130,7 @@ impl LoadPlan {
                 timeout_ms: timeout.as_millis() as u64,
                 headers: headers.clone(),
                 tls: tls.clone(),
+                proxy: proxy.clone(),
             })
             // A worker with no request to send would only idle.
             .filter(|s| s.requests != Some(0))

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect::Policy;
 use shared::config::{TlsOptions, WorkerConfig};
+use shared::proxy::ProxyConfig;
 
 use super::{ClientError, ConfigError, Response, header_map, one_line, redirect};
 use crate::budget::{Budget, Charge};
@@ -25,6 +26,7 @@ pub struct FullClient {
     max_idle: usize,
     http2: bool,
     tls: TlsOptions,
+    proxy: ProxyConfig,
     client: OnceLock<Result<reqwest::Client, String>>,
     budget: Arc<Budget>,
 }
@@ -44,6 +46,7 @@ impl FullClient {
             max_idle: config.concurrency as usize,
             http2: config.http2,
             tls: config.tls.clone(),
+            proxy: config.proxy.clone(),
             client: OnceLock::new(),
             budget,
         })
@@ -66,7 +69,22 @@ impl FullClient {
                 false => tls::ALPN_HTTP1,
             };
             let tls = tls::client_config(&self.tls, alpn).map_err(|e| e.to_string())?;
-            let builder = reqwest::Client::builder().use_preconfigured_tls(tls);
+            // The proxy is decided as for the lean clients, never from reqwest's own
+            // reading of the environment.
+            let builder = reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .no_proxy();
+            let builder = match self.proxy.is_direct() {
+                true => builder,
+                false => {
+                    let proxies = self.proxy.clone();
+                    builder.proxy(reqwest::Proxy::custom(move |url| {
+                        let host = url.host_str()?;
+                        let proxy = proxies.for_target(url.scheme() == "https", host)?;
+                        Some(proxy.url.clone())
+                    }))
+                }
+            };
             let builder = if self.http2 {
                 builder.http2_prior_knowledge()
             } else {

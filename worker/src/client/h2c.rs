@@ -16,6 +16,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, USER
 use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
 use shared::config::{TlsOptions, WorkerConfig};
+use shared::proxy::ProxyConfig;
 use tokio::io::BufReader;
 
 use super::headers::strip_connection_headers;
@@ -73,6 +74,8 @@ pub struct H2cClient {
     /// What TLS trusts; its connector is made on the first `https://` URL.
     tls_options: TlsOptions,
     tls: OnceLock<Result<Connector, String>>,
+    /// The forward proxies.
+    proxy: ProxyConfig,
     /// Sent to the job's own origin (`User-Agent`, `--header`s).
     headers: HeaderMap,
     /// Sent after a redirect to another origin (`User-Agent`).
@@ -102,6 +105,7 @@ impl H2cClient {
             plain: Connector::plain(),
             tls_options: config.tls.clone(),
             tls: OnceLock::new(),
+            proxy: config.proxy.clone(),
             headers,
             anonymous,
             streams_per_connection: config.http2_streams.max(1) as usize,
@@ -272,8 +276,14 @@ impl H2cClient {
                 .as_ref()
                 .map_err(|e| ClientError::Other(e.clone()))?,
         };
+        let proxy = self.proxy.for_target(tls, transport::host_of(authority));
+        if proxy.is_some() && !tls {
+            return Err(ClientError::Other(format!(
+                "http://{authority} is behind a proxy, and h2c (--http2 on http://) cannot go through one: use https://, or reach it directly with --noproxy"
+            )));
+        }
         let stream = connector
-            .connect(authority, tls, self.connect_timeout)
+            .connect(authority, tls, proxy, self.connect_timeout)
             .await
             .map_err(|e| e.into_client_error(authority))?
             .stream;
@@ -443,6 +453,7 @@ mod tests {
             http2: true,
             http2_streams: streams,
             tls: Default::default(),
+            proxy: Default::default(),
         }
     }
 

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shared::config::{TlsOptions, WorkerConfig};
+use shared::proxy::{Proxy, ProxyConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::http1::{self, Keep, ReadError};
-use super::transport::{Connector, Stream};
+use super::transport::{Connector, Stream, host_of};
 use super::{ClientError, Exchange, Handoff, Response, redirect};
 use crate::budget::{Budget, Charge};
 use crate::tls;
@@ -28,6 +29,8 @@ pub struct Http1Client {
     /// run without one never loads the system's certificates.
     tls_options: TlsOptions,
     tls: OnceLock<Result<Connector, String>>,
+    /// The forward proxies.
+    proxy: ProxyConfig,
     /// Whether connections are worth keeping: only while more jobs are waiting.
     retain: AtomicBool,
     /// Header lines sent to the job's own origin (`User-Agent`, `--header`s).
@@ -52,6 +55,7 @@ impl Http1Client {
             plain: Connector::plain(),
             tls_options: config.tls.clone(),
             tls: OnceLock::new(),
+            proxy: config.proxy.clone(),
             retain: AtomicBool::new(true),
             extra,
             anonymous: http1::header_lines(agent, true),
@@ -89,7 +93,20 @@ impl Http1Client {
         } else {
             &self.anonymous
         };
-        http1::write_request(&mut request, path, authority, headers);
+        match self.proxied(&*stream, authority) {
+            // Through a proxy, a plain request names its whole URL.
+            Some(proxy) => {
+                let mut headers = headers.clone();
+                if let Some(credentials) = &proxy.authorization {
+                    headers.extend_from_slice(b"Proxy-Authorization: ");
+                    headers.extend_from_slice(credentials.as_bytes());
+                    headers.extend_from_slice(b"\r\n");
+                }
+                let target = format!("http://{authority}{path}");
+                http1::write_request(&mut request, &target, authority, &headers);
+            }
+            None => http1::write_request(&mut request, path, authority, headers),
+        }
         let written = stream.write_all(&request).await;
         drop(request);
         if let Err(e) = written {
@@ -163,11 +180,21 @@ impl Http1Client {
                 .as_ref()
                 .map_err(|e| ClientError::Other(e.clone()))?,
         };
+        let proxy = self.proxy.for_target(tls, host_of(authority));
         let connected = connector
-            .connect(authority, tls, self.connect_timeout)
+            .connect(authority, tls, proxy, self.connect_timeout)
             .await
             .map_err(|e| e.into_client_error(authority))?;
         Ok(connected.stream)
+    }
+
+    /// The proxy a plain request on `stream` to `authority` goes through, if any (a
+    /// TLS stream is tunnelled: its requests go as to the server itself).
+    fn proxied(&self, stream: &Stream, authority: &str) -> Option<&Proxy> {
+        match stream {
+            Stream::Plain(_) => self.proxy.for_target(false, host_of(authority)),
+            Stream::Tls(_) => None,
+        }
     }
 
     /// Keeps finished connections for reuse (`true`), or closes them (`false`, which

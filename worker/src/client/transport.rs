@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use shared::config::TlsOptions;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use shared::proxy::Proxy;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -180,6 +181,14 @@ impl AsyncWrite for Stream {
 pub enum ConnectError {
     /// The TCP connection failed or timed out.
     Tcp(String),
+    /// The proxy would not open a tunnel; `final` when asking again would not help
+    /// (it wants credentials, or refuses the destination).
+    Proxy {
+        /// What it said.
+        message: String,
+        /// Whether another attempt would meet the same answer.
+        last: bool,
+    },
     /// The TLS handshake failed: the rustls error when there is one (a certificate, an
     /// alert), else what the socket said.
     Tls(Option<rustls::Error>, String),
@@ -193,6 +202,10 @@ impl ConnectError {
             ConnectError::Tcp(message) | ConnectError::Tls(None, message) => {
                 ClientError::Connect(message)
             }
+            ConnectError::Proxy { message, last } => match last {
+                true => ClientError::Other(message),
+                false => ClientError::Connect(message),
+            },
             ConnectError::Tls(Some(error), message) => match tls::is_permanent(&error) {
                 true => tls_client_error(&error, authority),
                 false => ClientError::Connect(message),
@@ -232,20 +245,34 @@ impl Connector {
         })
     }
 
-    /// Connects to `authority` (`host:port`); `tls` asks for a TLS handshake with `host`
-    /// (the authority's host) after the TCP connect.
+    /// Connects to `authority` (`host:port`), through `proxy` when there is one; `tls`
+    /// asks for a TLS handshake with the authority's host after the TCP connect
+    /// (through a `CONNECT` tunnel when proxied). A plain connection to a proxy is to
+    /// the proxy: its requests must name their whole URL.
     pub async fn connect(
         &self,
         authority: &str,
         tls: bool,
+        proxy: Option<&Proxy>,
         timeout: Duration,
     ) -> Result<Connected, ConnectError> {
         let started = Instant::now();
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(authority))
+        let to = proxy.map_or(authority, |p| p.authority.as_str());
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(to))
             .await
-            .map_err(|_| ConnectError::Tcp(format!("connecting to {authority} timed out")))?
-            .map_err(|e| ConnectError::Tcp(format!("connecting to {authority}: {e}")))?;
+            .map_err(|_| ConnectError::Tcp(format!("connecting to {to} timed out")))?
+            .map_err(|e| ConnectError::Tcp(format!("connecting to {to}: {e}")))?;
         let _ = tcp.set_nodelay(true);
+        let mut tcp = tcp;
+        if let (Some(proxy), true) = (proxy, tls) {
+            let left = timeout.saturating_sub(started.elapsed());
+            tokio::time::timeout(left, tunnel(&mut tcp, authority, proxy))
+                .await
+                .map_err(|_| ConnectError::Proxy {
+                    message: format!("the proxy {} did not open a tunnel in time", proxy.shown),
+                    last: false,
+                })??;
+        }
         let tcp_time = started.elapsed();
         if !tls {
             return Ok(Connected {
@@ -286,8 +313,77 @@ impl Connector {
     }
 }
 
+/// Asks `proxy` on `tcp` for a tunnel to `authority` (`CONNECT`), and reads its answer
+/// up to the end of its head: the bytes after it belong to the destination.
+async fn tunnel(tcp: &mut TcpStream, authority: &str, proxy: &Proxy) -> Result<(), ConnectError> {
+    let failed = |message: String, last: bool| ConnectError::Proxy { message, last };
+    let shown = &proxy.shown;
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(credentials) = &proxy.authorization {
+        request.push_str(&format!("Proxy-Authorization: {credentials}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| failed(format!("the proxy {shown}: {e}"), false))?;
+    // Byte by byte: a tunnel's first bytes after the head are the destination's, and
+    // must not be read here. A head is small and comes once per connection.
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= MAX_PROXY_HEAD {
+            return Err(failed(
+                format!("the proxy {shown} sent a head over 16 KiB"),
+                false,
+            ));
+        }
+        match tcp.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => {
+                return Err(failed(
+                    format!("the proxy {shown} closed the connection before answering CONNECT"),
+                    false,
+                ));
+            }
+            Err(e) => return Err(failed(format!("the proxy {shown}: {e}"), false)),
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let status = match response.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => response.code.unwrap_or(0),
+        _ => {
+            return Err(failed(
+                format!("the proxy {shown} answered CONNECT with something that is not HTTP"),
+                false,
+            ));
+        }
+    };
+    match status {
+        200..=299 => Ok(()),
+        // 407 is the proxy's status for it; some (tinyproxy) answer 401.
+        401 | 407 => Err(failed(
+            format!(
+                "the proxy {shown} wants credentials ({status}): give them in the proxy URL, http://USER:PASSWORD@HOST:PORT"
+            ),
+            true,
+        )),
+        403 | 405 => Err(failed(
+            format!("the proxy {shown} refused a tunnel to {authority} ({status})"),
+            true,
+        )),
+        _ => Err(failed(
+            format!("the proxy {shown} answered CONNECT {authority} with {status}"),
+            false,
+        )),
+    }
+}
+
+/// The longest proxy answer head read.
+const MAX_PROXY_HEAD: usize = 16 * 1024;
+
 /// The host of `host:port` (brackets kept for IPv6, as in URLs).
-fn host_of(authority: &str) -> &str {
+pub fn host_of(authority: &str) -> &str {
     match authority.rfind(':') {
         Some(i) if !authority[i + 1..].contains(']') => &authority[..i],
         _ => authority,

@@ -171,13 +171,20 @@ struct Slot {
 impl State {
     fn new(spec: LoadSpec, connector: Connector, stop: watch::Receiver<bool>) -> State {
         let headers = spec.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let header_lines = http1::header_lines(headers, spec.keepalive);
+        // Through a proxy, plain requests carry its credentials (a tunnel's do not).
+        let credentials = match (&spec.proxy, &spec.tls) {
+            (Some(proxy), None) => proxy.authorization.as_deref(),
+            _ => None,
+        };
+        let proxy_header = credentials.map(|c| ("Proxy-Authorization", c));
+        let header_lines = http1::header_lines(headers.chain(proxy_header), spec.keepalive);
         let prepared = match &spec.targets {
             Targets::Paths(paths) => paths
                 .iter()
                 .map(|path| {
                     let mut request = Vec::new();
-                    http1::write_request(&mut request, path, &spec.authority, &header_lines);
+                    let target = request_target(&spec, path);
+                    http1::write_request(&mut request, &target, &spec.authority, &header_lines);
                     request
                 })
                 .collect(),
@@ -233,7 +240,8 @@ impl State {
         }
         scratch.clear();
         let path = self.spec.targets.path(n);
-        http1::write_request(scratch, &path, &self.spec.authority, &self.header_lines);
+        let target = request_target(&self.spec, &path);
+        http1::write_request(scratch, &target, &self.spec.authority, &self.header_lines);
         scratch
     }
 
@@ -268,10 +276,19 @@ impl State {
             }
             Ok(Err(ErrorKind::Connect)) => s.errors.connect += 1,
             Ok(Err(ErrorKind::Tls)) => s.errors.tls += 1,
-            Ok(Err(ErrorKind::Reset)) => s.errors.reset += 1,
+            Ok(Err(ErrorKind::Reset | ErrorKind::Closed)) => s.errors.reset += 1,
             Ok(Err(ErrorKind::Read)) => s.errors.read += 1,
             Err(_) => s.errors.timeout += 1,
         }
+    }
+}
+
+/// What the request line names: the path, or through a proxy (plain HTTP) the whole
+/// URL.
+fn request_target<'a>(spec: &LoadSpec, path: &'a str) -> std::borrow::Cow<'a, str> {
+    match (&spec.proxy, &spec.tls) {
+        (Some(_), None) => format!("http://{}{path}", spec.authority).into(),
+        _ => path.into(),
     }
 }
 
@@ -305,6 +322,8 @@ async fn tick(state: Rc<State>, out: mpsc::UnboundedSender<Outgoing>) {
 /// How one request failed.
 enum ErrorKind {
     Connect,
+    /// The connection ended before any byte of the answer (counted as a reset).
+    Closed,
     /// The TLS handshake failed.
     Tls,
     Reset,
@@ -332,8 +351,18 @@ async fn drive(state: Rc<State>) {
             }
         }
         let sent = Instant::now();
-        let result =
+        let reused = conn.is_some();
+        let mut result =
             tokio::time::timeout(timeout, exchange(&state, &mut conn, &mut scratch, slot.n)).await;
+        // A kept connection the server closed while it idled (a proxy or server that
+        // keeps none, without saying so): the request goes again on a new one, as
+        // HTTP clients do; it is not the server failing.
+        if reused && matches!(result, Ok(Err(ErrorKind::Closed))) {
+            conn = None;
+            result =
+                tokio::time::timeout(timeout, exchange(&state, &mut conn, &mut scratch, slot.n))
+                    .await;
+        }
         let reusable = matches!(&result, Ok(Ok(answer)) if answer.keep_alive);
         state.record_result(result, &slot, sent);
         if !reusable || !state.spec.keepalive {
@@ -375,10 +404,11 @@ impl State {
             handshake,
         } = self
             .connector
-            .connect(&self.spec.authority, tls, timeout)
+            .connect(&self.spec.authority, tls, self.spec.proxy.as_ref(), timeout)
             .await
             .map_err(|e| match e {
-                crate::client::transport::ConnectError::Tcp(_) => ErrorKind::Connect,
+                crate::client::transport::ConnectError::Tcp(_)
+                | crate::client::transport::ConnectError::Proxy { .. } => ErrorKind::Connect,
                 crate::client::transport::ConnectError::Tls(..) => ErrorKind::Tls,
             })?;
         Ok((stream, SetUp { tcp, handshake }))
@@ -408,11 +438,11 @@ async fn exchange(
     conn.stream
         .write_all(request)
         .await
-        .map_err(|_| ErrorKind::Reset)?;
+        .map_err(|_| ErrorKind::Closed)?;
     let response = http1::read_response(&mut conn.stream, &mut conn.buf, http1::Keep::Count)
         .await
         .map_err(|e| match e {
-            ReadError::Closed | ReadError::Reset => ErrorKind::Reset,
+            ReadError::Closed | ReadError::Reset => ErrorKind::Closed,
             ReadError::Incomplete | ReadError::Malformed(_) | ReadError::TooLarge(_) => {
                 ErrorKind::Read
             }
