@@ -34,7 +34,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test an HTTP server: N workers drive C connections for a time, a number of
     /// requests or at a fixed rate, and report latency histograms (like wrk, oha, hey).
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Check that the runs in DIR... (one per shard) hold every batch of their plan
     /// exactly once with its whole file; exit 0 if so, 1 if not.
     Verify(VerifyArgs),
@@ -153,6 +153,10 @@ pub struct RunArgs {
     )]
     pub headers: Vec<String>,
 
+    /// The method and body of every request.
+    #[command(flatten, next_help_heading = "Requests")]
+    pub request: RequestArgs,
+
     /// User-Agent header.
     #[arg(long, value_name = "TEXT", default_value = concat!("coordinator/", env!("CARGO_PKG_VERSION")), help_heading = "Requests", hide_short_help = true)]
     pub user_agent: String,
@@ -236,6 +240,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "250ms", help_heading = "Retries", value_parser = parse::parse_duration)]
     pub backoff: Duration,
 
+    /// Retry requests whose method is not idempotent too (POST, PATCH, any method but
+    /// GET, HEAD, PUT, DELETE, OPTIONS and TRACE). Without it they get one attempt,
+    /// whatever the failure: the server may have acted on a request that failed.
+    #[arg(long, help_heading = "Retries")]
+    pub retry_non_idempotent: bool,
+
     /// Largest backoff.
     #[arg(long, value_name = "DURATION", default_value = "30s", help_heading = "Retries", hide_short_help = true, value_parser = parse::parse_duration)]
     pub backoff_max: Duration,
@@ -275,6 +285,31 @@ pub struct RunArgs {
     /// exit code 4.
     #[arg(long, value_name = "DURATION", help_heading = "Stopping", value_parser = parse::parse_duration)]
     pub deadline: Option<Duration>,
+}
+
+/// The method and body of every request, in a scrape and in `load`: `-X`, `-d` and
+/// `--data-json`, as curl has them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RequestArgs {
+    /// Request method, e.g. POST, PUT, PATCH, DELETE [default: GET, or POST with a
+    /// body]. In a scrape, a request whose method is not idempotent (POST, PATCH, ...)
+    /// gets one attempt unless --retry-non-idempotent is given.
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+
+    /// Request body, with the placeholders of --url rendered per batch
+    /// ({start}, {end}, {limit}, {index}); @FILE reads it from FILE. Sends
+    /// 'Content-Type: application/x-www-form-urlencoded' unless a --header names one.
+    /// Repeated, the parts are joined with '&', as curl does.
+    #[arg(short = 'd', long, value_name = "TEXT|@FILE")]
+    pub data: Vec<String>,
+
+    /// A JSON request body, like --data but sent with 'Content-Type: application/json'
+    /// and 'Accept: application/json' (curl's --json; here --json prints the summary as
+    /// JSON). {start}, {end}, {limit} and {index} are placeholders; other braces are
+    /// JSON.
+    #[arg(long, value_name = "TEXT|@FILE", conflicts_with = "data")]
+    pub data_json: Option<String>,
 }
 
 /// `coordinator serve`.
@@ -362,6 +397,10 @@ pub struct LoadArgs {
     /// Extra request header 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// The method and body of every request (placeholders rendered only with --url
+    /// TEMPLATE --range).
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Whole-request timeout.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub timeout: String,

@@ -26,6 +26,7 @@ mod pool;
 mod prepare;
 mod progress;
 mod report_file;
+mod request;
 mod resume;
 mod scheduler;
 mod signals;
@@ -85,6 +86,7 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
     let env = plan::Env {
         cpus: cpus::usable_cpus(),
         var: &|name| std::env::var(name).ok(),
+        read: &|path| std::fs::read(path),
     };
     // What an earlier run recorded, for a --resume that names no plan of its own: a
     // read, before anything is written.

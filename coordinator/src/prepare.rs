@@ -71,8 +71,9 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         json,
         url_text,
         name_text,
+        request,
     } = plan;
-    let record = record(&target, url_text.as_deref(), &name_text, shard);
+    let record = record(&target, url_text.as_deref(), &name_text, shard).with_request(&request);
     let target = match target {
         TargetSpec::Template(plan) => Target::Template(plan),
         TargetSpec::Builtin { plan, delay_ms } => Target::Builtin { plan, delay_ms },
@@ -198,6 +199,9 @@ fn record(target: &TargetSpec, url: Option<&str>, name: &str, shard: Shard) -> R
         batch,
         name: name.to_owned(),
         shard: (shard != Shard::WHOLE).then(|| shard.to_string()),
+        method: None,
+        data: None,
+        data_json: None,
     }
 }
 

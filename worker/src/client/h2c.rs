@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::header::{
+    ACCEPT, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER,
+    USER_AGENT,
+};
 use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
 use shared::config::WorkerConfig;
@@ -20,7 +23,7 @@ use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
 use super::headers::strip_connection_headers;
-use super::{ClientError, Exchange, Handoff, Response, one_line, redirect};
+use super::{Ask, ClientError, Exchange, Handoff, Response, Verb, one_line, redirect};
 use crate::budget::{Budget, Charge};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
@@ -66,8 +69,11 @@ pub struct H2cClient {
     connections: Mutex<HashMap<String, Vec<Arc<Connection>>>>,
     /// Sent to the job's own origin (`User-Agent`, `--header`s).
     headers: HeaderMap,
-    /// Sent after a redirect to another origin (`User-Agent`).
+    /// Sent after a redirect to another origin (`User-Agent`, and the `Accept` of
+    /// `--data-json`).
     anonymous: HeaderMap,
+    /// The run's method, and what goes with it.
+    verb: Verb,
     /// Requests one connection carries at once; more open another connection.
     streams_per_connection: usize,
     connect_timeout: Duration,
@@ -80,18 +86,29 @@ pub struct H2cClient {
 }
 
 impl H2cClient {
-    /// A client for `config` that sends `headers` to the origin of each job's URL, and
-    /// only their `User-Agent` elsewhere.
-    pub fn new(config: &WorkerConfig, mut headers: HeaderMap, budget: Arc<Budget>) -> H2cClient {
+    /// A client for `config` that sends `verb`, and `headers` to the origin of each
+    /// job's URL but only their `User-Agent` (and `verb`'s `Accept`) elsewhere.
+    pub fn new(
+        config: &WorkerConfig,
+        verb: Verb,
+        mut headers: HeaderMap,
+        budget: Arc<Budget>,
+    ) -> H2cClient {
         strip_connection_headers(&mut headers);
         let mut anonymous = HeaderMap::new();
         if let Some(agent) = headers.get(USER_AGENT) {
             anonymous.insert(USER_AGENT, agent.clone());
         }
+        if let Some(accept) = &verb.accept {
+            for map in [&mut headers, &mut anonymous] {
+                map.entry(ACCEPT).or_insert_with(|| accept.clone());
+            }
+        }
         H2cClient {
             connections: Mutex::new(HashMap::new()),
             headers,
             anonymous,
+            verb,
             streams_per_connection: config.http2_streams.max(1) as usize,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
@@ -143,36 +160,46 @@ impl H2cClient {
         Ok((sender.send.clone(), stream))
     }
 
-    /// Sends a GET of `path` on `send`, to the connection's host. Not async, like what
-    /// it calls: the request is never part of the waiting request's state.
+    /// Sends the request `ask` says for `path` on `send`, to the connection's host.
+    /// Not async, like what it calls: the request is never part of the waiting
+    /// request's state.
     fn send(
         &self,
         mut send: SendRequest<Bytes>,
         stream: &Stream,
         path: &str,
+        ask: Ask<'_>,
         trusted: bool,
     ) -> Result<h2::client::ResponseFuture, ClientError> {
         let authority = &stream.0.authority;
-        let request = self.request(authority, path, trusted).map_err(|e| {
+        let request = self.request(authority, path, ask, trusted).map_err(|e| {
             ClientError::BadUrl(format!(
                 "`http://{authority}{path}` is not a valid URL: {e}"
             ))
         })?;
+        let body = match ask {
+            Ask::Own(bytes) if !bytes.is_empty() => Some(Bytes::copy_from_slice(bytes)),
+            _ => None,
+        };
+        let reset = |e: h2::Error| ClientError::Reset(self.explain(one_line(&e)));
         // No `ready()` first: a handle of its own has no request of its own waiting to
         // open, which is all that would make it wait (streams over the server's limit
         // are queued by the connection either way).
-        let (response, _) = send
-            .send_request(request, true)
-            .map_err(|e| ClientError::Reset(self.explain(one_line(&e))))?;
+        let (response, mut outgoing) = send.send_request(request, body.is_none()).map_err(reset)?;
+        if let Some(body) = body {
+            // Queued whole: the connection sends it as the flow-control window opens.
+            outgoing.send_data(body, true).map_err(reset)?;
+        }
         Ok(response)
     }
 
-    /// A GET of `path` from `authority`, with the client's headers (all of them when
-    /// `trusted`).
+    /// The request `ask` says for `path` on `authority`, with the client's headers
+    /// (all of them when `trusted`).
     fn request(
         &self,
         authority: &Authority,
         path: &str,
+        ask: Ask<'_>,
         trusted: bool,
     ) -> Result<Request<()>, http::Error> {
         let uri = Uri::builder()
@@ -187,6 +214,16 @@ impl H2cClient {
         } else {
             self.anonymous.clone()
         };
+        if let Ask::Own(bytes) = ask {
+            *request.method_mut() = self.verb.method.clone();
+            let headers = request.headers_mut();
+            if let Some(kind) = &self.verb.content_type {
+                headers.insert(CONTENT_TYPE, kind.clone());
+            }
+            if self.verb.framed {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            }
+        }
         Ok(request)
     }
 
@@ -265,17 +302,21 @@ impl Exchange for H2cClient {
         &self,
         authority: &str,
         path: &str,
+        ask: Ask<'_>,
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
         let reset = |e: h2::Error| ClientError::Reset(self.explain(one_line(&e)));
         // The stream's place is held until its body is read.
         let (send, stream) = self.sender(authority).await?;
-        let response = self.send(send, &stream, path, trusted)?;
+        let response = self.send(send, &stream, path, ask, trusted)?;
         let (head, body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
-        let (status, location, retry_after) =
-            read_head(head, max_body, || format!("http://{authority}{path}"))?;
+        let (status, location, retry_after) = read_head(head, max_body, || Handoff {
+            url: format!("http://{authority}{path}"),
+            hops: 0,
+            as_get: ask == Ask::Get,
+        })?;
         // Boxed: the body's state (its chunks, its charge) exists only while it
         // streams in; the state every request carries while it waits stays small.
         let (body, charge) = Box::pin(self.read_body(body, max_body)).await?;
@@ -291,6 +332,10 @@ impl Exchange for H2cClient {
     fn max_redirects(&self) -> u32 {
         self.max_redirects
     }
+
+    fn method(&self) -> &http::Method {
+        &self.verb.method
+    }
 }
 
 /// What a response head says: status, a redirect's `Location` and `Retry-After`; an
@@ -299,7 +344,7 @@ impl Exchange for H2cClient {
 fn read_head(
     head: http::response::Parts,
     max_body: u64,
-    url: impl Fn() -> String,
+    handoff: impl Fn() -> Handoff,
 ) -> Result<(u16, Option<String>, Option<String>), ClientError> {
     let text = |name| {
         head.headers
@@ -307,10 +352,7 @@ fn read_head(
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
     if text(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-        return Err(ClientError::NeedsFullClient(Handoff {
-            url: url(),
-            hops: 0,
-        }));
+        return Err(ClientError::NeedsFullClient(handoff()));
     }
     if let Some(len) = text(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > max_body
@@ -365,6 +407,7 @@ mod tests {
             out_dir: None,
             concurrency: 100,
             headers: Vec::new(),
+            request: shared::request::RequestSpec::default(),
             user_agent: "test".into(),
             timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
@@ -377,6 +420,7 @@ mod tests {
                 max_ms: 1,
                 retry_after_max_ms: 1,
                 max_time_ms: 1,
+                non_idempotent: false,
             },
             max_redirects: 0,
             location_trusted: false,
@@ -385,6 +429,10 @@ mod tests {
             http2: true,
             http2_streams: streams,
         }
+    }
+
+    fn verb() -> Verb {
+        Verb::new(&shared::request::RequestSpec::default(), false).expect("GET")
     }
 
     /// An h2c server that lets `limit` streams open at once on a connection and
@@ -425,7 +473,7 @@ mod tests {
         let requests = (0..count).map(|n| async move {
             let path = format!("/page/{n}");
             let (fetched, _) = client
-                .exchange(authority, &path, 1 << 20, true)
+                .exchange(authority, &path, Ask::Own(&[]), 1 << 20, true)
                 .await
                 .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
             (path, fetched)
@@ -447,7 +495,12 @@ mod tests {
         // The fewest streams a server should allow; all sent at once on a new
         // connection, before its settings are in.
         let addr = limited_server(100).await;
-        let client = H2cClient::new(&config(1_000), HeaderMap::new(), Budget::new(1 << 30));
+        let client = H2cClient::new(
+            &config(1_000),
+            verb(),
+            HeaderMap::new(),
+            Budget::new(1 << 30),
+        );
         all_answered(&client, &addr.to_string(), 300).await;
     }
 
@@ -457,7 +510,7 @@ mod tests {
         // of 100 before the settings): requests past the server's limit must wait for a
         // stream, or the server refuses them.
         let addr = limited_server(3).await;
-        let client = H2cClient::new(&config(100), HeaderMap::new(), Budget::new(1 << 30));
+        let client = H2cClient::new(&config(100), verb(), HeaderMap::new(), Budget::new(1 << 30));
         let authority = addr.to_string();
         // The first answer comes after the server's settings, its limit among them:
         // streams sent before a client knows the limit may be refused (and retried).

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::budget::Charge;
 
 pub use error::{ClientError, Handoff, one_line};
-pub use headers::{ConfigError, header_map, request_headers};
+pub use headers::{ConfigError, Verb, header_map, request_headers};
 
 /// A response kept whole.
 pub struct Response {
@@ -37,19 +37,34 @@ pub struct Response {
     pub charge: Option<Charge>,
 }
 
+/// What one hop of a request sends besides its URL and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask<'a> {
+    /// The run's method (`-X`, GET by default) with the batch's body: empty when the
+    /// run sends none.
+    Own(&'a [u8]),
+    /// GET without a body: what a 303 (or a 301 or 302 after a POST) turns a request
+    /// into.
+    Get,
+}
+
 /// One request and response of a lean client.
 pub trait Exchange {
-    /// GETs `path` from `authority`: the response, and the `Location` of a redirect.
-    /// The `--header`s go along only when `trusted` (see [`redirect`]); the body is
-    /// kept within the worker's budget.
+    /// Sends what `ask` says for `path` to `authority`: the response, and the
+    /// `Location` of a redirect. The `--header`s go along only when `trusted` (see
+    /// [`redirect`]); the body is kept within the worker's budget.
     fn exchange(
         &self,
         authority: &str,
         path: &str,
+        ask: Ask<'_>,
         max_body: u64,
         trusted: bool,
     ) -> impl Future<Output = Result<(Response, Option<String>), ClientError>> + Send;
 
     /// Redirects followed at most.
     fn max_redirects(&self) -> u32;
+
+    /// The run's method, which decides what a redirect turns a request into.
+    fn method(&self) -> &http::Method;
 }

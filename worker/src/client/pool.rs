@@ -12,8 +12,8 @@ use shared::config::WorkerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::http1::{self, Keep, ReadError};
-use super::{ClientError, Exchange, Handoff, Response, redirect};
+use super::http1::{self, Content, Keep, ReadError};
+use super::{Ask, ClientError, Exchange, Handoff, Response, Verb, redirect};
 use crate::budget::{Budget, Charge};
 
 /// The HTTP/1.1 client of one worker.
@@ -24,8 +24,13 @@ pub struct Http1Client {
     retain: AtomicBool,
     /// Header lines sent to the job's own origin (`User-Agent`, `--header`s).
     extra: Vec<u8>,
-    /// Header lines sent after a redirect to another origin (`User-Agent`).
+    /// Header lines sent after a redirect to another origin (`User-Agent`, and the
+    /// `Accept` of `--data-json`).
     anonymous: Vec<u8>,
+    /// The run's method, and what goes with it.
+    verb: Verb,
+    /// The header line that describes a body (`Content-Type`), when there is one.
+    content_lines: Vec<u8>,
     connect_timeout: Duration,
     max_redirects: u32,
     max_idle: usize,
@@ -34,16 +39,21 @@ pub struct Http1Client {
 }
 
 impl Http1Client {
-    /// A client for `config` whose bodies are charged to `budget`.
-    pub fn new(config: &WorkerConfig, budget: Arc<Budget>) -> Http1Client {
+    /// A client for `config` that sends `verb`, whose bodies are charged to `budget`.
+    pub fn new(config: &WorkerConfig, verb: Verb, budget: Arc<Budget>) -> Http1Client {
         let agent = std::iter::once(("User-Agent", config.user_agent.as_str()));
+        let accept = config.request.accept.as_deref().map(|a| ("Accept", a));
+        let everywhere = agent.chain(accept);
         let headers = config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let extra = http1::header_lines(agent.clone().chain(headers), true);
+        let extra = http1::header_lines(everywhere.clone().chain(headers), true);
+        let content_type = config.request.content_type.as_deref();
         Http1Client {
             idle: Mutex::new(HashMap::new()),
             retain: AtomicBool::new(true),
             extra,
-            anonymous: http1::header_lines(agent, true),
+            anonymous: http1::header_lines(everywhere, true),
+            content_lines: http1::header_lines(content_type.map(|t| ("Content-Type", t)), true),
+            verb,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
             max_idle: config.concurrency as usize,
@@ -64,21 +74,37 @@ impl Http1Client {
         Ok((fetched, location))
     }
 
-    async fn once(
-        &self,
-        stream: &mut TcpStream,
-        authority: &str,
-        path: &str,
-        max_body: u64,
-        trusted: bool,
-    ) -> Result<(Response, Option<String>, bool), ClientError> {
-        let mut request = Vec::new();
+    /// Writes the request `ask` says into `out`.
+    fn write(&self, out: &mut Vec<u8>, authority: &str, path: &str, ask: Ask<'_>, trusted: bool) {
         let headers = if trusted {
             &self.extra
         } else {
             &self.anonymous
         };
-        http1::write_request(&mut request, path, authority, headers);
+        match ask {
+            Ask::Get => http1::write_request(out, "GET", path, authority, headers, None),
+            Ask::Own(bytes) => {
+                let content = self.verb.framed.then_some(Content {
+                    header_lines: &self.content_lines,
+                    bytes,
+                });
+                let method = self.verb.method.as_str();
+                http1::write_request(out, method, path, authority, headers, content);
+            }
+        }
+    }
+
+    async fn once(
+        &self,
+        stream: &mut TcpStream,
+        authority: &str,
+        path: &str,
+        ask: Ask<'_>,
+        max_body: u64,
+        trusted: bool,
+    ) -> Result<(Response, Option<String>, bool), ClientError> {
+        let mut request = Vec::new();
+        self.write(&mut request, authority, path, ask, trusted);
         stream
             .write_all(&request)
             .await
@@ -96,8 +122,12 @@ impl Http1Client {
             let mut buf = Vec::new();
             let mut body = Vec::new();
             let mut charge = Charge::new(&self.budget);
-            let keep = Keep::Into(&mut body, max_body, Some(&mut charge));
-            let head = http1::read_response(stream, &mut buf, keep).await?;
+            let head = if ask != Ask::Get && self.verb.is_head() {
+                http1::read_head_response(stream, &mut buf).await?
+            } else {
+                let keep = Keep::Into(&mut body, max_body, Some(&mut charge));
+                http1::read_response(stream, &mut buf, keep).await?
+            };
             Ok((head, body, charge))
         })
         .await
@@ -110,6 +140,7 @@ impl Http1Client {
             return Err(ClientError::NeedsFullClient(Handoff {
                 url: format!("http://{authority}{path}"),
                 hops: 0,
+                as_get: ask == Ask::Get,
             }));
         }
         let location = response
@@ -183,31 +214,38 @@ pub fn is_quiet(stream: &TcpStream) -> bool {
 
 impl Exchange for Http1Client {
     /// One request and response; a pooled connection that turns out to be closed is
-    /// replaced by a fresh one once.
+    /// replaced by a fresh one once, unless the request may not be sent twice (RFC
+    /// 9112 §9.3.1: the server may have applied it before the connection failed).
     async fn exchange(
         &self,
         authority: &str,
         path: &str,
+        ask: Ask<'_>,
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
         if let Some(mut stream) = self.take_idle(authority) {
             let result = self
-                .once(&mut stream, authority, path, max_body, trusted)
+                .once(&mut stream, authority, path, ask, max_body, trusted)
                 .await;
+            let repeatable = ask == Ask::Get || self.verb.repeatable;
             match result {
-                Err(ClientError::Reset(_)) => {}
+                Err(ClientError::Reset(_)) if repeatable => {}
                 result => return self.settle(authority, stream, result),
             }
         }
         let mut stream = Box::pin(self.connect(authority)).await?;
         let result = self
-            .once(&mut stream, authority, path, max_body, trusted)
+            .once(&mut stream, authority, path, ask, max_body, trusted)
             .await;
         self.settle(authority, stream, result)
     }
 
     fn max_redirects(&self) -> u32 {
         self.max_redirects
+    }
+
+    fn method(&self) -> &http::Method {
+        &self.verb.method
     }
 }
