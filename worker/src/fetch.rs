@@ -19,7 +19,7 @@ use crate::client::full::FullClient;
 use crate::client::h2c::H2cClient;
 use crate::client::pool::Http1Client;
 use crate::client::redirect::follow_redirects;
-use crate::client::{Ask, ClientError, ConfigError, Exchange, Response, Verb};
+use crate::client::{Ask, ClientError, ConfigError, Exchange, Payload, Response, Verb};
 use crate::pace::Pacer;
 use crate::retry::{self, Failure};
 use crate::store;
@@ -186,9 +186,9 @@ impl Fetcher {
             (None, None) => String::new(),
         };
         // Empty, and no allocation, for a run that sends no body.
-        let body: Box<[u8]> = match &self.body {
-            Some(template) => template.render(&batch.values()).into_bytes().into(),
-            None => Box::default(),
+        let body = match &self.body {
+            Some(template) => Payload::new(template.render(&batch.values()).into_bytes()),
+            None => Payload::default(),
         };
         let this = Arc::clone(self);
         async move {
@@ -322,7 +322,7 @@ impl Fetcher {
     async fn attempt<C: Lean>(
         &self,
         url: &str,
-        body: &[u8],
+        body: &Payload,
     ) -> Result<(u16, Bytes, Option<Charge>), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let plain_http = url
@@ -330,8 +330,9 @@ impl Fetcher {
             .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
         let fetched = match C::of(self) {
             Some(client) if plain_http => {
+                let ask = Ask::Own(body);
                 let fetch =
-                    follow_redirects(client, url, body, self.max_body, self.location_trusted);
+                    follow_redirects(client, url, ask, self.max_body, self.location_trusted);
                 match tokio::time::timeout(self.timeout, fetch).await {
                     Ok(fetched) => fetched,
                     Err(_) => {

@@ -167,7 +167,7 @@ impl FullClient {
         url: &str,
         ask: Ask<'_>,
     ) -> reqwest::RequestBuilder {
-        let Ask::Own(bytes) = ask else {
+        let Ask::Own(body) = ask else {
             return self.accept(client.get(url));
         };
         let request = self.accept(client.request(self.verb.method.clone(), url));
@@ -176,7 +176,7 @@ impl FullClient {
             None => request,
         };
         if self.verb.framed {
-            request.body(bytes.to_vec())
+            request.body(body.bytes().to_vec())
         } else {
             request
         }

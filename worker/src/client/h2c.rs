@@ -178,7 +178,9 @@ impl H2cClient {
             ))
         })?;
         let body = match ask {
-            Ask::Own(bytes) if !bytes.is_empty() => Some(Bytes::copy_from_slice(bytes)),
+            Ask::Own(body) if !body.bytes().is_empty() => {
+                Some(Bytes::copy_from_slice(body.bytes()))
+            }
             _ => None,
         };
         let reset = |e: h2::Error| ClientError::Reset(self.explain(one_line(&e)));
@@ -214,14 +216,14 @@ impl H2cClient {
         } else {
             self.anonymous.clone()
         };
-        if let Ask::Own(bytes) = ask {
+        if let Ask::Own(body) = ask {
             *request.method_mut() = self.verb.method.clone();
             let headers = request.headers_mut();
             if let Some(kind) = &self.verb.content_type {
                 headers.insert(CONTENT_TYPE, kind.clone());
             }
             if self.verb.framed {
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(body.bytes().len()));
             }
         }
         Ok(request)
@@ -397,6 +399,7 @@ pub(crate) async fn handshake(
 mod tests {
     use super::*;
     use crate::budget::Budget;
+    use crate::client::Payload;
     use shared::config::RetryPolicy;
     use shared::template::Template;
 
@@ -473,7 +476,13 @@ mod tests {
         let requests = (0..count).map(|n| async move {
             let path = format!("/page/{n}");
             let (fetched, _) = client
-                .exchange(authority, &path, Ask::Own(&[]), 1 << 20, true)
+                .exchange(
+                    authority,
+                    &path,
+                    Ask::Own(&Payload::default()),
+                    1 << 20,
+                    true,
+                )
                 .await
                 .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
             (path, fetched)

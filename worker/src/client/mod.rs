@@ -37,12 +37,30 @@ pub struct Response {
     pub charge: Option<Charge>,
 }
 
-/// What one hop of a request sends besides its URL and headers.
+/// A job's request body, rendered once for all its attempts: empty, and no
+/// allocation, when the run sends none.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Payload(Box<[u8]>);
+
+impl Payload {
+    /// A body of these bytes.
+    pub fn new(bytes: Vec<u8>) -> Payload {
+        Payload(bytes.into_boxed_slice())
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What one hop of a request sends besides its URL and headers. A thin reference: it
+/// is held at every level of a request in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask<'a> {
-    /// The run's method (`-X`, GET by default) with the batch's body: empty when the
-    /// run sends none.
-    Own(&'a [u8]),
+    /// The run's method (`-X`, GET by default) with the job's body (empty when the run
+    /// sends none).
+    Own(&'a Payload),
     /// GET without a body: what a 303 (or a 301 or 302 after a POST) turns a request
     /// into.
     Get,

@@ -83,10 +83,10 @@ impl Http1Client {
         };
         match ask {
             Ask::Get => http1::write_request(out, "GET", path, authority, headers, None),
-            Ask::Own(bytes) => {
+            Ask::Own(body) => {
                 let content = self.verb.framed.then_some(Content {
                     header_lines: &self.content_lines,
-                    bytes,
+                    bytes: body.bytes(),
                 });
                 let method = self.verb.method.as_str();
                 http1::write_request(out, method, path, authority, headers, content);

@@ -55,21 +55,20 @@ pub fn same_origin(original: &str, url: &str) -> bool {
     }
 }
 
-/// Sends `body` to `url` (an `http://` URL) through `client` with the run's method,
-/// following its redirects; the `--header`s go to `url`'s origin only, or everywhere
-/// when `trust_all`. The clients have no `get` of their own: an `async fn` around this
-/// one would add a layer of state to every request in flight.
+/// Sends what `ask` says to `url` (an `http://` URL) through `client`, following its
+/// redirects; the `--header`s go to `url`'s origin only, or everywhere when
+/// `trust_all`. The clients have no `get` of their own: an `async fn` around this one
+/// would add a layer of state to every request in flight.
 pub async fn follow_redirects(
     client: &impl Exchange,
     url: &str,
-    body: &[u8],
+    mut ask: Ask<'_>,
     max_body: u64,
     trust_all: bool,
 ) -> Result<Response, ClientError> {
     // Owned only after a redirect: a request in flight holds no copy of its URL.
     let mut redirected: Option<String> = None;
     let mut hops = 0;
-    let mut ask = Ask::Own(body);
     loop {
         let at = redirected.as_deref().unwrap_or(url);
         // Decided per hop, not kept: the state of every request in flight stays small.
@@ -106,6 +105,7 @@ pub fn too_many(max: u32) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Payload;
 
     #[test]
     fn locations_resolve_like_a_browser_would() {
@@ -121,8 +121,8 @@ mod tests {
 
     #[test]
     fn redirects_change_the_method_as_browsers_do() {
-        let body = b"x=1".as_slice();
-        let own = Ask::Own(body);
+        let body = Payload::new(b"x=1".to_vec());
+        let own = Ask::Own(&body);
         for status in [301, 302, 303] {
             assert_eq!(after(status, &Method::POST, own), Ask::Get, "{status}");
         }
@@ -132,7 +132,8 @@ mod tests {
         // PUT keeps its method and body on 301 and 302, and loses them on 303.
         assert_eq!(after(302, &Method::PUT, own), own);
         assert_eq!(after(303, &Method::PUT, own), Ask::Get);
-        assert_eq!(after(303, &Method::HEAD, Ask::Own(&[])), Ask::Own(&[]));
+        let none = Payload::default();
+        assert_eq!(after(303, &Method::HEAD, Ask::Own(&none)), Ask::Own(&none));
         // Once a GET, always a GET.
         assert_eq!(after(307, &Method::POST, Ask::Get), Ask::Get);
     }
