@@ -103,6 +103,7 @@ fn readme_examples() -> Vec<String> {
 fn every_example_of_the_readme_runs_against_the_built_in_api() {
     let server = crate::common::Server::start(&[]);
     let api = format!("{}/api/tickers/", server.base);
+    let echo = format!("{}/echo", server.base);
     let bin = Path::new(env!("CARGO_BIN_EXE_coordinator"))
         .parent()
         .unwrap();
@@ -120,6 +121,7 @@ fn every_example_of_the_readme_runs_against_the_built_in_api() {
                 .args(["-e", "-c", &example])
                 .env("PATH", &path)
                 .env("API", &api)
+                .env("ECHO", &echo)
                 .current_dir(dir.path()),
         );
         let stderr = String::from_utf8_lossy(&out.stderr);

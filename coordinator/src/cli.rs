@@ -305,9 +305,8 @@ pub struct RequestArgs {
     pub data: Vec<String>,
 
     /// A JSON request body, like --data but sent with 'Content-Type: application/json'
-    /// and 'Accept: application/json' (curl's --json; here --json prints the summary as
-    /// JSON). {start}, {end}, {limit} and {index} are placeholders; other braces are
-    /// JSON.
+    /// and 'Accept: application/json' (curl's --json: --json here asks for JSON output).
+    /// {start}, {end}, {limit} and {index} are placeholders; other braces are JSON.
     #[arg(long, value_name = "TEXT|@FILE", conflicts_with = "data")]
     pub data_json: Option<String>,
 }
