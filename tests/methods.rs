@@ -158,6 +158,47 @@ fn a_post_that_fails_gets_one_attempt_unless_retries_are_asked_for() {
 }
 
 #[test]
+fn a_compressed_answer_nobody_asked_for_is_fetched_again_only_for_a_repeatable_request() {
+    // `{"ok":1}`, gzipped: the lean client hands such an answer to reqwest, which
+    // sends the request again and decodes it.
+    const GZIP: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\xca\xcf\x56\xb2\x32\xac\x05\x00\x09\x8c\x54\x10\x08\x00\x00\x00";
+    for (method, requests, exit) in [("PUT", 2, 0), ("POST", 1, 1)] {
+        let server = RawServer::start(|s, _| {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                GZIP.len()
+            );
+            s.write_all(&[head.as_bytes(), GZIP].concat())
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let flags = ["-X", method, "-d", "x={start}", "--batch", "1", "-q"];
+        let result = scrape(&server.url("/p?s={start}"), "0..1", &flags, dir.path());
+        assert_exit(&result, exit);
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(seen.len(), requests, "{method}");
+        for request in seen.iter() {
+            assert_eq!(
+                (request.method.as_str(), &request.body[..]),
+                (method, &b"x=0"[..])
+            );
+        }
+        let line = manifest(&dir.path().join("out")).remove(0);
+        if exit == 0 {
+            assert_eq!(
+                fs::read(dir.path().join("out/batch0-1.json")).unwrap(),
+                br#"{"ok":1}"#
+            );
+        } else {
+            let error = line["error"].as_str().unwrap();
+            assert!(
+                error.contains("--compressed") && error.contains("POST"),
+                "{error}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bad_methods_and_bodies_are_usage_errors_before_anything_is_written() {
     let server = Server::start(&[]);
     let url = format!("{}/echo", server.base);

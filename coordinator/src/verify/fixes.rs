@@ -182,6 +182,30 @@ mod tests {
     }
 
     #[test]
+    fn a_command_repeats_the_method_and_body_of_the_run() {
+        let record = RunRecord {
+            target: "template".into(),
+            source: Some("http://h/s".into()),
+            range: Some("0..100".into()),
+            batch: Some(10),
+            name: "b{index}".into(),
+            shard: Some("1/2".into()),
+            method: Some("POST".into()),
+            data: None,
+            data_json: Some(r#"{"o":{start}}"#.into()),
+        };
+        let run = Run {
+            dir: PathBuf::from("out"),
+            record,
+            shard: Shard { index: 1, count: 2 },
+        };
+        assert_eq!(
+            command(&run, "--resume"),
+            r#"coordinator --url 'http://h/s' --range 0..100 --batch 10 --name 'b{index}' -X 'POST' --data-json '{"o":{start}}' --shard 1/2 --out 'out' --resume"#
+        );
+    }
+
+    #[test]
     fn quoting_survives_single_quotes() {
         assert_eq!(quote("a'b"), r"'a'\''b'");
         assert_eq!(

@@ -23,7 +23,7 @@ use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
 use super::headers::strip_connection_headers;
-use super::{Ask, ClientError, Exchange, Handoff, Response, Verb, one_line, redirect};
+use super::{Ask, ClientError, Exchange, Response, Verb, one_line, redirect};
 use crate::budget::{Budget, Charge};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
@@ -314,10 +314,14 @@ impl Exchange for H2cClient {
         let response = self.send(send, &stream, path, ask, trusted)?;
         let (head, body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
-        let (status, location, retry_after) = read_head(head, max_body, || Handoff {
-            url: format!("http://{authority}{path}"),
-            hops: 0,
-            as_get: ask == Ask::Get,
+        // The length of an answer to a HEAD is the length of a body never sent.
+        let announced_max = match ask {
+            Ask::Own(_) if self.verb.is_head() => u64::MAX,
+            _ => max_body,
+        };
+        let (status, location, retry_after) = read_head(head, announced_max, || {
+            self.verb
+                .encoded_answer(format!("http://{authority}{path}"), ask)
         })?;
         // Boxed: the body's state (its chunks, its charge) exists only while it
         // streams in; the state every request carries while it waits stays small.
@@ -346,7 +350,7 @@ impl Exchange for H2cClient {
 fn read_head(
     head: http::response::Parts,
     max_body: u64,
-    handoff: impl Fn() -> Handoff,
+    encoded: impl Fn() -> ClientError,
 ) -> Result<(u16, Option<String>, Option<String>), ClientError> {
     let text = |name| {
         head.headers
@@ -354,7 +358,7 @@ fn read_head(
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
     if text(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-        return Err(ClientError::NeedsFullClient(handoff()));
+        return Err(encoded());
     }
     if let Some(len) = text(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > max_body

@@ -6,6 +6,8 @@ use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCO
 use shared::request::RequestSpec;
 use thiserror::Error;
 
+use super::{Ask, ClientError, Handoff};
+
 /// A configuration that cannot be turned into an HTTP client.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -70,6 +72,23 @@ impl Verb {
                 .map_err(|_| ConfigError::HeaderValue("Accept".to_owned()))?,
             framed: spec.is_framed(),
             repeatable: retry_any || spec.is_idempotent(),
+        })
+    }
+
+    /// What a lean client does with a compressed answer to `ask` from `url`, which
+    /// only reqwest decodes: hand the request to reqwest, which sends it again; or,
+    /// for a request that may not be sent twice, fail.
+    pub fn encoded_answer(&self, url: String, ask: Ask<'_>) -> ClientError {
+        if ask != Ask::Get && !self.repeatable {
+            return ClientError::Other(format!(
+                "the answer came compressed (Content-Encoding), which only --compressed decodes, and a {} is not sent twice",
+                self.method
+            ));
+        }
+        ClientError::NeedsFullClient(Handoff {
+            url,
+            hops: 0,
+            as_get: ask == Ask::Get,
         })
     }
 

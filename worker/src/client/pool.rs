@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::http1::{self, Content, Keep, ReadError};
-use super::{Ask, ClientError, Exchange, Handoff, Response, Verb, redirect};
+use super::{Ask, ClientError, Exchange, Response, Verb, redirect};
 use crate::budget::{Budget, Charge};
 
 /// The HTTP/1.1 client of one worker.
@@ -137,11 +137,8 @@ impl Http1Client {
             ReadError::TooLarge(n) => ClientError::TooLarge(n),
         })?;
         if response.encoded {
-            return Err(ClientError::NeedsFullClient(Handoff {
-                url: format!("http://{authority}{path}"),
-                hops: 0,
-                as_get: ask == Ask::Get,
-            }));
+            let url = format!("http://{authority}{path}");
+            return Err(self.verb.encoded_answer(url, ask));
         }
         let location = response
             .location
