@@ -222,8 +222,8 @@ fn run_sh_blocks(file: &str, skip: impl Fn(&Block) -> bool) -> usize {
 
 /// Runs `block` with `sh -e -c` in a fresh empty directory, in which `scripts` is the
 /// repository's scripts directory (as in a checkout), with the built binary first on
-/// PATH, `$BASE` the built-in server's root (`http://127.0.0.1:PORT`) and `$API` its
-/// tickers API (`$BASE/api/tickers/`). It must exit 0 within [`BLOCK_LIMIT`], with no
+/// PATH, `$BASE` the built-in server's root (`http://127.0.0.1:PORT`), `$API` its
+/// tickers API (`$BASE/api/tickers/`) and `$ECHO` its echo route (`$BASE/echo`). It must exit 0 within [`BLOCK_LIMIT`], with no
 /// `error:` on stderr and no process left behind: whatever it starts in the background it
 /// must stop. A block that fails is shown with its stderr and stdout.
 fn run_block(file: &str, block: &Block, base: &str) {
@@ -250,6 +250,7 @@ fn run_block(file: &str, block: &Block, base: &str) {
         .env("PATH", path)
         .env("BASE", base)
         .env("API", format!("{base}/api/tickers/"))
+        .env("ECHO", format!("{base}/echo"))
         .env("DOCS_BLOCK_RUN", dir.path())
         // Scripts would take it for the binary to run.
         .env_remove("COORDINATOR")

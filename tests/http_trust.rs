@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use crate::common::{assert_exit, children_of, coordinator, manifest, run};
 
-/// One request as the server read it: its target and its head, lower-cased names.
-struct Request {
-    target: String,
-    head: String,
+/// One request as the server read it: its method, target, head and body.
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) head: String,
+    /// As many bytes as its `Content-Length` said.
+    pub(crate) body: Vec<u8>,
 }
 
 impl Request {
@@ -27,7 +30,7 @@ impl Request {
         n.parse().unwrap_or(0)
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|line| {
             let (n, v) = line.split_once(':')?;
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -39,13 +42,13 @@ type Answer = dyn Fn(&mut TcpStream, &Request) -> std::io::Result<()> + Send + S
 
 /// A server on 127.0.0.1:0 that reads requests one after another on each connection
 /// and lets `answer` write whatever it likes; it runs until the test ends.
-struct RawServer {
+pub(crate) struct RawServer {
     port: u16,
-    seen: Arc<Mutex<Vec<Request>>>,
+    pub(crate) seen: Arc<Mutex<Vec<Request>>>,
 }
 
 impl RawServer {
-    fn start(
+    pub(crate) fn start(
         answer: impl Fn(&mut TcpStream, &Request) -> std::io::Result<()> + Send + Sync + 'static,
     ) -> RawServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -63,8 +66,20 @@ impl RawServer {
         RawServer { port, seen }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Appends what `stream` has to `pending`; `false` at its end or on an error.
+fn read_more(stream: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            pending.extend_from_slice(&chunk[..n]);
+            true
+        }
     }
 }
 
@@ -75,16 +90,30 @@ fn serve(mut stream: TcpStream, answer: &Answer, log: &Mutex<Vec<Request>>) {
             if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
             }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            if !read_more(&mut stream, &mut pending) {
+                return;
             }
         };
         let head = String::from_utf8_lossy(&pending[..end]).into_owned();
         pending.drain(..end);
-        let target = head.split(' ').nth(1).unwrap_or("").to_owned();
-        let request = Request { target, head };
+        let mut words = head.split(' ');
+        let method = words.next().unwrap_or("").to_owned();
+        let target = words.next().unwrap_or("").to_owned();
+        let mut request = Request {
+            method,
+            target,
+            head,
+            body: Vec::new(),
+        };
+        let length = request
+            .header("content-length")
+            .map_or(0, |n| n.parse().unwrap());
+        while pending.len() < length {
+            if !read_more(&mut stream, &mut pending) {
+                return;
+            }
+        }
+        request.body = pending.drain(..length).collect();
         let result = answer(&mut stream, &request);
         log.lock().unwrap().push(request);
         if result.is_err() {

@@ -13,6 +13,7 @@ mod http2;
 mod http_trust;
 mod input_trust;
 mod load;
+mod methods;
 mod metrics;
 mod pipelines;
 mod proxy;

@@ -153,6 +153,10 @@ pub struct RunArgs {
     )]
     pub headers: Vec<String>,
 
+    /// The method and body of every request.
+    #[command(flatten, next_help_heading = "Requests")]
+    pub request: RequestArgs,
+
     /// User-Agent header.
     #[arg(long, value_name = "TEXT", default_value = concat!("coordinator/", env!("CARGO_PKG_VERSION")), help_heading = "Requests", hide_short_help = true)]
     pub user_agent: String,
@@ -244,6 +248,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "250ms", help_heading = "Retries", value_parser = parse::parse_duration)]
     pub backoff: Duration,
 
+    /// Retry requests whose method is not idempotent too (POST, PATCH, any method but
+    /// GET, HEAD, PUT, DELETE, OPTIONS and TRACE). Without it they get one attempt,
+    /// whatever the failure: the server may have acted on a request that failed.
+    #[arg(long, help_heading = "Retries")]
+    pub retry_non_idempotent: bool,
+
     /// Largest backoff.
     #[arg(long, value_name = "DURATION", default_value = "30s", help_heading = "Retries", hide_short_help = true, value_parser = parse::parse_duration)]
     pub backoff_max: Duration,
@@ -320,6 +330,30 @@ pub struct ProxyArgs {
     /// addresses, CIDR ranges, or '*' for all. Replaces no_proxy.
     #[arg(long, value_name = "LIST")]
     pub noproxy: Option<String>,
+}
+
+/// The method and body of every request, in a scrape and in `load`: `-X`, `-d` and
+/// `--data-json`, as curl has them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RequestArgs {
+    /// Request method, e.g. POST, PUT, PATCH, DELETE [default: GET, or POST with a
+    /// body]. In a scrape, a request whose method is not idempotent (POST, PATCH, ...)
+    /// gets one attempt unless --retry-non-idempotent is given.
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+
+    /// Request body, with the placeholders of --url rendered per batch
+    /// ({start}, {end}, {limit}, {index}); @FILE reads it from FILE. Sends
+    /// 'Content-Type: application/x-www-form-urlencoded' unless a --header names one.
+    /// Repeated, the parts are joined with '&', as curl does.
+    #[arg(short = 'd', long, value_name = "TEXT|@FILE")]
+    pub data: Vec<String>,
+
+    /// A JSON request body, like --data but sent with 'Content-Type: application/json'
+    /// and 'Accept: application/json' (curl's --json: --json here asks for JSON output).
+    /// {start}, {end}, {limit} and {index} are placeholders; other braces are JSON.
+    #[arg(long, value_name = "TEXT|@FILE", conflicts_with = "data")]
+    pub data_json: Option<String>,
 }
 
 /// `coordinator serve`.
@@ -422,6 +456,10 @@ pub struct LoadArgs {
     /// The forward proxy.
     #[command(flatten)]
     pub proxy: ProxyArgs,
+    /// The method and body of every request (placeholders rendered only with --url
+    /// TEMPLATE --range).
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Whole-request timeout.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub timeout: String,

@@ -27,6 +27,7 @@ mod prepare;
 mod progress;
 mod proxy;
 mod report_file;
+mod request;
 mod resume;
 mod scheduler;
 mod signals;
@@ -87,6 +88,7 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
     let env = plan::Env {
         cpus: cpus::usable_cpus(),
         var: &|name| std::env::var(name).ok(),
+        read: &|path| std::fs::read(path),
     };
     // What an earlier run recorded, for a --resume that names no plan of its own: a
     // read, before anything is written.

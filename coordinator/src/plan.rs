@@ -2,6 +2,7 @@
 //! validated here, before any process is started or any file is written (ripgrep's
 //! low-args → high-args). [`crate::prepare`] then acts on the plan.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use shared::template::{Template, Var};
 use crate::cli::RunArgs;
 use crate::error::{UsageError, usage};
 use crate::parse::{millis, parse_header, parse_rate, parse_statuses};
+use crate::request::RequestText;
 use crate::resume::{Mode, RunRecord};
 use crate::scheduler;
 use crate::url_input;
@@ -39,6 +41,8 @@ pub struct Env<'a> {
     pub cpus: Vec<usize>,
     /// Environment variables (for `--shard auto`).
     pub var: &'a dyn Fn(&str) -> Option<String>,
+    /// Reads a whole file (for `--data @FILE`).
+    pub read: &'a dyn Fn(&Path) -> io::Result<Vec<u8>>,
 }
 
 /// Where the URLs come from, as the command line names it.
@@ -108,6 +112,8 @@ pub struct Plan {
     pub url_text: Option<String>,
     /// `--name` as given, for the run's record.
     pub name_text: String,
+    /// The method and body, for the run's record.
+    pub request: RequestText,
 }
 
 impl Plan {
@@ -119,6 +125,7 @@ impl Plan {
         env: &Env<'_>,
         earlier: Option<&RunRecord>,
     ) -> Result<Plan, UsageError> {
+        let request = request_text(args, env, earlier)?;
         let args = &recorded_plan(args, earlier)?;
         let workers = args.workers.unwrap_or(env.cpus.len().max(1) as u32);
         if workers == 0 || workers > MAX_WORKERS {
@@ -151,7 +158,7 @@ impl Plan {
                 "writes no manifest, so it cannot be combined with --resume, --retry-failed or --overwrite",
             ))?;
         }
-        let (mut worker, limits) = worker_config(args, env.var)?;
+        let (mut worker, limits) = worker_config(args, &request, env.var)?;
         let rate = match &args.rate {
             Some(text) => Some(parse_rate(text).map_err(|e| usage("--rate", e))?),
             None => None,
@@ -182,8 +189,27 @@ impl Plan {
             json: args.json,
             url_text: args.url.clone(),
             name_text: args.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned()),
+            request,
         })
     }
+}
+
+/// The method and body of the run: as the flags give them, or, when a `--resume` or
+/// `--retry-failed` gives none of `-X`, `-d` and `--data-json`, as `earlier` recorded
+/// them. Given ones are checked against the record when the directory is prepared.
+fn request_text(
+    args: &RunArgs,
+    env: &Env<'_>,
+    earlier: Option<&RunRecord>,
+) -> Result<RequestText, UsageError> {
+    if let Some(given) = RequestText::from_args(&args.request, env.read)? {
+        return Ok(given);
+    }
+    let continuing = args.resume || args.retry_failed;
+    Ok(match earlier.filter(|_| continuing) {
+        Some(record) => record.request(),
+        None => RequestText::default(),
+    })
 }
 
 /// `args`, with the plan of `earlier` filled in when `--resume` or `--retry-failed`
@@ -230,6 +256,7 @@ fn recorded_plan(args: &RunArgs, earlier: Option<&RunRecord>) -> Result<RunArgs,
 /// What every worker gets, and the run's time limits, from the flags.
 fn worker_config(
     args: &RunArgs,
+    request: &RequestText,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(WorkerConfig, RunLimits), UsageError> {
     let (timeout, retry_max_time) = (args.timeout, args.retry_max_time);
@@ -240,6 +267,7 @@ fn worker_config(
         max_ms: millis(args.backoff_max),
         retry_after_max_ms: millis(args.retry_after_max),
         max_time_ms: millis(retry_max_time),
+        non_idempotent: args.retry_non_idempotent,
     };
     let limits = RunLimits {
         grace: args.grace,
@@ -253,17 +281,19 @@ fn worker_config(
         Some(url) => Some(url_template(url)?),
         None => None,
     };
-    let headers = args
+    let mut headers = args
         .headers
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
+    let request = request.spec(&mut headers)?;
     let worker = WorkerConfig {
         url,
         name: name_template(args.name.as_deref().unwrap_or(DEFAULT_NAME))?,
         out_dir: Some(args.out.to_string_lossy().into_owned()),
         concurrency: args.concurrency,
         headers,
+        request,
         user_agent: args.user_agent.clone(),
         timeout_ms: millis(timeout),
         connect_timeout_ms: millis(args.connect_timeout),
@@ -358,6 +388,7 @@ mod tests {
         let env = Env {
             cpus: vec![0, 1],
             var: &lookup,
+            read: &|_| Err(io::ErrorKind::NotFound.into()),
         };
         Plan::from_args(&cli.run, &env, None)
     }
@@ -391,12 +422,16 @@ mod tests {
             name: "p{index}".into(),
             shard: Some("1/4".into()),
             insecure: false,
+            method: Some("POST".into()),
+            data: None,
+            data_json: Some(r#"{"o":{start}}"#.into()),
         };
         let argv = ["coordinator", "--resume", "-o", "/no/such/dir"];
         let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments clap accepts");
         let env = Env {
             cpus: vec![0],
             var: &|_| None,
+            read: &|_| Err(io::ErrorKind::NotFound.into()),
         };
         let p = Plan::from_args(&cli.run, &env, Some(&record)).unwrap();
         assert!(matches!(p.target, TargetSpec::Template(plan) if plan.size() == 5));
@@ -405,6 +440,14 @@ mod tests {
             ("1/4".to_owned(), "p{index}")
         );
         assert_eq!(p.url_text.as_deref(), Some("http://h/x?s={start}"));
+        // The method and body too, with the content type their flag gives.
+        assert_eq!(p.worker.request.method, "POST");
+        let body = p.worker.request.body.as_ref().map(|b| b.as_str());
+        assert_eq!(body, Some(r#"{"o":{start}}"#));
+        assert_eq!(
+            p.worker.request.content_type.as_deref(),
+            Some("application/json")
+        );
         // A password was never recorded: it must be given again.
         let hidden = RunRecord {
             source: Some("http://u:***@h/x?s={start}".into()),
@@ -437,6 +480,9 @@ mod tests {
             (&["--url", "http://h/{start}"][..], "--url"),
             (&["--name", "same.json"][..], "--name"),
             (&["-H", "X-Bad Name: v"][..], "--header"),
+            (&["-X", "GET POST"][..], "--request"),
+            (&["-d", "@/no/such/body"][..], "--data"),
+            (&["--data-json", "{\"a\":{nope}}"][..], "--data-json"),
         ] {
             let err = plan(args).unwrap_err().to_string();
             assert!(err.starts_with(flag), "{args:?}: {err}");

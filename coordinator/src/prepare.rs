@@ -71,9 +71,11 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         json,
         url_text,
         name_text,
+        request,
     } = plan;
     crate::trust::check(&worker.tls)?;
-    let mut record = record(&target, url_text.as_deref(), &name_text, shard);
+    let mut record =
+        record(&target, url_text.as_deref(), &name_text, shard).with_request(&request);
     record.insecure = worker.tls.insecure;
     let target = match target {
         TargetSpec::Template(plan) => Target::Template(plan),
@@ -201,6 +203,9 @@ fn record(target: &TargetSpec, url: Option<&str>, name: &str, shard: Shard) -> R
         name: name.to_owned(),
         shard: (shard != Shard::WHOLE).then(|| shard.to_string()),
         insecure: false,
+        method: None,
+        data: None,
+        data_json: None,
     }
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::UsageError;
 use crate::index_set::IndexSet;
 use crate::manifest;
+use crate::request::{BodyFlag, RequestText};
 use crate::source::Filter;
 
 /// File name of the plan record inside the output directory.
@@ -39,6 +40,15 @@ pub struct RunRecord {
     /// plan: a resume may change it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// The method of every request, when it is not GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The body template of `--data` (an `@FILE` read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// The body template of `--data-json` (an `@FILE` read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_json: Option<String>,
 }
 
 impl RunRecord {
@@ -47,6 +57,36 @@ impl RunRecord {
         RunRecord {
             insecure: false,
             ..self.clone()
+        }
+    }
+
+    /// The method and body recorded.
+    pub fn request(&self) -> RequestText {
+        let body = match (&self.data, &self.data_json) {
+            (_, Some(json)) => Some((BodyFlag::Json, json.clone())),
+            (Some(data), None) => Some((BodyFlag::Data, data.clone())),
+            (None, None) => None,
+        };
+        RequestText {
+            method: self.method.clone().unwrap_or_else(|| "GET".to_owned()),
+            body,
+        }
+    }
+
+    /// `request` as this record holds it: the method only when it is not GET.
+    pub fn with_request(self, request: &RequestText) -> RunRecord {
+        let body = |flag: BodyFlag| {
+            request
+                .body
+                .as_ref()
+                .filter(|(f, _)| *f == flag)
+                .map(|(_, text)| text.clone())
+        };
+        RunRecord {
+            method: (request.method != "GET").then(|| request.method.clone()),
+            data: body(BodyFlag::Data),
+            data_json: body(BodyFlag::Json),
+            ..self
         }
     }
 }
@@ -137,7 +177,7 @@ fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result
         Some(earlier) => Err(UsageError::new(
             flag,
             format!(
-                "{} holds a run of another plan ({}): {}; give the same --url/--urls, --range, --batch, --name and --shard, or none of them to take the run's own",
+                "{} holds a run of another plan ({}): {}; give the same --url/--urls, --range, --batch, --name and --shard (and -X, --data, --data-json), or none of them to take the run's own",
                 dir.display(),
                 describe(&earlier),
                 differences(&earlier, record).join(", ")
@@ -171,12 +211,37 @@ pub fn differences(earlier: &RunRecord, now: &RunRecord) -> Vec<String> {
         ),
         ("--name", Some(earlier.name.clone()), Some(now.name.clone())),
         ("--shard", earlier.shard.clone(), now.shard.clone()),
+        (
+            "-X/--request",
+            Some(earlier.request().method),
+            Some(now.request().method),
+        ),
     ];
-    fields
+    let mut differences: Vec<String> = fields
         .into_iter()
         .filter(|(_, a, b)| a != b)
         .map(|(flag, a, b)| format!("{flag} {} here, {} in {RECORD_FILE}", show(b), show(a)))
-        .collect()
+        .collect();
+    // Bodies may hold secrets and be long: told apart by their size alone.
+    let size = |v: &Option<String>| v.as_ref().map(|b| format!("a body of {} bytes", b.len()));
+    let bodies = [
+        ("--data", &earlier.data, &now.data),
+        ("--data-json", &earlier.data_json, &now.data_json),
+    ];
+    for (flag, was, is) in bodies {
+        differences.push(match (was, is) {
+            _ if was == is => continue,
+            (Some(a), Some(b)) if a.len() == b.len() => {
+                format!("{flag} gives another body of the same size as {RECORD_FILE}'s")
+            }
+            _ => format!(
+                "{flag} {} here, {} in {RECORD_FILE}",
+                show(size(is)),
+                show(size(was))
+            ),
+        });
+    }
+    differences
 }
 
 /// The run record at `path` (a symbolic link there is an error, never followed).
@@ -194,6 +259,7 @@ pub fn describe(r: &RunRecord) -> String {
     parts.extend(r.batch.map(|b| format!("batch {b}")));
     parts.push(format!("name {}", r.name));
     parts.extend(r.shard.as_ref().map(|s| format!("shard {s}")));
+    parts.extend(r.method.as_ref().map(|m| format!("method {m}")));
     parts.join(", ")
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::request::RequestSpec;
 use crate::template::Template;
 
 /// How a worker fetches and stores its batches.
@@ -21,6 +22,8 @@ pub struct WorkerConfig {
     pub concurrency: u32,
     /// Extra request headers, `(name, value)`. Never logged.
     pub headers: Vec<(String, String)>,
+    /// The method and body of every request.
+    pub request: RequestSpec,
     /// `User-Agent` header.
     pub user_agent: String,
     /// Whole-request timeout in milliseconds.
@@ -93,6 +96,9 @@ pub struct RetryPolicy {
     pub retry_after_max_ms: u64,
     /// Time one batch may take in all, retries and waits included, in milliseconds.
     pub max_time_ms: u64,
+    /// Retry requests whose method is not idempotent too (`--retry-non-idempotent`);
+    /// otherwise they get one attempt.
+    pub non_idempotent: bool,
 }
 
 impl RetryPolicy {
@@ -124,6 +130,7 @@ mod tests {
             max_ms: 1_000,
             retry_after_max_ms: 60_000,
             max_time_ms: 60_000,
+            non_idempotent: false,
         }
     }
 

@@ -1,5 +1,5 @@
 //! What the coordinator and its workers agree on: the batch plan, URL and file-name
-//! templates, the worker configuration and the framed bincode protocol on the pipes
+//! templates, the method and body of requests, the worker configuration and the framed bincode protocol on the pipes
 //! between them.
 
 pub mod config;
@@ -9,5 +9,6 @@ pub mod loadtest;
 pub mod plan;
 pub mod protocol;
 pub mod proxy;
+pub mod request;
 pub mod template;
 pub mod usage;

@@ -29,6 +29,9 @@ pub struct LoadSpec {
     pub rate: Option<f64>,
     /// Reuse connections; otherwise one new connection per request.
     pub keepalive: bool,
+    /// The method and body of every request; the body is rendered with the batch of
+    /// a [`Targets::Plan`].
+    pub request: crate::request::RequestSpec,
     /// Speak HTTP/2 with prior knowledge, this many requests in flight on each
     /// connection; `None` for HTTP/1.1.
     pub http2_streams: Option<u32>,
@@ -57,6 +60,14 @@ pub enum Targets {
 }
 
 impl Targets {
+    /// The batch of request number `n` of a plan (counting from 0, wrapping around).
+    pub fn values(&self, n: u64) -> Option<crate::template::Values> {
+        match self {
+            Targets::Paths(_) => None,
+            Targets::Plan { plan, .. } => plan.batch(n % plan.len().max(1)).map(|b| b.values()),
+        }
+    }
+
     /// The path of request number `n` (counting from 0, wrapping around).
     pub fn path(&self, n: u64) -> String {
         match self {

@@ -107,6 +107,43 @@ impl Template {
         })
     }
 
+    /// Parses a request body. Only `{name}`, a name of ASCII letters, digits and `_`,
+    /// is a placeholder, and it must be a known one; every other brace is text, so that
+    /// a JSON body needs no escaping: `{"offset":{start},"size":{limit}}`.
+    pub fn parse_body(source: &str) -> Result<Self, TemplateError> {
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut rest = source;
+        while let Some(open) = rest.find('{') {
+            text.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let word = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|&end| end > 0 && after[end..].starts_with('}'));
+            let Some(end) = word else {
+                text.push('{');
+                rest = after;
+                continue;
+            };
+            let name = &after[..end];
+            let var = Var::from_name(name)
+                .ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_owned()))?;
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            pieces.push(Piece::Var(var));
+            rest = &after[end + 1..];
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        Ok(Template {
+            source: source.to_owned(),
+            pieces,
+        })
+    }
+
     /// Whether the template names `var`.
     pub fn uses(&self, var: Var) -> bool {
         self.pieces.contains(&Piece::Var(var))
@@ -180,6 +217,21 @@ mod tests {
             Template::parse("ab{start").unwrap_err(),
             TemplateError::Unclosed(2)
         );
+    }
+
+    #[test]
+    fn a_body_template_takes_only_known_words_in_braces_as_placeholders() {
+        let t = Template::parse_body(r#"{"offset":{start},"size":{limit},"q":{}}"#).unwrap();
+        assert_eq!(t.render(&V), r#"{"offset":30,"size":10,"q":{}}"#);
+        let t = Template::parse_body("{{index}} { start} {end").unwrap();
+        assert_eq!(t.render(&V), "{3} { start} {end");
+        assert_eq!(
+            Template::parse_body(r#"{"a":{stat}}"#).unwrap_err(),
+            TemplateError::UnknownPlaceholder("stat".into())
+        );
+        let plain = Template::parse_body("a=1&b=2").unwrap();
+        assert!(!plain.has_placeholders());
+        assert_eq!(plain.as_str(), "a=1&b=2");
     }
 
     #[test]

@@ -6,18 +6,18 @@ use std::io;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde::Deserialize;
 use shared::plan::Span;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::pages::{tickers_csv, tickers_json};
-use crate::{Faults, MAX_LIMIT, Options};
+use crate::{Faults, MAX_LIMIT, Options, echo};
 
 /// The paths the API answers on: the trailing slash is optional.
 const ROUTES: [&str; 2] = ["/api/tickers/", "/api/tickers"];
@@ -156,11 +156,13 @@ pub(crate) const CUT_AFTER: Duration = Duration::from_millis(20);
 /// The API as axum routes: what HTTP/1.1 connections (and HTTP/2 ones when responses
 /// are compressed) are served with.
 pub(crate) fn app(options: Options) -> Router {
+    let echo_route = any(echo).layer(DefaultBodyLimit::max(echo::MAX_BODY));
     let mut router = ROUTES
         .into_iter()
         .fold(Router::new(), |router, path| {
             router.route(path, get(tickers))
         })
+        .route(echo::PATH, echo_route)
         .with_state(options);
     if options.faults.drop > 0.0 {
         router = router.layer(SetResponseHeaderLayer::overriding(
@@ -195,6 +197,12 @@ async fn tickers(State(options): State<Options>, RawQuery(query): RawQuery) -> R
         return truncated(body, kind);
     }
     ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// `/echo`: what the request was, as JSON (413 for a body over the limit).
+async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let text = echo::answer(&method, &uri, &headers, &body);
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 /// The whole length announced, half the bytes sent, then the connection fails.

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::time::DelayQueue;
 
 use crate::api::{Answer, CUT_AFTER, Pending, Reply, answer, is_route};
-use crate::{Options, coalesce};
+use crate::{Options, coalesce, echo};
 
 /// What a client sends first on an HTTP/2 connection with prior knowledge.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -110,6 +110,11 @@ fn begin(
     due: &mut DelayQueue<Due>,
 ) {
     let head = request.method() == Method::HEAD;
+    if request.uri().path() == echo::PATH {
+        // Rare, and its body comes later: answered on a task of its own.
+        tokio::spawn(answer_echo(request, respond));
+        return;
+    }
     if !is_route(request.uri().path()) {
         return reply(respond, StatusCode::NOT_FOUND, None, String::new(), head);
     }
@@ -144,6 +149,18 @@ fn begin(
             );
         }
     }
+}
+
+/// Answers a request to `/echo` once its body is in.
+async fn answer_echo(request: Request<h2::RecvStream>, respond: SendResponse<Bytes>) {
+    let (parts, body) = request.into_parts();
+    let head = parts.method == Method::HEAD;
+    let Some(body) = echo::read_h2_body(body).await else {
+        return reply(respond, echo::TOO_LARGE, None, String::new(), head);
+    };
+    let text = echo::answer(&parts.method, &parts.uri, &parts.headers, &body);
+    let kind = Some((header::CONTENT_TYPE, "application/json".to_owned()));
+    reply(respond, StatusCode::OK, kind, text, head);
 }
 
 fn deliver(due_now: Due, options: &Options, due: &mut DelayQueue<Due>) {
@@ -369,6 +386,36 @@ mod tests {
         let _ = stop.send(());
         drop(client);
         served.await.expect("server ends");
+    }
+
+    #[tokio::test]
+    async fn the_echo_route_answers_what_a_request_sent_over_h2c() {
+        let (addr, _stop, _served) = start(Options::default()).await;
+        let mut client = client(addr).await;
+        let request = Request::builder()
+            .method(Method::PATCH)
+            .uri(format!("http://{addr}/echo?x=1"))
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(())
+            .expect("request");
+        let (response, mut body) = client.send_request(request, false).expect("send");
+        body.send_data(Bytes::from_static(b"hello"), true)
+            .expect("body");
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut received = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = received.data().await {
+            text.extend_from_slice(&chunk.expect("chunk"));
+        }
+        let echo: serde_json::Value = serde_json::from_slice(&text).expect("JSON");
+        assert_eq!(echo["method"], "PATCH");
+        assert_eq!(
+            (echo["path"].as_str(), echo["query"].as_str()),
+            (Some("/echo"), Some("x=1"))
+        );
+        assert_eq!(echo["content_type"], "text/plain");
+        assert_eq!(echo["body"], "hello");
     }
 
     #[tokio::test]

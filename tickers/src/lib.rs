@@ -1,6 +1,7 @@
 //! The built-in target: a paged crypto tickers API like the one in the seed article,
 //! `GET /api/tickers/?start=S&limit=L`, answering deterministic JSON (the same query
-//! always gets the same bytes) after a configurable random delay.
+//! always gets the same bytes) after a configurable random delay; and `/echo`, which
+//! answers any request with what it was (method, path, query, content type, body).
 //!
 //! [`Faults`] make it misbehave on purpose, over real sockets, so that clients' retries
 //! and error handling can be tested: 500s, 429 with `Retry-After`, dropped connections,
@@ -13,6 +14,7 @@
 
 mod api;
 mod coalesce;
+mod echo;
 mod h2;
 mod pages;
 mod tls;

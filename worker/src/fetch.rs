@@ -1,5 +1,6 @@
-//! Fetching one job: render its URL, GET it through the right client, retry as the
-//! policy allows, and describe the outcome; the body goes to the writer.
+//! Fetching one job: render its URL (and its request body), send it through the right
+//! client, retry as the policy allows, and describe the outcome; the body goes to the
+//! writer.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use crate::client::full::FullClient;
 use crate::client::h2c::H2cClient;
 use crate::client::pool::Http1Client;
 use crate::client::redirect::follow_redirects;
-use crate::client::{ClientError, ConfigError, Exchange, Response};
+use crate::client::{Ask, ClientError, ConfigError, Exchange, Payload, Response, Verb};
 use crate::pace::Pacer;
 use crate::retry::{self, Failure};
 use crate::store;
@@ -66,6 +67,7 @@ impl Exchange for FullOnly {
         _: bool,
         _: &str,
         _: &str,
+        _: Ask<'_>,
         _: u64,
         _: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
@@ -73,6 +75,10 @@ impl Exchange for FullOnly {
     }
 
     fn max_redirects(&self) -> u32 {
+        match *self {}
+    }
+
+    fn method(&self) -> &http::Method {
         match *self {}
     }
 }
@@ -89,6 +95,8 @@ impl Lean for FullOnly {
 pub struct Fetcher {
     full: FullClient,
     url: Option<Template>,
+    /// The request body's template (`-d`, `--data-json`), rendered like the URL.
+    body: Option<Template>,
     name: Template,
     out_dir: Option<PathBuf>,
     /// Started with the first file, so that a fetcher built only to check a
@@ -115,21 +123,35 @@ impl Fetcher {
         // The memory the bodies of this worker may take at once, whichever client reads
         // them.
         let budget = Budget::new(config.body_budget);
-        let full = FullClient::new(config, Arc::clone(&budget))?;
+        let verb = Verb::new(&config.request, config.retry.non_idempotent)?;
+        let mut retry = config.retry.clone();
+        if !verb.repeatable {
+            // A POST that failed may still have been applied: one attempt only.
+            retry.retries = 0;
+        }
+        let full = FullClient::new(config, verb.clone(), Arc::clone(&budget))?;
         let lean = !config.compressed;
-        let h2c = (lean && config.http2)
-            .then(|| H2cClient::new(config, full.all_headers(), Arc::clone(&budget)));
+        let h2c = (lean && config.http2).then(|| {
+            H2cClient::new(
+                config,
+                verb.clone(),
+                full.all_headers(),
+                Arc::clone(&budget),
+            )
+        });
+        let plain = (lean && !config.http2).then(|| Http1Client::new(config, verb, budget));
         Ok(Fetcher {
             full,
             url: config.url.clone(),
+            body: config.request.body.clone(),
             name: config.name.clone(),
             out_dir: config.out_dir.as_ref().map(PathBuf::from),
             writer: OnceLock::new(),
             max_body: config.max_body,
             location_trusted: config.location_trusted,
-            retry: config.retry.clone(),
+            retry,
             pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
-            plain: (lean && !config.http2).then(|| Http1Client::new(config, budget)),
+            plain,
             h2c,
             timeout: Duration::from_millis(config.timeout_ms),
             requests: AtomicU64::new(0),
@@ -164,13 +186,18 @@ impl Fetcher {
             (None, Some(template)) => template.render(&batch.values()),
             (None, None) => String::new(),
         };
+        // Empty, and no allocation, for a run that sends no body.
+        let body = match &self.body {
+            Some(template) => Payload::new(template.render(&batch.values()).into_bytes()),
+            None => Payload::default(),
+        };
         let this = Arc::clone(self);
         async move {
             let started = Instant::now();
             let mut attempts = 0;
             let (status, fetched, charge) = loop {
                 attempts += 1;
-                let failure = match this.attempt::<C>(&url).await {
+                let failure = match this.attempt::<C>(&url, &body).await {
                     Ok((status, body, charge)) => break (Some(status), Ok(body), charge),
                     Err(failure) => failure,
                 };
@@ -290,13 +317,20 @@ impl Fetcher {
         }
     }
 
-    /// One request: the status and the whole body. Plain `http://` URLs go through the
-    /// lean client `C` where there is one, the rest through reqwest.
-    async fn attempt<C: Lean>(&self, url: &str) -> Result<(u16, Bytes, Option<Charge>), Failure> {
+    /// One request of `url` with `body`: the status and the whole response body. Plain
+    /// `http://` URLs go through the lean client `C` where there is one, the rest
+    /// through reqwest.
+    async fn attempt<C: Lean>(
+        &self,
+        url: &str,
+        body: &Payload,
+    ) -> Result<(u16, Bytes, Option<Charge>), Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fetched = match C::of(self) {
             Some(client) => {
-                let fetch = follow_redirects(client, url, self.max_body, self.location_trusted);
+                let ask = Ask::Own(body);
+                let fetch =
+                    follow_redirects(client, url, ask, self.max_body, self.location_trusted);
                 match tokio::time::timeout(self.timeout, fetch).await {
                     Ok(fetched) => fetched,
                     Err(_) => {
@@ -309,12 +343,19 @@ impl Fetcher {
             }
             // Boxed: in a run with a lean client this is the rare path, and its state
             // should not size every task.
-            _ => Box::pin(self.full.get(url, url, 0, self.max_body)).await,
+            _ => Box::pin(self.full.fetch(url, url, 0, Ask::Own(body), self.max_body)).await,
         };
         let response = match fetched {
             Err(ClientError::NeedsFullClient(next)) => {
-                let get = self.full.get(url, &next.url, next.hops, self.max_body);
-                Box::pin(get).await
+                let ask = if next.as_get {
+                    Ask::Get
+                } else {
+                    Ask::Own(body)
+                };
+                let fetch = self
+                    .full
+                    .fetch(url, &next.url, next.hops, ask, self.max_body);
+                Box::pin(fetch).await
             }
             fetched => fetched,
         }

@@ -121,6 +121,7 @@ mod tests {
             max_ms: 1_000,
             retry_after_max_ms: 5_000,
             max_time_ms: 10_000,
+            non_idempotent: false,
         }
     }
 

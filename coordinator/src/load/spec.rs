@@ -15,6 +15,7 @@ use crate::error::UsageError;
 use crate::open_files;
 use crate::parse::{parse_duration, parse_header, parse_rate};
 use crate::plan::MAX_WORKERS;
+use crate::request::RequestText;
 use crate::url_input;
 
 /// Connections one worker keeps at most.
@@ -101,11 +102,22 @@ impl LoadPlan {
             (true, Some(0)) => return Err(UsageError::new("--streams", "must be at least 1")),
             (true, streams) => Some(streams.unwrap_or(1)),
         };
-        let headers = args
+        let mut headers = args
             .headers
             .iter()
             .map(|h| parse_header(h))
             .collect::<Result<Vec<_>, _>>()?;
+        let request_text =
+            RequestText::from_args(&args.request, &|path| std::fs::read(path))?.unwrap_or_default();
+        let request = request_text.spec(&mut headers)?;
+        let rendered = request.body.as_ref().is_some_and(|b| b.has_placeholders());
+        if let (true, Targets::Paths(_), Some((flag, _))) = (rendered, &targets, &request_text.body)
+        {
+            return Err(UsageError::new(
+                flag.name(),
+                "placeholders in the body are rendered only with --url TEMPLATE --range START..END",
+            ));
+        }
         if args.http2 {
             worker::http2_request_headers(&headers).map_err(|e| UsageError::new("--header", e))?;
         }
@@ -126,6 +138,7 @@ impl LoadPlan {
                 duration_ms: duration.map(|d| d.as_millis() as u64),
                 rate: rate.map(|r| r / workers as f64),
                 keepalive: !args.no_keepalive,
+                request: request.clone(),
                 http2_streams,
                 timeout_ms: timeout.as_millis() as u64,
                 headers: headers.clone(),

@@ -15,6 +15,7 @@ use super::findings::Findings;
 use super::{Run, batch_plan};
 use crate::cli::VerifyArgs;
 use crate::error::UsageError;
+use crate::messages;
 use crate::resume::RunRecord;
 use crate::url_input::{Listed, UrlLines};
 
@@ -54,6 +55,11 @@ pub fn print_fixes(
         }
     }
     if args.print_urls && f.gap_count() > 0 {
+        if let Some(method) = &first.record.method {
+            messages::warn(format_args!(
+                "the run sent {method} requests: its URLs alone do not fetch the gaps (--print-command does)"
+            ));
+        }
         print_urls(&first.record, f.gaps().map(|(i, _)| i), &mut out)?;
     }
     out.flush()?;
@@ -78,6 +84,16 @@ fn command(run: &Run, mode: &str) -> String {
         ]);
     }
     words.extend(["--name".to_owned(), quote(&r.name)]);
+    let request = [
+        ("-X", &r.method),
+        ("--data", &r.data),
+        ("--data-json", &r.data_json),
+    ];
+    for (flag, value) in request {
+        if let Some(value) = value {
+            words.extend([flag.to_owned(), quote(value)]);
+        }
+    }
     if let Some(shard) = &r.shard {
         words.extend(["--shard".to_owned(), shard.clone()]);
     }
@@ -162,6 +178,30 @@ mod tests {
         assert_eq!(
             sibling_dir(Path::new("/x/run"), 0, 2),
             Path::new("/x/run-shard-2")
+        );
+    }
+
+    #[test]
+    fn a_command_repeats_the_method_and_body_of_the_run() {
+        let record = RunRecord {
+            target: "template".into(),
+            source: Some("http://h/s".into()),
+            range: Some("0..100".into()),
+            batch: Some(10),
+            name: "b{index}".into(),
+            shard: Some("1/2".into()),
+            method: Some("POST".into()),
+            data: None,
+            data_json: Some(r#"{"o":{start}}"#.into()),
+        };
+        let run = Run {
+            dir: PathBuf::from("out"),
+            record,
+            shard: Shard { index: 1, count: 2 },
+        };
+        assert_eq!(
+            command(&run, "--resume"),
+            r#"coordinator --url 'http://h/s' --range 0..100 --batch 10 --name 'b{index}' -X 'POST' --data-json '{"o":{start}}' --shard 1/2 --out 'out' --resume"#
         );
     }
 

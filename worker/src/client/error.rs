@@ -35,6 +35,8 @@ pub struct Handoff {
     pub url: String,
     /// Redirects followed to reach it.
     pub hops: u32,
+    /// Whether a redirect turned the request into a GET without a body.
+    pub as_get: bool,
 }
 
 /// An error and its causes on one line, e.g. "error sending request: connection refused".

@@ -6,12 +6,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::header::{
+    ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT,
+};
 use reqwest::redirect::Policy;
 use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::ProxyConfig;
 
-use super::{ClientError, ConfigError, Response, header_map, one_line, redirect};
+use super::{Ask, ClientError, ConfigError, Response, Verb, header_map, one_line, redirect};
 use crate::budget::{Budget, Charge};
 use crate::tls;
 
@@ -27,15 +29,22 @@ pub struct FullClient {
     http2: bool,
     tls: TlsOptions,
     proxy: ProxyConfig,
+    /// The run's method, and what goes with it.
+    verb: Verb,
     client: OnceLock<Result<reqwest::Client, String>>,
     budget: Arc<Budget>,
 }
 
 impl FullClient {
-    /// A client for `config` whose bodies are charged to `budget`; fails on headers
-    /// that HTTP does not allow.
-    pub fn new(config: &WorkerConfig, budget: Arc<Budget>) -> Result<FullClient, ConfigError> {
+    /// A client for `config` that sends `verb`, whose bodies are charged to `budget`;
+    /// fails on headers that HTTP does not allow.
+    pub fn new(
+        config: &WorkerConfig,
+        verb: Verb,
+        budget: Arc<Budget>,
+    ) -> Result<FullClient, ConfigError> {
         Ok(FullClient {
+            verb,
             headers: header_map(&config.headers)?,
             user_agent: HeaderValue::from_str(&config.user_agent)
                 .map_err(|_| ConfigError::UserAgent)?,
@@ -52,8 +61,8 @@ impl FullClient {
         })
     }
 
-    /// Every header of a request to the job's own origin: the `--header`s and the
-    /// `User-Agent`.
+    /// Every header of a request to the job's own origin but those of its method:
+    /// the `--header`s and the `User-Agent`.
     pub fn all_headers(&self) -> HeaderMap {
         let mut headers = self.headers.clone();
         headers.insert(USER_AGENT, self.user_agent.clone());
@@ -104,31 +113,33 @@ impl FullClient {
         built.as_ref().map_err(|e| ClientError::Other(e.clone()))
     }
 
-    /// GETs `url` for the job's URL `original`, `hops` redirects away from it,
-    /// following further redirects with the `--header`s for `original`'s origin only.
-    /// A body is read only for a 2xx status, chunk by chunk, so that one over
-    /// `max_body` is never buffered whole.
-    pub async fn get(
+    /// Sends what `ask` says to `url` for the job's URL `original`, `hops` redirects
+    /// away from it, following further redirects with the `--header`s for
+    /// `original`'s origin only. A body is read only for a 2xx status, chunk by chunk,
+    /// so that one over `max_body` is never buffered whole.
+    pub async fn fetch(
         &self,
         original: &str,
         url: &str,
         mut hops: u32,
+        mut ask: Ask<'_>,
         max_body: u64,
     ) -> Result<Response, ClientError> {
         let client = self.client()?;
         let mut at = url.to_owned();
         let mut response = loop {
             let trusted = self.location_trusted || redirect::same_origin(original, &at);
-            let request = client.get(&at);
+            let request = self.request(client, &at, ask);
             let request = match trusted {
                 true => request.headers(self.headers.clone()),
                 false => request,
             };
             let response = request.send().await.map_err(|e| transport(e, &at))?;
+            let status = response.status().as_u16();
             let location = response
                 .headers()
                 .get(LOCATION)
-                .filter(|_| redirect::is_followed(response.status().as_u16()))
+                .filter(|_| redirect::is_followed(status))
                 .and_then(|v| v.to_str().ok());
             let Some(location) = location else {
                 break response;
@@ -138,6 +149,7 @@ impl FullClient {
             }
             hops += 1;
             at = redirect::resolve(&at, location)?.into();
+            ask = redirect::after(status, &self.verb.method, ask);
         };
         let status = response.status().as_u16();
         if !response.status().is_success() {
@@ -174,6 +186,36 @@ impl FullClient {
             retry_after: None,
             charge: Some(charge),
         })
+    }
+
+    /// The request `ask` says for `url`, without the `--header`s.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        ask: Ask<'_>,
+    ) -> reqwest::RequestBuilder {
+        let Ask::Own(body) = ask else {
+            return self.accept(client.get(url));
+        };
+        let request = self.accept(client.request(self.verb.method.clone(), url));
+        let request = match &self.verb.content_type {
+            Some(kind) => request.header(CONTENT_TYPE, kind.clone()),
+            None => request,
+        };
+        if self.verb.framed {
+            request.body(body.bytes().to_vec())
+        } else {
+            request
+        }
+    }
+
+    /// `request` with the `Accept` of `--data-json`, if any.
+    fn accept(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.verb.accept {
+            Some(accept) => request.header(ACCEPT, accept.clone()),
+            None => request,
+        }
     }
 }
 

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::header::{
+    ACCEPT, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER,
+    USER_AGENT,
+};
 use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
 use shared::config::{TlsOptions, WorkerConfig};
@@ -21,7 +24,7 @@ use tokio::io::BufReader;
 
 use super::headers::strip_connection_headers;
 use super::transport::{self, Connector};
-use super::{ClientError, Exchange, Handoff, Response, one_line, redirect};
+use super::{Ask, ClientError, Exchange, Response, Verb, one_line, redirect};
 use crate::budget::{Budget, Charge};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
@@ -78,8 +81,11 @@ pub struct H2cClient {
     proxy: ProxyConfig,
     /// Sent to the job's own origin (`User-Agent`, `--header`s).
     headers: HeaderMap,
-    /// Sent after a redirect to another origin (`User-Agent`).
+    /// Sent after a redirect to another origin (`User-Agent`, and the `Accept` of
+    /// `--data-json`).
     anonymous: HeaderMap,
+    /// The run's method, and what goes with it.
+    verb: Verb,
     /// Requests one connection carries at once; more open another connection.
     streams_per_connection: usize,
     connect_timeout: Duration,
@@ -92,13 +98,23 @@ pub struct H2cClient {
 }
 
 impl H2cClient {
-    /// A client for `config` that sends `headers` to the origin of each job's URL, and
-    /// only their `User-Agent` elsewhere.
-    pub fn new(config: &WorkerConfig, mut headers: HeaderMap, budget: Arc<Budget>) -> H2cClient {
+    /// A client for `config` that sends `verb`, and `headers` to the origin of each
+    /// job's URL but only their `User-Agent` (and `verb`'s `Accept`) elsewhere.
+    pub fn new(
+        config: &WorkerConfig,
+        verb: Verb,
+        mut headers: HeaderMap,
+        budget: Arc<Budget>,
+    ) -> H2cClient {
         strip_connection_headers(&mut headers);
         let mut anonymous = HeaderMap::new();
         if let Some(agent) = headers.get(USER_AGENT) {
             anonymous.insert(USER_AGENT, agent.clone());
+        }
+        if let Some(accept) = &verb.accept {
+            for map in [&mut headers, &mut anonymous] {
+                map.entry(ACCEPT).or_insert_with(|| accept.clone());
+            }
         }
         H2cClient {
             connections: Default::default(),
@@ -108,6 +124,7 @@ impl H2cClient {
             proxy: config.proxy.clone(),
             headers,
             anonymous,
+            verb,
             streams_per_connection: config.http2_streams.max(1) as usize,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
@@ -166,40 +183,52 @@ impl H2cClient {
         Ok((sender.send.clone(), stream))
     }
 
-    /// Sends a GET of `path` on `send`, to the connection's host. Not async, like what
-    /// it calls: the request is never part of the waiting request's state.
+    /// Sends the request `ask` says for `path` on `send`, to the connection's host.
+    /// Not async, like what it calls: the request is never part of the waiting
+    /// request's state.
     fn send(
         &self,
         mut send: SendRequest<Bytes>,
         stream: &Stream,
         path: &str,
+        ask: Ask<'_>,
         trusted: bool,
     ) -> Result<h2::client::ResponseFuture, ClientError> {
         let authority = &stream.0.authority;
         let request = self
-            .request(stream.0.tls, authority, path, trusted)
+            .request(stream.0.tls, authority, path, ask, trusted)
             .map_err(|e| {
                 ClientError::BadUrl(format!(
                     "`{}://{authority}{path}` is not a valid URL: {e}",
                     scheme(stream.0.tls)
                 ))
             })?;
+        let body = match ask {
+            Ask::Own(body) if !body.bytes().is_empty() => {
+                Some(Bytes::copy_from_slice(body.bytes()))
+            }
+            _ => None,
+        };
+        let reset = |e: h2::Error| ClientError::Reset(self.explain(one_line(&e)));
         // No `ready()` first: a handle of its own has no request of its own waiting to
         // open, which is all that would make it wait (streams over the server's limit
         // are queued by the connection either way).
-        let (response, _) = send
-            .send_request(request, true)
-            .map_err(|e| ClientError::Reset(self.explain(one_line(&e))))?;
+        let (response, mut outgoing) = send.send_request(request, body.is_none()).map_err(reset)?;
+        if let Some(body) = body {
+            // Queued whole: the connection sends it as the flow-control window opens.
+            outgoing.send_data(body, true).map_err(reset)?;
+        }
         Ok(response)
     }
 
-    /// A GET of `path` from `authority`, with the client's headers (all of them when
-    /// `trusted`).
+    /// The request `ask` says for `path` on `authority`, with the client's headers
+    /// (all of them when `trusted`).
     fn request(
         &self,
         tls: bool,
         authority: &Authority,
         path: &str,
+        ask: Ask<'_>,
         trusted: bool,
     ) -> Result<Request<()>, http::Error> {
         let uri = Uri::builder()
@@ -214,6 +243,16 @@ impl H2cClient {
         } else {
             self.anonymous.clone()
         };
+        if let Ask::Own(body) = ask {
+            *request.method_mut() = self.verb.method.clone();
+            let headers = request.headers_mut();
+            if let Some(kind) = &self.verb.content_type {
+                headers.insert(CONTENT_TYPE, kind.clone());
+            }
+            if self.verb.framed {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(body.bytes().len()));
+            }
+        }
         Ok(request)
     }
 
@@ -318,6 +357,7 @@ impl Exchange for H2cClient {
         tls: bool,
         authority: &str,
         path: &str,
+        ask: Ask<'_>,
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
@@ -332,11 +372,17 @@ impl Exchange for H2cClient {
                 None => ClientError::Reset(self.explain(one_line(&e))),
             }
         };
-        let response = self.send(send, &stream, path, trusted)?;
+        let response = self.send(send, &stream, path, ask, trusted)?;
         let (head, body) = response.await.map_err(reset)?.into_parts();
         self.answered.store(true, Ordering::Relaxed);
-        let (status, location, retry_after) = read_head(head, max_body, || {
-            format!("{}://{authority}{path}", scheme(tls))
+        // The length of an answer to a HEAD is the length of a body never sent.
+        let announced_max = match ask {
+            Ask::Own(_) if self.verb.is_head() => u64::MAX,
+            _ => max_body,
+        };
+        let (status, location, retry_after) = read_head(head, announced_max, || {
+            self.verb
+                .encoded_answer(format!("{}://{authority}{path}", scheme(tls)), ask)
         })?;
         // Boxed: the body's state (its chunks, its charge) exists only while it
         // streams in; the state every request carries while it waits stays small.
@@ -353,6 +399,10 @@ impl Exchange for H2cClient {
     fn max_redirects(&self) -> u32 {
         self.max_redirects
     }
+
+    fn method(&self) -> &http::Method {
+        &self.verb.method
+    }
 }
 
 fn scheme(tls: bool) -> &'static str {
@@ -368,7 +418,7 @@ fn scheme(tls: bool) -> &'static str {
 fn read_head(
     head: http::response::Parts,
     max_body: u64,
-    url: impl Fn() -> String,
+    encoded: impl Fn() -> ClientError,
 ) -> Result<(u16, Option<String>, Option<String>), ClientError> {
     let text = |name| {
         head.headers
@@ -376,10 +426,7 @@ fn read_head(
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
     if text(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-        return Err(ClientError::NeedsFullClient(Handoff {
-            url: url(),
-            hops: 0,
-        }));
+        return Err(encoded());
     }
     if let Some(len) = text(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > max_body
@@ -423,6 +470,7 @@ pub(crate) async fn handshake(
 mod tests {
     use super::*;
     use crate::budget::Budget;
+    use crate::client::Payload;
     use shared::config::RetryPolicy;
     use shared::template::Template;
 
@@ -433,6 +481,7 @@ mod tests {
             out_dir: None,
             concurrency: 100,
             headers: Vec::new(),
+            request: shared::request::RequestSpec::default(),
             user_agent: "test".into(),
             timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
@@ -445,6 +494,7 @@ mod tests {
                 max_ms: 1,
                 retry_after_max_ms: 1,
                 max_time_ms: 1,
+                non_idempotent: false,
             },
             max_redirects: 0,
             location_trusted: false,
@@ -455,6 +505,10 @@ mod tests {
             tls: Default::default(),
             proxy: Default::default(),
         }
+    }
+
+    fn verb() -> Verb {
+        Verb::new(&shared::request::RequestSpec::default(), false).expect("GET")
     }
 
     /// An h2c server that lets `limit` streams open at once on a connection and
@@ -495,7 +549,14 @@ mod tests {
         let requests = (0..count).map(|n| async move {
             let path = format!("/page/{n}");
             let (fetched, _) = client
-                .exchange(false, authority, &path, 1 << 20, true)
+                .exchange(
+                    false,
+                    authority,
+                    &path,
+                    Ask::Own(&Payload::default()),
+                    1 << 20,
+                    true,
+                )
                 .await
                 .unwrap_or_else(|e| panic!("request {n}: {e:?}"));
             (path, fetched)
@@ -517,7 +578,12 @@ mod tests {
         // The fewest streams a server should allow; all sent at once on a new
         // connection, before its settings are in.
         let addr = limited_server(100).await;
-        let client = H2cClient::new(&config(1_000), HeaderMap::new(), Budget::new(1 << 30));
+        let client = H2cClient::new(
+            &config(1_000),
+            verb(),
+            HeaderMap::new(),
+            Budget::new(1 << 30),
+        );
         all_answered(&client, &addr.to_string(), 300).await;
     }
 
@@ -527,7 +593,7 @@ mod tests {
         // of 100 before the settings): requests past the server's limit must wait for a
         // stream, or the server refuses them.
         let addr = limited_server(3).await;
-        let client = H2cClient::new(&config(100), HeaderMap::new(), Budget::new(1 << 30));
+        let client = H2cClient::new(&config(100), verb(), HeaderMap::new(), Budget::new(1 << 30));
         let authority = addr.to_string();
         // The first answer comes after the server's settings, its limit among them:
         // streams sent before a client knows the limit may be refused (and retried).

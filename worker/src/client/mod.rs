@@ -25,7 +25,7 @@ use bytes::Bytes;
 use crate::budget::Charge;
 
 pub use error::{ClientError, Handoff, one_line};
-pub use headers::{ConfigError, header_map, request_headers};
+pub use headers::{ConfigError, Verb, header_map, request_headers};
 
 /// A response kept whole.
 pub struct Response {
@@ -41,9 +41,39 @@ pub struct Response {
     pub charge: Option<Charge>,
 }
 
+/// A job's request body, rendered once for all its attempts: empty, and no
+/// allocation, when the run sends none.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Payload(Box<[u8]>);
+
+impl Payload {
+    /// A body of these bytes.
+    pub fn new(bytes: Vec<u8>) -> Payload {
+        Payload(bytes.into_boxed_slice())
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What one hop of a request sends besides its URL and headers. A thin reference: it
+/// is held at every level of a request in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask<'a> {
+    /// The run's method (`-X`, GET by default) with the job's body (empty when the run
+    /// sends none).
+    Own(&'a Payload),
+    /// GET without a body: what a 303 (or a 301 or 302 after a POST) turns a request
+    /// into.
+    Get,
+}
+
 /// One request and response of a lean client.
 pub trait Exchange {
-    /// GETs `path` from `authority` (over TLS when `tls`): the response, and the
+    /// Sends what `ask` says for `path` to `authority` (over TLS when `tls`): the
+    /// response, and the
     /// `Location` of a redirect. The `--header`s go along only when `trusted` (see
     /// [`redirect`]); the body is kept within the worker's budget.
     fn exchange(
@@ -51,10 +81,14 @@ pub trait Exchange {
         tls: bool,
         authority: &str,
         path: &str,
+        ask: Ask<'_>,
         max_body: u64,
         trusted: bool,
     ) -> impl Future<Output = Result<(Response, Option<String>), ClientError>> + Send;
 
     /// Redirects followed at most.
     fn max_redirects(&self) -> u32;
+
+    /// The run's method, which decides what a redirect turns a request into.
+    fn method(&self) -> &http::Method;
 }

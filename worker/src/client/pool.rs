@@ -13,9 +13,9 @@ use shared::proxy::{Proxy, ProxyConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::http1::{self, Keep, ReadError};
+use super::http1::{self, Content, Keep, ReadError};
 use super::transport::{Connector, Stream, host_of};
-use super::{ClientError, Exchange, Handoff, Response, redirect};
+use super::{Ask, ClientError, Exchange, Response, Verb, redirect};
 use crate::budget::{Budget, Charge};
 use crate::tls;
 
@@ -35,8 +35,13 @@ pub struct Http1Client {
     retain: AtomicBool,
     /// Header lines sent to the job's own origin (`User-Agent`, `--header`s).
     extra: Vec<u8>,
-    /// Header lines sent after a redirect to another origin (`User-Agent`).
+    /// Header lines sent after a redirect to another origin (`User-Agent`, and the
+    /// `Accept` of `--data-json`).
     anonymous: Vec<u8>,
+    /// The run's method, and what goes with it.
+    verb: Verb,
+    /// The header line that describes a body (`Content-Type`), when there is one.
+    content_lines: Vec<u8>,
     connect_timeout: Duration,
     max_redirects: u32,
     max_idle: usize,
@@ -45,11 +50,14 @@ pub struct Http1Client {
 }
 
 impl Http1Client {
-    /// A client for `config` whose bodies are charged to `budget`.
-    pub fn new(config: &WorkerConfig, budget: Arc<Budget>) -> Http1Client {
+    /// A client for `config` that sends `verb`, whose bodies are charged to `budget`.
+    pub fn new(config: &WorkerConfig, verb: Verb, budget: Arc<Budget>) -> Http1Client {
         let agent = std::iter::once(("User-Agent", config.user_agent.as_str()));
+        let accept = config.request.accept.as_deref().map(|a| ("Accept", a));
+        let everywhere = agent.chain(accept);
         let headers = config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let extra = http1::header_lines(agent.clone().chain(headers), true);
+        let extra = http1::header_lines(everywhere.clone().chain(headers), true);
+        let content_type = config.request.content_type.as_deref();
         Http1Client {
             idle: Default::default(),
             plain: Connector::plain(),
@@ -58,7 +66,9 @@ impl Http1Client {
             proxy: config.proxy.clone(),
             retain: AtomicBool::new(true),
             extra,
-            anonymous: http1::header_lines(agent, true),
+            anonymous: http1::header_lines(everywhere, true),
+            content_lines: http1::header_lines(content_type.map(|t| ("Content-Type", t)), true),
+            verb,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             max_redirects: config.max_redirects,
             max_idle: config.concurrency as usize,
@@ -79,34 +89,61 @@ impl Http1Client {
         Ok((fetched, location))
     }
 
-    async fn once(
+    /// Writes the request `ask` says into `out`; through `proxy`, naming the whole URL
+    /// and carrying the proxy's credentials.
+    fn write(
         &self,
-        stream: &mut Stream,
-        authority: &str,
-        path: &str,
-        max_body: u64,
+        out: &mut Vec<u8>,
+        (authority, path): (&str, &str),
+        ask: Ask<'_>,
         trusted: bool,
-    ) -> Result<(Response, Option<String>, bool), ClientError> {
-        let mut request = Vec::new();
+        proxy: Option<&Proxy>,
+    ) {
         let headers = if trusted {
             &self.extra
         } else {
             &self.anonymous
         };
-        match self.proxied(&*stream, authority) {
-            // Through a proxy, a plain request names its whole URL.
+        let (target, with_credentials);
+        let (path, headers) = match proxy {
             Some(proxy) => {
-                let mut headers = headers.clone();
+                target = format!("http://{authority}{path}");
+                let mut lines = headers.clone();
                 if let Some(credentials) = &proxy.authorization {
-                    headers.extend_from_slice(b"Proxy-Authorization: ");
-                    headers.extend_from_slice(credentials.as_bytes());
-                    headers.extend_from_slice(b"\r\n");
+                    lines.extend_from_slice(b"Proxy-Authorization: ");
+                    lines.extend_from_slice(credentials.as_bytes());
+                    lines.extend_from_slice(b"\r\n");
                 }
-                let target = format!("http://{authority}{path}");
-                http1::write_request(&mut request, &target, authority, &headers);
+                with_credentials = lines;
+                (target.as_str(), &with_credentials)
             }
-            None => http1::write_request(&mut request, path, authority, headers),
+            None => (path, headers),
+        };
+        match ask {
+            Ask::Get => http1::write_request(out, "GET", path, authority, headers, None),
+            Ask::Own(body) => {
+                let content = self.verb.framed.then_some(Content {
+                    header_lines: &self.content_lines,
+                    bytes: body.bytes(),
+                });
+                let method = self.verb.method.as_str();
+                http1::write_request(out, method, path, authority, headers, content);
+            }
         }
+    }
+
+    async fn once(
+        &self,
+        stream: &mut Stream,
+        authority: &str,
+        path: &str,
+        ask: Ask<'_>,
+        max_body: u64,
+        trusted: bool,
+    ) -> Result<(Response, Option<String>, bool), ClientError> {
+        let mut request = Vec::new();
+        let proxy = self.proxied(&*stream, authority);
+        self.write(&mut request, (authority, path), ask, trusted, proxy);
         let written = stream.write_all(&request).await;
         drop(request);
         if let Err(e) = written {
@@ -127,8 +164,12 @@ impl Http1Client {
             let mut buf = Vec::new();
             let mut body = Vec::new();
             let mut charge = Charge::new(&self.budget);
-            let keep = Keep::Into(&mut body, max_body, Some(&mut charge));
-            let head = http1::read_response(&mut *stream, &mut buf, keep).await?;
+            let head = if ask != Ask::Get && self.verb.is_head() {
+                http1::read_head_response(&mut *stream, &mut buf).await?
+            } else {
+                let keep = Keep::Into(&mut body, max_body, Some(&mut charge));
+                http1::read_response(&mut *stream, &mut buf, keep).await?
+            };
             Ok((head, body, charge))
         })
         .await;
@@ -151,10 +192,8 @@ impl Http1Client {
                 Stream::Plain(_) => "http",
                 Stream::Tls(_) => "https",
             };
-            return Err(ClientError::NeedsFullClient(Handoff {
-                url: format!("{scheme}://{authority}{path}"),
-                hops: 0,
-            }));
+            let url = format!("{scheme}://{authority}{path}");
+            return Err(self.verb.encoded_answer(url, ask));
         }
         let location = response
             .location
@@ -254,32 +293,39 @@ pub fn is_quiet(stream: &TcpStream) -> bool {
 
 impl Exchange for Http1Client {
     /// One request and response; a pooled connection that turns out to be closed is
-    /// replaced by a fresh one once.
+    /// replaced by a fresh one once, unless the request may not be sent twice (RFC
+    /// 9112 §9.3.1: the server may have applied it before the connection failed).
     async fn exchange(
         &self,
         tls: bool,
         authority: &str,
         path: &str,
+        ask: Ask<'_>,
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
         if let Some(mut stream) = self.take_idle(authority, tls) {
             let result = self
-                .once(&mut stream, authority, path, max_body, trusted)
+                .once(&mut stream, authority, path, ask, max_body, trusted)
                 .await;
+            let repeatable = ask == Ask::Get || self.verb.repeatable;
             match result {
-                Err(ClientError::Reset(_)) => {}
+                Err(ClientError::Reset(_)) if repeatable => {}
                 result => return self.settle(authority, stream, result),
             }
         }
         let mut stream = Box::pin(self.connect(authority, tls)).await?;
         let result = self
-            .once(&mut stream, authority, path, max_body, trusted)
+            .once(&mut stream, authority, path, ask, max_body, trusted)
             .await;
         self.settle(authority, stream, result)
     }
 
     fn max_redirects(&self) -> u32 {
         self.max_redirects
+    }
+
+    fn method(&self) -> &http::Method {
+        &self.verb.method
     }
 }

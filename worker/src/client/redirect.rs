@@ -5,15 +5,30 @@
 //! `Cookie`, an API key, whatever they are) go only to the origin (scheme, host and
 //! port) of the URL the job asked for. A redirect elsewhere gets the `User-Agent`
 //! alone, unless the run trusts every location.
+//!
+//! What the next hop sends is what browsers and reqwest send: a 303 turns any method
+//! but HEAD into a GET without a body, a 301 or 302 turns a POST into one (curl keeps
+//! the POST there), and a 307 or 308 keeps the method and the body.
 
+use http::Method;
 use shared::http_url::split_http_url;
 use url::Url;
 
-use super::{ClientError, Exchange, Handoff, Response};
+use super::{Ask, ClientError, Exchange, Handoff, Response};
 
 /// Statuses whose `Location` is followed.
 pub fn is_followed(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// What the hop after a redirect with `status` sends, for a run whose method is
+/// `method` and a hop that sent `ask`.
+pub fn after<'a>(status: u16, method: &Method, ask: Ask<'a>) -> Ask<'a> {
+    match (status, ask) {
+        (303, Ask::Own(_)) if *method != Method::HEAD => Ask::Get,
+        (301 | 302, Ask::Own(_)) if *method == Method::POST => Ask::Get,
+        (_, ask) => ask,
+    }
 }
 
 /// The URL a `Location` header points to, from a request to `base`: resolved as a
@@ -40,13 +55,14 @@ pub fn same_origin(original: &str, url: &str) -> bool {
     }
 }
 
-/// GETs `url` (an `http://` or `https://` URL) through `client`, following its redirects; the
-/// `--header`s go to `url`'s origin only, or everywhere when `trust_all`. The clients
-/// have no `get` of their own: an `async fn` around this one would add a layer of
-/// state to every request in flight.
+/// Sends what `ask` says to `url` (an `http://` or `https://` URL) through `client`,
+/// following its redirects; the `--header`s go to `url`'s origin only, or everywhere
+/// when `trust_all`. The clients have no `get` of their own: an `async fn` around this
+/// one would add a layer of state to every request in flight.
 pub async fn follow_redirects(
     client: &impl Exchange,
     url: &str,
+    mut ask: Ask<'_>,
     max_body: u64,
     trust_all: bool,
 ) -> Result<Response, ClientError> {
@@ -61,14 +77,16 @@ pub async fn follow_redirects(
             ClientError::NeedsFullClient(Handoff {
                 url: at.to_owned(),
                 hops,
+                as_get: ask == Ask::Get,
             })
         })?;
         let (fetched, location) = client
-            .exchange(split.tls, &split.authority, &split.path, max_body, trusted)
+            .exchange(split.tls, &split.authority, &split.path, ask, max_body, trusted)
             .await?;
         let Some(location) = location else {
             return Ok(fetched);
         };
+        ask = after(fetched.status, client.method(), ask);
         // The redirect's own body is not kept (nor its charge).
         drop(fetched);
         if hops == client.max_redirects() {
@@ -87,6 +105,7 @@ pub fn too_many(max: u32) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Payload;
 
     #[test]
     fn locations_resolve_like_a_browser_would() {
@@ -98,6 +117,25 @@ mod tests {
         assert_eq!(at("https://o/z").unwrap(), "https://o/z");
         assert_eq!(at("/a b\tc").unwrap(), "http://h:81/a%20bc");
         assert!(matches!(at("ftp://o/z"), Err(ClientError::Redirect(_))));
+    }
+
+    #[test]
+    fn redirects_change_the_method_as_browsers_do() {
+        let body = Payload::new(b"x=1".to_vec());
+        let own = Ask::Own(&body);
+        for status in [301, 302, 303] {
+            assert_eq!(after(status, &Method::POST, own), Ask::Get, "{status}");
+        }
+        for status in [307, 308] {
+            assert_eq!(after(status, &Method::POST, own), own, "{status}");
+        }
+        // PUT keeps its method and body on 301 and 302, and loses them on 303.
+        assert_eq!(after(302, &Method::PUT, own), own);
+        assert_eq!(after(303, &Method::PUT, own), Ask::Get);
+        let none = Payload::default();
+        assert_eq!(after(303, &Method::HEAD, Ask::Own(&none)), Ask::Own(&none));
+        // Once a GET, always a GET.
+        assert_eq!(after(307, &Method::POST, Ask::Get), Ask::Get);
     }
 
     #[test]

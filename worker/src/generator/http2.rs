@@ -79,13 +79,27 @@ async fn exchange(
         .map_err(|_| ErrorKind::Read)?;
     let mut request = Request::new(());
     *request.uri_mut() = uri;
+    *request.method_mut() = state.verb.method.clone();
     *request.headers_mut() = state.h2_headers.clone();
+    let body = state.body(n).filter(|b| !b.is_empty());
+    if state.verb.framed {
+        let len = body.as_ref().map_or(0, Bytes::len);
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, len.into());
+    }
     // Waits while the connection has as many streams open as the server allows.
     let mut send = send.ready().await.map_err(|_| ErrorKind::Reset)?;
     let sent = Instant::now();
-    let (response, _) = send
-        .send_request(request, true)
+    let (response, mut outgoing) = send
+        .send_request(request, body.is_none())
         .map_err(|_| ErrorKind::Reset)?;
+    if let Some(body) = body {
+        // Queued whole: the connection sends it as the flow-control window opens.
+        outgoing
+            .send_data(body, true)
+            .map_err(|_| ErrorKind::Reset)?;
+    }
     let response = response.await.map_err(|_| ErrorKind::Reset)?;
     let first_byte = Instant::now();
     let status = response.status().as_u16();

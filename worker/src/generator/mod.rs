@@ -10,13 +10,16 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use shared::loadtest::{LoadReport, LoadSpec, LoadStats, Targets};
 use shared::protocol::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerStats};
+use shared::template::Template;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
-use crate::client::http1::{self, ReadError};
+use crate::client::Verb;
+use crate::client::http1::{self, Content, ReadError};
 use crate::client::transport::{Connected, Connector, Stream};
 use crate::tls;
 
@@ -32,6 +35,15 @@ pub async fn run(
     spec: LoadSpec,
 ) -> Result<(), WorkerError> {
     let mut writer = FrameWriter::new(output);
+    // Checked by the coordinator; a worker of another build still says why it stops.
+    let verb = match Verb::new(&spec.request, false) {
+        Ok(verb) => verb,
+        Err(e) => {
+            let fatal = FromWorker::Fatal(format!("{}: {e}", e.flag()));
+            writer.send(&fatal).await?;
+            return Err(e.into());
+        }
+    };
     let connector = match &spec.tls {
         None => Ok(Connector::plain()),
         Some(options) => {
@@ -59,7 +71,7 @@ pub async fn run(
     let stop = watch_for_stop(input);
     let lag = LagProbe::start();
 
-    let state = Rc::new(State::new(spec, connector, stop));
+    let state = Rc::new(State::new(spec, verb, connector, stop));
     let local = LocalSet::new();
     let (wall, total) = local
         .run_until(async {
@@ -135,15 +147,31 @@ fn watch_for_stop(input: impl AsyncRead + Unpin + Send + 'static) -> watch::Rece
     rx
 }
 
+/// The body of every request of a load test.
+enum Body {
+    /// None.
+    Empty,
+    /// The same bytes for every request.
+    Fixed(Bytes),
+    /// Rendered with the batch of each request of a plan.
+    Rendered(Template),
+}
+
 /// What the connections of one worker share (one thread: `Rc` and `Cell` suffice).
 struct State {
     spec: LoadSpec,
     /// Opens the connections (TLS for `https://`).
     connector: Connector,
+    /// The method of every request, and what goes with it.
+    verb: Verb,
+    /// The body of every request.
+    body: Body,
     /// Whole requests, prepared once, for a list of paths.
     prepared: Vec<Vec<u8>>,
     /// Header lines of every request, for paths rendered per request.
     header_lines: Vec<u8>,
+    /// The header line that describes a body (`Content-Type`), if any.
+    content_lines: Vec<u8>,
     /// The headers of every request over HTTP/2.
     h2_headers: http::HeaderMap,
     started: Instant,
@@ -169,7 +197,14 @@ struct Slot {
 }
 
 impl State {
-    fn new(spec: LoadSpec, connector: Connector, stop: watch::Receiver<bool>) -> State {
+    fn new(
+        spec: LoadSpec,
+        verb: Verb,
+        connector: Connector,
+        stop: watch::Receiver<bool>,
+    ) -> State {
+        let request = &spec.request;
+        let accept = request.accept.as_deref().map(|a| ("Accept", a));
         let headers = spec.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         // Through a proxy, plain requests carry its credentials (a tunnel's do not).
         let credentials = match (&spec.proxy, &spec.tls) {
@@ -177,39 +212,85 @@ impl State {
             _ => None,
         };
         let proxy_header = credentials.map(|c| ("Proxy-Authorization", c));
-        let header_lines = http1::header_lines(headers.chain(proxy_header), spec.keepalive);
-        let prepared = match &spec.targets {
-            Targets::Paths(paths) => paths
-                .iter()
-                .map(|path| {
-                    let mut request = Vec::new();
-                    let target = request_target(&spec, path);
-                    http1::write_request(&mut request, &target, &spec.authority, &header_lines);
-                    request
-                })
-                .collect(),
-            Targets::Plan { .. } => Vec::new(),
+        let all = accept.into_iter().chain(headers).chain(proxy_header);
+        let header_lines = http1::header_lines(all, spec.keepalive);
+        let content_type = request.content_type.as_deref();
+        let content_lines = http1::header_lines(content_type.map(|t| ("Content-Type", t)), true);
+        let body = match (&request.body, &spec.targets) {
+            (None, _) => Body::Empty,
+            (Some(t), Targets::Plan { .. }) if t.has_placeholders() => Body::Rendered(t.clone()),
+            (Some(t), _) => Body::Fixed(Bytes::from(t.as_str().to_owned())),
         };
-        let started = Instant::now();
-        State {
-            deadline: spec
-                .duration_ms
-                .map(|ms| started + Duration::from_millis(ms)),
-            // Checked by the coordinator; needed only over HTTP/2.
-            h2_headers: match spec.http2_streams {
-                Some(_) => crate::client::request_headers(&spec.headers).unwrap_or_default(),
-                None => http::HeaderMap::new(),
-            },
-            spec,
+        let mut state = State {
+            deadline: None,
+            h2_headers: http::HeaderMap::new(),
             connector,
-            prepared,
+            verb,
+            body,
+            prepared: Vec::new(),
             header_lines,
-            started,
+            content_lines,
             next: Cell::new(0),
             seconds: Cell::new(0),
             stop,
             recorder: RefCell::new(Recorder::default()),
+            spec,
+            started: Instant::now(),
+        };
+        if let Targets::Paths(paths) = &state.spec.targets {
+            let mut prepared = Vec::with_capacity(paths.len());
+            for n in 0..paths.len() as u64 {
+                let mut request = Vec::new();
+                state.write(&mut request, n);
+                prepared.push(request);
+            }
+            state.prepared = prepared;
         }
+        if state.spec.http2_streams.is_some() {
+            // Checked by the coordinator; needed only over HTTP/2.
+            let mut headers =
+                crate::client::request_headers(&state.spec.headers).unwrap_or_default();
+            if let Some(accept) = &state.verb.accept {
+                headers
+                    .entry(http::header::ACCEPT)
+                    .or_insert_with(|| accept.clone());
+            }
+            if let Some(kind) = &state.verb.content_type {
+                headers.insert(http::header::CONTENT_TYPE, kind.clone());
+            }
+            state.h2_headers = headers;
+        }
+        state.started = Instant::now();
+        state.deadline = state
+            .spec
+            .duration_ms
+            .map(|ms| state.started + Duration::from_millis(ms));
+        state
+    }
+
+    /// The body of request number `n`, if requests have one.
+    fn body(&self, n: u64) -> Option<Bytes> {
+        match &self.body {
+            Body::Empty => None,
+            Body::Fixed(bytes) => Some(bytes.clone()),
+            Body::Rendered(template) => {
+                let values = self.spec.targets.values(n)?;
+                Some(Bytes::from(template.render(&values)))
+            }
+        }
+    }
+
+    /// Writes the bytes of request number `n` into `out`.
+    fn write(&self, out: &mut Vec<u8>, n: u64) {
+        let path = self.spec.targets.path(n);
+        let path = request_target(&self.spec, &path);
+        let body = self.body(n);
+        let content = self.verb.framed.then(|| Content {
+            header_lines: &self.content_lines,
+            bytes: body.as_deref().unwrap_or_default(),
+        });
+        let (method, authority) = (self.verb.method.as_str(), &self.spec.authority);
+        http1::write_request(out, method, &path, authority, &self.header_lines, content);
     }
 
     /// The next request to send, or `None` when the run is over.
@@ -239,9 +320,7 @@ impl State {
             return &self.prepared[(n % self.prepared.len() as u64) as usize];
         }
         scratch.clear();
-        let path = self.spec.targets.path(n);
-        let target = request_target(&self.spec, &path);
-        http1::write_request(scratch, &target, &self.spec.authority, &self.header_lines);
+        self.write(scratch, n);
         scratch
     }
 
@@ -439,14 +518,15 @@ async fn exchange(
         .write_all(request)
         .await
         .map_err(|_| ErrorKind::Closed)?;
-    let response = http1::read_response(&mut conn.stream, &mut conn.buf, http1::Keep::Count)
-        .await
-        .map_err(|e| match e {
-            ReadError::Closed | ReadError::Reset => ErrorKind::Closed,
-            ReadError::Incomplete | ReadError::Malformed(_) | ReadError::TooLarge(_) => {
-                ErrorKind::Read
-            }
-        })?;
+    let response = if state.verb.is_head() {
+        http1::read_head_response(&mut conn.stream, &mut conn.buf).await
+    } else {
+        http1::read_response(&mut conn.stream, &mut conn.buf, http1::Keep::Count).await
+    };
+    let response = response.map_err(|e| match e {
+        ReadError::Closed | ReadError::Reset => ErrorKind::Closed,
+        ReadError::Incomplete | ReadError::Malformed(_) | ReadError::TooLarge(_) => ErrorKind::Read,
+    })?;
     Ok(Answer {
         status: response.status,
         bytes: response.body,

@@ -139,6 +139,18 @@ pub async fn read_response(
     Ok(head)
 }
 
+/// Reads the response to a HEAD request from `io`, using `buf` (emptied first) as the
+/// read buffer: its head alone, whatever length it announces (RFC 9110 §9.3.2).
+pub async fn read_head_response(
+    io: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> Result<Head, ReadError> {
+    let (mut head, _, head_end) = read_head(io, buf).await?;
+    // Bytes after the head were never asked for.
+    head.keep_alive &= buf.len() == head_end;
+    Ok(head)
+}
+
 /// Reads the head of the final response into `buf` (emptied first), skipping interim
 /// ones: what it says, how its body is framed, and where in `buf` the body starts.
 async fn read_head(
@@ -422,16 +434,44 @@ pub fn header_lines<'a>(
     out
 }
 
-/// Writes a GET for `path` on `host` with the prepared `header_lines` to `out`.
-pub fn write_request(out: &mut Vec<u8>, path: &str, host: &str, header_lines: &[u8]) {
-    out.reserve(32 + path.len() + host.len() + header_lines.len());
-    out.extend_from_slice(b"GET ");
+/// What a request carries after its head: the header lines that describe it (its
+/// `Content-Type`) and its bytes. `Content-Length` is written from them.
+#[derive(Debug, Clone, Copy)]
+pub struct Content<'a> {
+    /// Prepared `Name: value` lines, e.g. `Content-Type: application/json\r\n`.
+    pub header_lines: &'a [u8],
+    /// The body.
+    pub bytes: &'a [u8],
+}
+
+/// Writes a request of `method` for `path` on `host` with the prepared `header_lines`
+/// and, if any, its `content` to `out`.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    host: &str,
+    header_lines: &[u8],
+    content: Option<Content<'_>>,
+) {
+    let content_len = content.map_or(0, |c| 40 + c.header_lines.len() + c.bytes.len());
+    out.reserve(32 + method.len() + path.len() + host.len() + header_lines.len() + content_len);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(header_lines);
-    out.extend_from_slice(b"\r\n");
+    let Some(content) = content else {
+        out.extend_from_slice(b"\r\n");
+        return;
+    };
+    out.extend_from_slice(content.header_lines);
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(content.bytes.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(content.bytes);
 }
 
 #[cfg(test)]

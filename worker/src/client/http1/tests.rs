@@ -129,14 +129,51 @@ fn requests_are_plain_get_lines() {
     let mut out = Vec::new();
     write_request(
         &mut out,
+        "GET",
         "/a?b=1",
         "h:80",
         &header_lines([("X-K", "v")], false),
+        None,
     );
     assert_eq!(
         out,
         b"GET /a?b=1 HTTP/1.1\r\nHost: h:80\r\nX-K: v\r\nConnection: close\r\n\r\n"
     );
+}
+
+#[test]
+fn a_request_with_content_says_its_type_and_length_and_ends_with_its_bytes() {
+    let mut out = Vec::new();
+    let content = Content {
+        header_lines: b"Content-Type: application/json\r\n",
+        bytes: br#"{"offset":30}"#,
+    };
+    write_request(&mut out, "POST", "/s", "h:80", b"X-K: v\r\n", Some(content));
+    let expected: &[u8] = b"POST /s HTTP/1.1\r\nHost: h:80\r\nX-K: v\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"offset\":30}";
+    assert_eq!(out, expected);
+    // A POST without a body still says its length is zero.
+    out.clear();
+    let empty = Content {
+        header_lines: b"",
+        bytes: b"",
+    };
+    write_request(&mut out, "POST", "/", "h", b"", Some(empty));
+    assert_eq!(
+        out,
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+    );
+}
+
+#[test]
+fn the_answer_to_a_head_request_has_no_body_whatever_length_it_announces() {
+    let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n";
+    let mut io = wire;
+    let r = run(read_head_response(&mut io, &mut Vec::new())).unwrap();
+    assert_eq!((r.status, r.body, r.keep_alive), (200, 0, true));
+    // Bytes after the head were not asked for: the connection is not reused.
+    let mut io: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let r = run(read_head_response(&mut io, &mut Vec::new())).unwrap();
+    assert!(!r.keep_alive);
 }
 
 /// Reads one response from `wire` handed out whole, keeping the body.
