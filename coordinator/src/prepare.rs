@@ -74,8 +74,7 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         request,
     } = plan;
     crate::trust::check(&worker.tls)?;
-    let mut record =
-        record(&target, url_text.as_deref(), &name_text, shard).with_request(&request);
+    let mut record = record(&target, url_text.as_deref(), &name_text, shard).with_request(&request);
     record.insecure = worker.tls.insecure;
     let target = match target {
         TargetSpec::Template(plan) => Target::Template(plan),

@@ -193,6 +193,7 @@ mod tests {
             method: Some("POST".into()),
             data: None,
             data_json: Some(r#"{"o":{start}}"#.into()),
+            insecure: false,
         };
         let run = Run {
             dir: PathBuf::from("out"),

@@ -81,7 +81,14 @@ pub async fn follow_redirects(
             })
         })?;
         let (fetched, location) = client
-            .exchange(split.tls, &split.authority, &split.path, ask, max_body, trusted)
+            .exchange(
+                split.tls,
+                &split.authority,
+                &split.path,
+                ask,
+                max_body,
+                trusted,
+            )
             .await?;
         let Some(location) = location else {
             return Ok(fetched);

@@ -197,12 +197,7 @@ struct Slot {
 }
 
 impl State {
-    fn new(
-        spec: LoadSpec,
-        verb: Verb,
-        connector: Connector,
-        stop: watch::Receiver<bool>,
-    ) -> State {
+    fn new(spec: LoadSpec, verb: Verb, connector: Connector, stop: watch::Receiver<bool>) -> State {
         let request = &spec.request;
         let accept = request.accept.as_deref().map(|a| ("Accept", a));
         let headers = spec.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
