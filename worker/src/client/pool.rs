@@ -11,7 +11,6 @@ use bytes::Bytes;
 use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::{Proxy, ProxyConfig};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::http1::{self, Content, Keep, ReadError};
 use super::transport::{Connector, Stream, host_of};
@@ -275,20 +274,6 @@ impl Http1Client {
             conns.push(stream);
         }
     }
-}
-
-/// Whether a connection that waits for its next request has nothing to read: no byte
-/// and no end of stream. Asked of the socket itself (a peek that does not wait), not
-/// of the event loop's readiness, which may not have seen the latest bytes yet.
-pub fn is_quiet(stream: &TcpStream) -> bool {
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsRawFd;
-    let mut byte = [0u8; 1];
-    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-    matches!(
-        recv(stream.as_raw_fd(), &mut byte, flags),
-        Err(nix::errno::Errno::EAGAIN)
-    )
 }
 
 impl Exchange for Http1Client {

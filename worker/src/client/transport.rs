@@ -16,7 +16,6 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::client::ClientError;
-use crate::client::pool::is_quiet;
 use crate::tls::{self, TlsError};
 
 /// A connection's byte stream.
@@ -311,6 +310,20 @@ impl Connector {
             handshake: Some(started.elapsed() - tcp_time),
         })
     }
+}
+
+/// Whether a connection that waits for its next request has nothing to read: no byte
+/// and no end of stream. Asked of the socket itself (a peek that does not wait), not
+/// of the event loop's readiness, which may not have seen the latest bytes yet.
+fn is_quiet(stream: &TcpStream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(
+        recv(stream.as_raw_fd(), &mut byte, flags),
+        Err(nix::errno::Errno::EAGAIN)
+    )
 }
 
 /// Asks `proxy` on `tcp` for a tunnel to `authority` (`CONNECT`), and reads its answer
