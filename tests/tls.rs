@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -16,7 +16,7 @@ use crate::common::{self, Server, assert_exit, coordinator, output_of};
 /// The certificates of one test, as PEM files in a directory.
 pub struct Pki {
     _dir: tempfile::TempDir,
-    path: PathBuf,
+    pub path: PathBuf,
 }
 
 impl Pki {
@@ -366,4 +366,123 @@ fn a_load_test_without_trust_counts_tls_errors() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["errors"]["tls"], 20, "{report}");
     assert_eq!(report["responses"], 0);
+}
+
+/// nginx serving `www` over TLS with the certificate `name` of `pki` (HTTP/2 and
+/// HTTP/1.1 by ALPN), on a free loopback port; stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(pki: &Pki, name: &str, www: &Path, dir: &Path) -> Nginx {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("nginx.conf");
+        fs::write(
+            &conf,
+            format!(
+                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {www};\n  }}\n}}\n",
+                dir = dir.display(),
+                cert = pki.file(&format!("{name}.pem")),
+                key = pki.file(&format!("{name}.key")),
+                www = www.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx (Debian's nginx-light; scripts/test installs it)");
+        let mut nginx = Nginx { child, port };
+        let up = common::eventually(std::time::Duration::from_secs(10), || {
+            matches!(nginx.child.try_wait(), Ok(None))
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up,
+            "nginx did not start: {:?}",
+            fs::read_to_string(dir.join("error.log"))
+        );
+        nginx.port = port;
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM, which nginx's master passes on to its workers before it exits (a
+    /// SIGKILL would leave them orphaned); SIGKILL only if it does not exit in time.
+    fn drop(&mut self) {
+        common::send_signal(self.child.id(), "TERM");
+        if common::wait_within(&mut self.child, std::time::Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    // nginx's workers run as nobody: what they read must be readable by all.
+    fs::set_permissions(&pki.path, fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let www = dir.path().join("www");
+    fs::create_dir(&www).unwrap();
+    let pages: Vec<String> = (0..20)
+        .map(|i| format!("{{\"page\":{i},\"text\":\"{}\"}}", "x".repeat(i * 500)))
+        .collect();
+    for (i, page) in pages.iter().enumerate() {
+        fs::write(www.join(format!("p{i}.json")), page).unwrap();
+    }
+    let nginx = Nginx::start(&pki, "server", &www, dir.path());
+    let urls: String = (0..pages.len())
+        .map(|i| format!("https://localhost:{}/p{i}.json\n", nginx.port))
+        .collect();
+    fs::write(dir.path().join("urls.txt"), urls).unwrap();
+    let ca = pki.file("ca.pem");
+    for client in [&[][..], &["--http2"], &["--compressed"]] {
+        let run = tempfile::tempdir().unwrap();
+        let mut cmd = coordinator();
+        cmd.args(["--urls"])
+            .arg(dir.path().join("urls.txt"))
+            .args(["--name", "p{index}.json", "-o", "out", "--cacert", &ca])
+            .args(client)
+            .current_dir(run.path());
+        let out = output_of(&mut cmd);
+        assert_exit(&out, 0);
+        for (i, page) in pages.iter().enumerate() {
+            let got = fs::read_to_string(run.path().join(format!("out/p{i}.json"))).unwrap();
+            assert_eq!(&got, page, "{client:?} page {i}");
+        }
+    }
+    // Without the CA nginx's certificate is refused like any other.
+    let run = tempfile::tempdir().unwrap();
+    let mut cmd = coordinator();
+    cmd.args(["--urls"])
+        .arg(dir.path().join("urls.txt"))
+        .args(["-o", "out"])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .current_dir(run.path());
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("unknown authority"),
+        "{}",
+        stderr(&out)
+    );
 }
