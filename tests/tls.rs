@@ -386,7 +386,7 @@ impl Nginx {
         fs::write(
             &conf,
             format!(
-                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {www};\n  }}\n}}\n",
+                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  log_format protocol '$server_protocol';\n  access_log {dir}/access.log protocol;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {www};\n  }}\n}}\n",
                 dir = dir.display(),
                 cert = pki.file(&format!("{name}.pem")),
                 key = pki.file(&format!("{name}.key")),
@@ -454,7 +454,15 @@ fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
         .collect();
     fs::write(dir.path().join("urls.txt"), urls).unwrap();
     let ca = pki.file("ca.pem");
-    for client in [&[][..], &["--http2"], &["--compressed"]] {
+    // ALPN picks HTTP/2 unless the run asks for HTTP/1.1 only (--compressed does).
+    let protocols = [
+        (&[][..], "HTTP/2.0"),
+        (&["--http2"], "HTTP/2.0"),
+        (&["--compressed"], "HTTP/1.1"),
+    ];
+    for (client, protocol) in protocols {
+        let log = dir.path().join("access.log");
+        let before = fs::read_to_string(&log).unwrap_or_default().lines().count();
         let run = tempfile::tempdir().unwrap();
         let mut cmd = coordinator();
         cmd.args(["--urls"])
@@ -468,6 +476,20 @@ fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
             let got = fs::read_to_string(run.path().join(format!("out/p{i}.json"))).unwrap();
             assert_eq!(&got, page, "{client:?} page {i}");
         }
+        // nginx writes a log line once it has sent its answer: waited for, not assumed.
+        let read = || -> Vec<String> {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            text.lines().skip(before).map(str::to_owned).collect()
+        };
+        let all_in = common::eventually(std::time::Duration::from_secs(10), || {
+            read().len() >= pages.len()
+        });
+        let lines = read();
+        assert!(
+            all_in && lines.len() == pages.len(),
+            "{client:?}: {lines:?}"
+        );
+        assert!(lines.iter().all(|l| l == protocol), "{client:?}: {lines:?}");
     }
     // Without the CA nginx's certificate is refused like any other.
     let run = tempfile::tempdir().unwrap();

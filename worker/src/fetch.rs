@@ -139,7 +139,16 @@ impl Fetcher {
                 Arc::clone(&budget),
             )
         });
-        let plain = (lean && !config.http2).then(|| Http1Client::new(config, verb, budget));
+        // Without --http2, a TLS host may still choose HTTP/2 by ALPN.
+        let plain = (lean && !config.http2).then(|| {
+            let h2 = H2cClient::new(
+                config,
+                verb.clone(),
+                full.all_headers(),
+                Arc::clone(&budget),
+            );
+            Http1Client::new(config, verb, budget, Some(h2))
+        });
         Ok(Fetcher {
             full,
             url: config.url.clone(),

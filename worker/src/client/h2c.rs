@@ -303,7 +303,6 @@ impl H2cClient {
     }
 
     async fn connect(&self, authority: &str, tls: bool) -> Result<Sender, ClientError> {
-        let failed = |e: String| ClientError::Connect(format!("connecting to {authority}: {e}"));
         let connector = match tls {
             false => &self.plain,
             true => self
@@ -326,6 +325,16 @@ impl H2cClient {
             .await
             .map_err(|e| e.into_client_error(authority))?
             .stream;
+        self.start(authority, stream).await
+    }
+
+    /// Starts HTTP/2 on a connection to `authority`.
+    async fn start(
+        &self,
+        authority: &str,
+        stream: transport::Stream,
+    ) -> Result<Sender, ClientError> {
+        let failed = |e: String| ClientError::Connect(format!("connecting to {authority}: {e}"));
         let tls_failure = stream.failure_slot();
         let (send, connection) = handshake(stream)
             .await
@@ -343,6 +352,46 @@ impl H2cClient {
             closed,
             tls_failure,
         })
+    }
+}
+
+impl H2cClient {
+    /// Whether requests to `authority` over TLS have an HTTP/2 connection to go on:
+    /// one that ALPN chose for an HTTP/1.1 client ([`Self::adopt`]).
+    pub fn serves(&self, authority: &str) -> bool {
+        let connections = self.connections[1]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        connections.get(authority).is_some_and(|open| {
+            open.iter()
+                .any(|c| c.sender.get().is_some_and(|s| !s.is_closed()))
+        })
+    }
+
+    /// Takes on a TLS connection to `authority` on which ALPN chose HTTP/2: the
+    /// requests to that host go on it from now on, and more connections to it, when
+    /// they are needed, speak HTTP/2 from the start.
+    pub async fn adopt(
+        &self,
+        authority: &str,
+        stream: transport::Stream,
+    ) -> Result<(), ClientError> {
+        let parsed = Authority::try_from(authority)
+            .map_err(|e| ClientError::BadUrl(format!("`{authority}` is not a valid host: {e}")))?;
+        let sender = self.start(authority, stream).await?;
+        let connection = Arc::new(Connection {
+            authority: parsed,
+            tls: true,
+            sender: tokio::sync::OnceCell::new_with(Some(sender)),
+            streams: AtomicUsize::new(0),
+        });
+        self.connections[1]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(authority.to_owned())
+            .or_default()
+            .push(connection);
+        Ok(())
     }
 }
 

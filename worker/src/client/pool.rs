@@ -12,6 +12,7 @@ use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::{Proxy, ProxyConfig};
 use tokio::io::AsyncWriteExt;
 
+use super::h2c::H2cClient;
 use super::http1::{self, Content, Keep, ReadError};
 use super::transport::{Connector, Stream, host_of};
 use super::{Ask, ClientError, Exchange, Response, Verb, redirect};
@@ -46,11 +47,20 @@ pub struct Http1Client {
     max_idle: usize,
     /// The worker's body budget.
     budget: Arc<Budget>,
+    /// The HTTP/2 client of the TLS hosts that choose HTTP/2 by ALPN.
+    h2: Option<H2cClient>,
 }
 
 impl Http1Client {
     /// A client for `config` that sends `verb`, whose bodies are charged to `budget`.
-    pub fn new(config: &WorkerConfig, verb: Verb, budget: Arc<Budget>) -> Http1Client {
+    /// A client for `config` whose bodies are charged to `budget`; with `h2`, TLS
+    /// offers HTTP/2 too (ALPN), and the hosts that choose it are served by `h2`.
+    pub fn new(
+        config: &WorkerConfig,
+        verb: Verb,
+        budget: Arc<Budget>,
+        h2: Option<H2cClient>,
+    ) -> Http1Client {
         let agent = std::iter::once(("User-Agent", config.user_agent.as_str()));
         let accept = config.request.accept.as_deref().map(|a| ("Accept", a));
         let everywhere = agent.chain(accept);
@@ -72,6 +82,7 @@ impl Http1Client {
             max_redirects: config.max_redirects,
             max_idle: config.concurrency as usize,
             budget,
+            h2,
         }
     }
 
@@ -212,8 +223,11 @@ impl Http1Client {
             true => self
                 .tls
                 .get_or_init(|| {
-                    Connector::with_tls(&self.tls_options, tls::ALPN_HTTP1)
-                        .map_err(|e| e.to_string())
+                    let alpn = match self.h2 {
+                        Some(_) => tls::ALPN_H2_AND_HTTP1,
+                        None => tls::ALPN_HTTP1,
+                    };
+                    Connector::with_tls(&self.tls_options, alpn).map_err(|e| e.to_string())
                 })
                 .as_ref()
                 .map_err(|e| ClientError::Other(e.clone()))?,
@@ -289,6 +303,13 @@ impl Exchange for Http1Client {
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
+        if tls
+            && let Some(h2) = &self.h2
+            && h2.serves(authority)
+        {
+            // Boxed: only hosts that chose HTTP/2 come here.
+            return Box::pin(h2.exchange(tls, authority, path, ask, max_body, trusted)).await;
+        }
         if let Some(mut stream) = self.take_idle(authority, tls) {
             let result = self
                 .once(&mut stream, authority, path, ask, max_body, trusted)
@@ -300,6 +321,10 @@ impl Exchange for Http1Client {
             }
         }
         let mut stream = Box::pin(self.connect(authority, tls)).await?;
+        if let (true, Some(h2)) = (stream.is_h2(), &self.h2) {
+            Box::pin(h2.adopt(authority, stream)).await?;
+            return Box::pin(h2.exchange(tls, authority, path, ask, max_body, trusted)).await;
+        }
         let result = self
             .once(&mut stream, authority, path, ask, max_body, trusted)
             .await;

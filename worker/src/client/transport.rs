@@ -79,6 +79,14 @@ impl Stream {
         }
     }
 
+    /// Whether TLS chose HTTP/2 by ALPN.
+    pub fn is_h2(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.io.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// Where the TLS error that ends this connection will be kept.
     pub fn failure_slot(&self) -> Option<Failure> {
         match self {
