@@ -16,6 +16,7 @@ mod load;
 mod methods;
 mod metrics;
 mod pipelines;
+mod politeness;
 mod proxy;
 mod report;
 mod resume;

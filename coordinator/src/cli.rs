@@ -220,6 +220,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "R", help_heading = "Requests")]
     pub rate: Option<String>,
 
+    /// Requests per second at most to any one host (scheme, host and port), all
+    /// workers together: each host is then served by one worker.
+    #[arg(long, value_name = "R", help_heading = "Politeness")]
+    pub per_host_rate: Option<String>,
+
+    /// Requests in flight at most to any one host, all workers together.
+    #[arg(long, value_name = "N", help_heading = "Politeness")]
+    pub per_host_concurrency: Option<u32>,
+
+    /// Slow a host down, for every worker, when it answers 429 or 503, and speed it up
+    /// again while it answers well (AIMD).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"], help_heading = "Politeness")]
+    pub adaptive: String,
+
     /// Largest response body, e.g. 64MiB; a larger one fails its batch unbuffered.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = "Requests", value_parser = parse::parse_size)]
     pub max_body: u64,
@@ -395,6 +409,10 @@ pub struct ServeArgs {
     /// Length of a stall, e.g. 30s.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub stall: String,
+    /// Answer at most R requests of the API per second (counted over the whole
+    /// server); the rest get 429 Too Many Requests with Retry-After: 1.
+    #[arg(long, value_name = "R")]
+    pub max_rate: Option<u64>,
     /// Serve HTTPS with this certificate chain (PEM); HTTP/2 or HTTP/1.1 by ALPN.
     #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
     pub tls_cert: Option<PathBuf>,

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shared::config::{RetryPolicy, WorkerConfig};
+use shared::config::{PerHostLimits, RetryPolicy, WorkerConfig};
 use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::{Template, Var};
 
@@ -311,6 +311,17 @@ fn worker_config(
         },
         tls: crate::trust::options(&args.tls),
         proxy: crate::proxy::settings(&args.proxy, var)?,
+        per_host: PerHostLimits {
+            rate: match &args.per_host_rate {
+                Some(text) => Some(parse_rate(text).map_err(|e| usage("--per-host-rate", e))?),
+                None => None,
+            },
+            concurrency: match args.per_host_concurrency {
+                Some(0) => return Err(usage("--per-host-concurrency", "must be at least 1")),
+                n => n,
+            },
+        },
+        adaptive: args.adaptive == "on",
     };
     // Building one client here catches headers HTTP does not allow.
     worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;

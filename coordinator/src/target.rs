@@ -159,6 +159,10 @@ fn serve_options(args: &ServeArgs) -> Result<(SocketAddr, tickers::Options), Usa
             stall: share("--stall-rate", args.stall_rate)?,
             stall_ms: stall.as_millis() as u64,
         },
+        max_rate: match args.max_rate {
+            Some(0) => return Err(UsageError::new("--max-rate", "must be at least 1")),
+            rate => rate,
+        },
     };
     Ok((addr, options))
 }

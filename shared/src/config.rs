@@ -56,6 +56,28 @@ pub struct WorkerConfig {
     pub tls: TlsOptions,
     /// The forward proxies, and the hosts that bypass them.
     pub proxy: crate::proxy::ProxyConfig,
+    /// This worker's limits per host (the coordinator routes each host to one worker
+    /// when there are any, so they hold for the run as a whole).
+    pub per_host: PerHostLimits,
+    /// Report hosts that answer 429 or 503, so that the coordinator can slow them down
+    /// for every worker (`--adaptive on`).
+    pub adaptive: bool,
+}
+
+/// Limits per host: scheme, host and port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerHostLimits {
+    /// Requests per second at most (`--per-host-rate`).
+    pub rate: Option<f64>,
+    /// Requests in flight at most (`--per-host-concurrency`).
+    pub concurrency: Option<u32>,
+}
+
+impl PerHostLimits {
+    /// Whether neither limit is set.
+    pub fn is_none(&self) -> bool {
+        self.rate.is_none() && self.concurrency.is_none()
+    }
 }
 
 /// TLS trust and client identity, the same in scrape and load runs. Paths are absolute:

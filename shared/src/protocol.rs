@@ -15,7 +15,7 @@ use crate::loadtest::{LoadReport, LoadSpec, LoadStats};
 use crate::plan::Batch;
 
 /// Bumped whenever a message changes shape; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One batch to fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +47,14 @@ pub enum ToWorker {
     /// Stop early: start no queued job (they go unreported), finish those in flight,
     /// say `Bye` and exit.
     Stop,
+    /// The rate at which this worker may send to a host that answered 429 or 503
+    /// (adaptive throttling); `None` lifts it.
+    HostRate {
+        /// `scheme://host:port`.
+        origin: String,
+        /// Requests per second, this worker's share.
+        rate: Option<f64>,
+    },
 }
 
 /// What a worker does in its session.
@@ -132,4 +140,10 @@ pub enum FromWorker {
     },
     /// Load test: the worker's closing report; `Bye` follows.
     LoadDone(Box<LoadReport>),
+    /// A host answered 429 or 503 (or sent `Retry-After` with one): it wants fewer
+    /// requests. Sent as it happens, so that every worker slows down at once.
+    Throttled {
+        /// `scheme://host:port`.
+        origin: String,
+    },
 }

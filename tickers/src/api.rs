@@ -125,6 +125,13 @@ pub(crate) fn answer(options: &Options, query: Option<&str>) -> Answer {
         });
     }
     let faults = options.faults;
+    if options.max_rate.is_some_and(over_rate) {
+        return Answer::Now(Reply {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            header: Some((header::RETRY_AFTER, "1".to_owned())),
+            body: String::new(),
+        });
+    }
     if Faults::hit(faults.throttle) {
         return Answer::Now(Reply {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -147,6 +154,24 @@ pub(crate) fn answer(options: &Options, query: Option<&str>) -> Answer {
         limit: page.limit,
         csv,
     })
+}
+
+/// Requests of the tickers API answered in the current second of the clock, across
+/// every event loop of the process (one server per process).
+static THIS_SECOND: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+
+/// Whether this request is over `max` in its second of the wall clock (`serve
+/// --max-rate`): counted server-side, as rate-limiting servers count.
+fn over_rate(max: u64) -> bool {
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut window = THIS_SECOND.lock().unwrap_or_else(|e| e.into_inner());
+    if window.0 != second {
+        *window = (second, 0);
+    }
+    window.1 += 1;
+    window.1 > max
 }
 
 /// How long a truncated response waits between its half body and its failure, so that

@@ -50,6 +50,9 @@ pub struct Options {
     pub compress: bool,
     /// Misbehaviour on purpose.
     pub faults: Faults,
+    /// Requests of the API answered per second at most; the rest get 429 with
+    /// `Retry-After: 1` (`serve --max-rate`).
+    pub max_rate: Option<u64>,
 }
 
 /// Shares of requests (0.0 to 1.0) that go wrong, each in its own way.
@@ -85,6 +88,7 @@ impl Default for Options {
             coins: 1_000_000_000,
             compress: false,
             faults: Faults::default(),
+            max_rate: None,
         }
     }
 }

@@ -20,9 +20,13 @@ use crate::client::h2c::H2cClient;
 use crate::client::pool::Http1Client;
 use crate::client::redirect::follow_redirects;
 use crate::client::{Ask, ClientError, ConfigError, Exchange, Payload, Response, Verb};
+use crate::hosts::HostGates;
+use crate::ipc::Outgoing;
 use crate::pace::Pacer;
 use crate::retry::{self, Failure};
 use crate::store;
+use shared::protocol::FromWorker;
+use tokio::sync::mpsc;
 
 /// A fetched job. Its charge on the body budget goes with it until its bytes have
 /// left the worker.
@@ -115,6 +119,13 @@ pub struct Fetcher {
     timeout: Duration,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
+    /// Per-host limits and adaptive rates.
+    hosts: Arc<HostGates>,
+    /// Whether hosts that answer 429 or 503 are reported.
+    adaptive: bool,
+    /// Where they are reported (the session's report channel).
+    /// Weak: the channel must close when the session's own sender goes.
+    throttles: OnceLock<mpsc::WeakUnboundedSender<Outgoing>>,
 }
 
 impl Fetcher {
@@ -164,6 +175,9 @@ impl Fetcher {
             h2c,
             timeout: Duration::from_millis(config.timeout_ms),
             requests: AtomicU64::new(0),
+            hosts: Arc::new(HostGates::new(config.per_host)),
+            adaptive: config.adaptive,
+            throttles: OnceLock::new(),
         })
     }
 
@@ -338,8 +352,9 @@ impl Fetcher {
         let fetched = match C::of(self) {
             Some(client) => {
                 let ask = Ask::Own(body);
-                let fetch =
-                    follow_redirects(client, url, ask, self.max_body, self.location_trusted);
+                let gates = &self.hosts;
+                let trusted = self.location_trusted;
+                let fetch = follow_redirects(client, gates, url, ask, self.max_body, trusted);
                 match tokio::time::timeout(self.timeout, fetch).await {
                     Ok(fetched) => fetched,
                     Err(_) => {
@@ -352,7 +367,12 @@ impl Fetcher {
             }
             // Boxed: in a run with a lean client this is the rare path, and its state
             // should not size every task.
-            _ => Box::pin(self.full.fetch(url, url, 0, Ask::Own(body), self.max_body)).await,
+            _ => {
+                let fetch =
+                    self.full
+                        .fetch(&self.hosts, url, url, 0, Ask::Own(body), self.max_body);
+                Box::pin(fetch).await
+            }
         };
         let response = match fetched {
             Err(ClientError::NeedsFullClient(next)) => {
@@ -361,9 +381,9 @@ impl Fetcher {
                 } else {
                     Ask::Own(body)
                 };
-                let fetch = self
-                    .full
-                    .fetch(url, &next.url, next.hops, ask, self.max_body);
+                let fetch =
+                    self.full
+                        .fetch(&self.hosts, url, &next.url, next.hops, ask, self.max_body);
                 Box::pin(fetch).await
             }
             fetched => fetched,
@@ -376,8 +396,36 @@ impl Fetcher {
             charge,
         } = response;
         if !(200..300).contains(&status) {
+            if matches!(status, 429 | 503) {
+                self.throttled(url);
+            }
             return Err(Failure::status(status, retry_after.as_deref(), &self.retry));
         }
         Ok((status, body, charge))
+    }
+
+    /// Tells the coordinator that the host of `url` asked for fewer requests, under
+    /// `--adaptive on`.
+    fn throttled(&self, url: &str) {
+        let Some(reports) = self.throttles.get().and_then(|weak| weak.upgrade()) else {
+            return;
+        };
+        let Ok(split) = shared::http_url::split_http_url(url) else {
+            return;
+        };
+        let origin = crate::hosts::origin(split.tls, &split.authority);
+        let _ = reports.send(Outgoing::Message(FromWorker::Throttled { origin }));
+    }
+
+    /// Sends the hosts that answer 429 or 503 to the coordinator on `reports`.
+    pub fn report_throttles(&self, reports: &mpsc::UnboundedSender<Outgoing>) {
+        if self.adaptive {
+            let _ = self.throttles.set(reports.downgrade());
+        }
+    }
+
+    /// The per-host gates, for the coordinator's adaptive rates.
+    pub fn hosts(&self) -> &Arc<HostGates> {
+        &self.hosts
     }
 }

@@ -10,6 +10,7 @@ mod client;
 mod fault;
 mod fetch;
 mod generator;
+mod hosts;
 mod ipc;
 mod lag;
 mod pace;

@@ -6,33 +6,74 @@ use std::time::Duration;
 // tokio's clock, so that tests can run it paused.
 use tokio::time::Instant;
 
-/// Spaces requests evenly at a fixed rate: each takes the next free send time.
+/// Spaces requests evenly at a fixed rate: each takes the next free send time, and no
+/// two go out closer than the interval, even when the loop wakes some late (a late
+/// wake-up would otherwise bunch requests and put more than the rate in a second).
 pub struct Pacer {
+    state: Mutex<State>,
+}
+
+struct State {
     interval: Duration,
-    next: Mutex<Instant>,
+    /// The next free send time.
+    next: Instant,
+    /// When the last request went (or is set to go).
+    last: Option<Instant>,
 }
 
 impl Pacer {
     /// Requests at `per_second`, from now.
     pub fn new(per_second: f64) -> Pacer {
         Pacer {
-            interval: Duration::from_secs_f64(1.0 / per_second),
-            next: Mutex::new(Instant::now()),
+            state: Mutex::new(State {
+                interval: interval(per_second),
+                next: Instant::now(),
+                last: None,
+            }),
         }
+    }
+
+    /// From now on, requests at `per_second`; the next goes one new interval after the
+    /// last.
+    pub fn set_rate(&self, per_second: f64) {
+        let mut state = self.lock();
+        state.interval = interval(per_second);
+        if let Some(last) = state.last {
+            state.next = last + state.interval;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // One thread uses it, so the lock is never contended; a poisoned lock still
+        // holds valid times.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits for this request's send time.
     pub async fn wait(&self) {
         let at = {
-            // One thread uses it, so the lock is never contended; a poisoned lock
-            // still holds a valid time.
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let at = (*next).max(Instant::now());
-            *next = at + self.interval;
+            let mut state = self.lock();
+            let at = state.next.max(Instant::now());
+            state.next = at + state.interval;
             at
         };
         tokio::time::sleep_until(at).await;
+        let go = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            let go = state
+                .last
+                .map_or(now, |last| now.max(last + state.interval));
+            state.last = Some(go);
+            state.next = state.next.max(go + state.interval);
+            go
+        };
+        tokio::time::sleep_until(go).await;
     }
+}
+
+fn interval(per_second: f64) -> Duration {
+    Duration::from_secs_f64(1.0 / per_second.max(1e-3))
 }
 
 #[cfg(test)]

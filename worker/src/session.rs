@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::client::ConfigError;
 use crate::fault::{FAULT_VAR, Fault, FaultKind};
 use crate::fetch::{Fetched, Fetcher};
+use crate::hosts::HostGates;
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
 use crate::lag::LagProbe;
 
@@ -76,11 +77,12 @@ pub async fn serve(
     // Reports wait here only while their frames are written; at most one per job the
     // coordinator has handed out, so the coordinator's credit bounds this queue.
     let (report_tx, report_rx) = mpsc::unbounded_channel();
+    fetcher.report_throttles(&report_tx);
     let reporting = tokio::spawn(writer.forward(report_rx));
     let fault = Fault::from_env().map(Arc::new);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let jobs = read_jobs(input, stop_tx);
+    let jobs = read_jobs(input, stop_tx, Arc::clone(fetcher.hosts()));
     let limit = config.concurrency.max(1) as usize;
     let slots = Arc::new(Semaphore::new(limit));
     let outcome = run_jobs(jobs, stop_rx, &fetcher, &slots, &report_tx, fault).await;
@@ -105,6 +107,7 @@ pub async fn serve(
 fn read_jobs(
     input: impl AsyncRead + Unpin + Send + 'static,
     stop: watch::Sender<bool>,
+    hosts: Arc<HostGates>,
 ) -> mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -116,6 +119,10 @@ fn read_jobs(
                 Ok(Some(ToWorker::Stop)) => {
                     let _ = stop.send(true);
                     break;
+                }
+                Ok(Some(ToWorker::HostRate { origin, rate })) => {
+                    hosts.set_rate(&origin, rate);
+                    continue;
                 }
                 Ok(Some(other)) => Err(WorkerError::Unexpected(format!("{other:?}"))),
                 Err(e) => Err(e.into()),

@@ -82,6 +82,21 @@ impl Dispatch {
         if s.finishing || !self.pool.is_running(slot) || s.held.len() + self.chunk > self.window {
             return Ok(false);
         }
+        if self.router.is_some() {
+            self.route_more(slot)?;
+            let queue = &mut self.routed[slot];
+            let mut jobs: Vec<Job> = Vec::with_capacity(self.chunk);
+            let mut bytes = 0;
+            while jobs.len() < self.chunk
+                && let Some(job) = queue.front()
+                && (jobs.is_empty() || bytes + frame_bytes(job) <= MAX_CHUNK_BYTES)
+                && let Some(job) = queue.pop_front()
+            {
+                bytes += frame_bytes(&job);
+                jobs.push(job);
+            }
+            return self.send_chunk(slot, jobs);
+        }
         if self.retry.is_empty() && self.source.is_exhausted() {
             return Ok(false);
         }
@@ -107,6 +122,42 @@ impl Dispatch {
         for report in self.source.take_refused() {
             self.write_report(slot, &report)?;
         }
+        self.send_chunk(slot, jobs)
+    }
+
+    /// Moves jobs from the retry queue and the source to the queues of the workers
+    /// their hosts belong to, until `slot` has a chunk waiting or no queue may grow:
+    /// the queues hold a few windows' worth in all, so that one host's long run in the
+    /// source holds up the others only that long.
+    fn route_more(&mut self, slot: usize) -> anyhow::Result<()> {
+        let Some(router) = &mut self.router else {
+            return Ok(());
+        };
+        let cap = self.window * 2;
+        while self.routed[slot].len() < self.chunk && self.routed.iter().all(|q| q.len() < cap) {
+            let job = match self.retry.pop_front() {
+                Some(job) => job,
+                None => match self
+                    .source
+                    .take(1, MAX_CHUNK_BYTES)
+                    .context("reading the URL list")?
+                    .pop()
+                {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let owner = router.owner(job.url.as_deref());
+            self.routed[owner].push_back(job);
+        }
+        for report in self.source.take_refused() {
+            self.write_report(slot, &report)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `jobs` to `slot` (nothing when there are none); whether it sent.
+    fn send_chunk(&mut self, slot: usize, jobs: Vec<Job>) -> anyhow::Result<bool> {
         if jobs.is_empty() {
             return Ok(false);
         }
@@ -121,7 +172,8 @@ impl Dispatch {
     }
 
     fn finish_if_drained(&mut self, slot: usize) -> anyhow::Result<()> {
-        let drained = self.source.is_exhausted() && self.retry.is_empty();
+        let drained =
+            self.source.is_exhausted() && self.retry.is_empty() && self.routed[slot].is_empty();
         let s = &mut self.slots[slot];
         if drained && s.held.is_empty() && !s.finishing && self.pool.is_running(slot) {
             s.finishing = true;

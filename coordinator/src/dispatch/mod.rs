@@ -8,7 +8,9 @@
 
 mod conclude;
 mod handout;
+mod route;
 mod stall;
+mod throttle;
 mod tls_stop;
 
 use std::collections::{HashMap, VecDeque};
@@ -20,7 +22,9 @@ use shared::plan::Shard;
 use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, Task, ToWorker};
 use shared::template::Template;
 
+use self::route::{Router, origin_of};
 use self::stall::{Stall, stall_verdict};
+use self::throttle::Throttle;
 use self::tls_stop::TlsWatch;
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
@@ -186,6 +190,12 @@ struct Dispatch {
     stopping: Option<(StopCause, Instant)>,
     /// Whether the run's first batches all fail with one TLS error.
     tls_watch: TlsWatch,
+    /// With per-host limits: which worker each host goes to, and the jobs waiting
+    /// for each worker.
+    router: Option<Router>,
+    routed: Vec<VecDeque<Job>>,
+    /// The adaptive rates of throttled hosts (`--adaptive on`).
+    throttle: Option<Throttle>,
 }
 
 impl Dispatch {
@@ -219,7 +229,6 @@ impl Dispatch {
                 })
                 .collect(),
             cpus,
-            config,
             source,
             retry: VecDeque::new(),
             sink,
@@ -237,6 +246,11 @@ impl Dispatch {
             last_stall_check: Instant::now(),
             stopping: None,
             tls_watch: TlsWatch::default(),
+            router: (!config.per_host.is_none())
+                .then(|| Router::new(workers, config.url.as_ref().map(|t| t.as_str()))),
+            routed: (0..workers).map(|_| VecDeque::new()).collect(),
+            throttle: config.adaptive.then(|| Throttle::new(Instant::now())),
+            config,
         }
     }
 
@@ -277,6 +291,13 @@ impl Dispatch {
                 self.begin_stop(StopCause::Deadline);
             }
             self.check_stalls()?;
+            let raised = match &mut self.throttle {
+                Some(throttle) => throttle.tick(Instant::now()),
+                None => Vec::new(),
+            };
+            for (origin, rate) in raised {
+                self.send_rate(&origin, rate);
+            }
             if self
                 .stopping
                 .is_some_and(|(_, until)| Instant::now() >= until)
@@ -318,7 +339,31 @@ impl Dispatch {
         if let Some((_, until)) = self.stopping {
             at = at.min(until);
         }
+        if let Some(raise) = self.throttle.as_ref().and_then(Throttle::wake_at) {
+            at = at.min(raise);
+        }
         at
+    }
+
+    /// Tells every running worker its share of `origin`'s adaptive rate: all of it
+    /// when hosts are routed (one worker sends to it), else an equal part.
+    fn send_rate(&mut self, origin: &str, rate: Option<f64>) {
+        let running: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| self.pool.is_running(s) && !self.slots[s].done)
+            .collect();
+        let share = match self.router {
+            Some(_) => rate,
+            None => rate.map(|r| r / running.len().max(1) as f64),
+        };
+        for slot in running {
+            let message = ToWorker::HostRate {
+                origin: origin.to_owned(),
+                rate: share,
+            };
+            if let Err(e) = self.pool.send(slot, &message) {
+                messages::warn(format_args!("sending a host's rate to worker {slot}: {e}"));
+            }
+        }
     }
 
     fn handle(&mut self, event: Event) -> anyhow::Result<()> {
@@ -335,6 +380,11 @@ impl Dispatch {
                 s.last_report = Instant::now();
                 s.warned = false;
                 self.record(slot, &report)?;
+                if let Some(throttle) = &mut self.throttle
+                    && !matches!(report.outcome, shared::protocol::Outcome::Failed { .. })
+                {
+                    throttle.served(&origin_of(&report.url), Instant::now());
+                }
                 if self.tls_watch.stop_after(&report) && self.stopping.is_none() {
                     self.begin_stop(StopCause::TlsFailing);
                 }
@@ -347,6 +397,15 @@ impl Dispatch {
                 s.done = true;
                 // Jobs a stopped worker never started are handed out by a later --resume.
                 s.held.clear();
+            }
+            Event::Message(_, FromWorker::Throttled { origin }) => {
+                let cut = self
+                    .throttle
+                    .as_mut()
+                    .and_then(|t| t.throttled(&origin, Instant::now()));
+                if let Some(rate) = cut {
+                    self.send_rate(&origin, Some(rate));
+                }
             }
             Event::Message(WorkerId { slot, .. }, FromWorker::Fatal(error)) => {
                 bail!("worker {slot}: {error}")

@@ -15,6 +15,7 @@ use shared::proxy::ProxyConfig;
 
 use super::{Ask, ClientError, ConfigError, Response, Verb, header_map, one_line, redirect};
 use crate::budget::{Budget, Charge};
+use crate::hosts::HostGates;
 use crate::tls;
 
 /// The reqwest client of one worker.
@@ -119,6 +120,7 @@ impl FullClient {
     /// so that one over `max_body` is never buffered whole.
     pub async fn fetch(
         &self,
+        gates: &HostGates,
         original: &str,
         url: &str,
         mut hops: u32,
@@ -133,6 +135,17 @@ impl FullClient {
             let request = match trusted {
                 true => request.headers(self.headers.clone()),
                 false => request,
+            };
+            let _permit = match (gates.is_active(), url::Url::parse(&at)) {
+                (true, Ok(u)) => {
+                    let authority = format!(
+                        "{}:{}",
+                        u.host_str().unwrap_or_default(),
+                        u.port_or_known_default().unwrap_or(0)
+                    );
+                    Some(gates.enter(u.scheme() == "https", &authority).await)
+                }
+                _ => None,
             };
             let response = request.send().await.map_err(|e| transport(e, &at))?;
             let status = response.status().as_u16();

@@ -553,6 +553,8 @@ mod tests {
             http2_streams: streams,
             tls: Default::default(),
             proxy: Default::default(),
+            per_host: Default::default(),
+            adaptive: false,
         }
     }
 

@@ -14,6 +14,8 @@ use http::Method;
 use shared::http_url::split_http_url;
 use url::Url;
 
+use crate::hosts::HostGates;
+
 use super::{Ask, ClientError, Exchange, Handoff, Response};
 
 /// Statuses whose `Location` is followed.
@@ -57,10 +59,12 @@ pub fn same_origin(original: &str, url: &str) -> bool {
 
 /// Sends what `ask` says to `url` (an `http://` or `https://` URL) through `client`,
 /// following its redirects; the `--header`s go to `url`'s origin only, or everywhere
-/// when `trust_all`. The clients have no `get` of their own: an `async fn` around this
-/// one would add a layer of state to every request in flight.
+/// when `trust_all`. Each hop waits at the gate of its own host (`gates`). The clients
+/// have no `get` of their own: an `async fn` around this one would add a layer of
+/// state to every request in flight.
 pub async fn follow_redirects(
     client: &impl Exchange,
+    gates: &HostGates,
     url: &str,
     mut ask: Ask<'_>,
     max_body: u64,
@@ -80,6 +84,11 @@ pub async fn follow_redirects(
                 as_get: ask == Ask::Get,
             })
         })?;
+        // Boxed: only runs with per-host limits wait here.
+        let _permit = match gates.is_active() {
+            true => Some(Box::pin(gates.enter(split.tls, &split.authority)).await),
+            false => None,
+        };
         let (fetched, location) = client
             .exchange(
                 split.tls,

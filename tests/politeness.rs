@@ -1,0 +1,241 @@
+//! Per-host politeness across worker processes: `--per-host-rate` and
+//! `--per-host-concurrency` counted server-side, and adaptive throttling against a
+//! server that answers 429 above a rate (`serve --max-rate`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, Server, assert_exit, coordinator, output_of};
+
+/// A keep-alive HTTP/1.1 server that answers every request `ok` after `delay`, and
+/// records when each request came and how many were in flight at most.
+struct Counting {
+    port: u16,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    fn start(delay: Duration) -> Counting {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let most = Arc::new(AtomicUsize::new(0));
+        let now = Arc::new(AtomicUsize::new(0));
+        let (a, m) = (Arc::clone(&arrivals), Arc::clone(&most));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (a, m, now) = (Arc::clone(&a), Arc::clone(&m), Arc::clone(&now));
+                thread::spawn(move || serve(stream, delay, &a, &m, &now));
+            }
+        });
+        Counting {
+            port,
+            arrivals,
+            most,
+        }
+    }
+
+    /// The most requests that arrived within any one second.
+    fn busiest_second(&self) -> usize {
+        let mut times = self.arrivals.lock().unwrap().clone();
+        times.sort();
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn requests(&self) -> usize {
+        self.arrivals.lock().unwrap().len()
+    }
+
+    /// When its first and last requests came.
+    fn span(&self) -> (Instant, Instant) {
+        let times = self.arrivals.lock().unwrap();
+        (*times.iter().min().unwrap(), *times.iter().max().unwrap())
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    delay: Duration,
+    arrivals: &Mutex<Vec<Instant>>,
+    most: &AtomicUsize,
+    now: &AtomicUsize,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        // The request head: up to its empty line.
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        arrivals.lock().unwrap().push(Instant::now());
+        let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(in_flight, Ordering::SeqCst);
+        thread::sleep(delay);
+        now.fetch_sub(1, Ordering::SeqCst);
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A URL list of `n` URLs on each of `servers`, interleaved, written into `dir`.
+fn url_list(dir: &std::path::Path, servers: &[&Counting], n: usize) -> std::path::PathBuf {
+    let mut list = String::new();
+    for i in 0..n {
+        for s in servers {
+            list.push_str(&format!("http://127.0.0.1:{}/p{i}\n", s.port));
+        }
+    }
+    let path = dir.join("urls.txt");
+    std::fs::write(&path, list).unwrap();
+    path
+}
+
+#[test]
+fn a_per_host_rate_holds_for_all_workers_together_and_hosts_go_in_parallel() {
+    let (a, b) = (
+        Counting::start(Duration::ZERO),
+        Counting::start(Duration::ZERO),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let list = url_list(dir.path(), &[&a, &b], 120);
+    let mut cmd = coordinator();
+    cmd.arg("--urls")
+        .arg(&list)
+        .args(["-w", "4", "--per-host-rate", "50", "-o", "out"])
+        .current_dir(dir.path());
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 0);
+    assert_eq!(common::manifest_lines(&dir.path().join("out")), 240);
+    for server in [&a, &b] {
+        assert_eq!(server.requests(), 120);
+        let busiest = server.busiest_second();
+        assert!(busiest <= 51, "{busiest} requests within one second");
+    }
+    // The two hosts were fetched side by side, not one after the other.
+    let (a_first, a_last) = a.span();
+    let (b_first, b_last) = b.span();
+    assert!(b_first < a_last && a_first < b_last);
+}
+
+#[test]
+fn a_per_host_concurrency_holds_for_all_workers_together() {
+    let server = Counting::start(Duration::from_millis(30));
+    let dir = tempfile::tempdir().unwrap();
+    let list = url_list(dir.path(), &[&server], 60);
+    let mut cmd = coordinator();
+    cmd.arg("--urls")
+        .arg(&list)
+        .args([
+            "-w",
+            "2",
+            "-c",
+            "50",
+            "--per-host-concurrency",
+            "3",
+            "-o",
+            "out",
+        ])
+        .current_dir(dir.path());
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 0);
+    assert_eq!(server.requests(), 60);
+    let most = server.most.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&most), "{most} in flight at once");
+}
+
+/// The JSON summary of a scrape of 0..5000 (500 batches) from `server` with `extra`.
+fn throttled_run(server: &Server, extra: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = coordinator();
+    cmd.args(["--url", &server.tickers_template(), "--range", "0..5000"])
+        .args([
+            "-w",
+            "2",
+            "-c",
+            "32",
+            "--retries",
+            "30",
+            "--json",
+            "-o",
+            "out",
+        ])
+        .args(extra)
+        .current_dir(dir.path());
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 0);
+    common::assert_complete_run(&dir.path().join("out"), 5000);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_host_that_answers_429_is_slowed_down_for_every_worker() {
+    let server = Server::start(&["--max-rate", "100"]);
+    let adaptive = throttled_run(&server, &[]);
+    let blind = throttled_run(&server, &["--adaptive", "off"]);
+    let extra = |s: &serde_json::Value| s["requests"].as_u64().unwrap() - 500;
+    // Every request over 500 was answered 429; the adaptive run sent far fewer.
+    assert!(
+        extra(&adaptive) * 2 < extra(&blind),
+        "429s: {} adaptive, {} without",
+        extra(&adaptive),
+        extra(&blind)
+    );
+}
+
+#[test]
+fn bad_politeness_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, says) in [
+        (&["--per-host-rate", "0"][..], "--per-host-rate"),
+        (&["--per-host-rate", "fast"], "--per-host-rate"),
+        (&["--per-host-concurrency", "0"], "--per-host-concurrency"),
+        (&["--adaptive", "maybe"], "--adaptive"),
+    ] {
+        let mut args = vec![
+            "--url",
+            "http://127.0.0.1:9/{start}",
+            "--range",
+            "0..10",
+            "-o",
+            "out",
+        ];
+        args.extend_from_slice(flags);
+        let out = common::run(&args, dir.path());
+        assert_exit(&out, 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+        assert!(!dir.path().join("out").exists());
+    }
+    let server = common::output_of(coordinator().args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--max-rate",
+        "0",
+    ]));
+    assert_exit(&server, 2);
+}

@@ -1,0 +1,187 @@
+//! Per-host politeness in a worker: `--per-host-rate` and `--per-host-concurrency`,
+//! and the rate the coordinator sets for a host that answers 429 or 503 (adaptive
+//! throttling). A host is an origin: scheme, host and port.
+//!
+//! Exact across processes because the coordinator routes every host to one worker
+//! when per-host limits are set: that worker alone sends to it (requests redirected
+//! to another host are limited here too, by this worker's own count). The adaptive
+//! rate is set by the coordinator for every worker at once (see
+//! `coordinator/src/dispatch/throttle.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shared::config::PerHostLimits;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::pace::Pacer;
+
+/// Hosts with no request waiting or in flight are forgotten beyond this many, so that a
+/// run over a million hosts keeps a bounded map.
+const KEEP_IDLE: usize = 4096;
+
+/// The gates of every host this worker sends to.
+pub struct HostGates {
+    limits: PerHostLimits,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+/// One host's gate.
+struct Gate {
+    /// Requests in flight, at most `--per-host-concurrency`.
+    slots: Option<Arc<Semaphore>>,
+    /// `--per-host-rate`, or the adaptive rate when it is lower.
+    pacer: Mutex<Option<Arc<Pacer>>>,
+    /// The rate the user set, if any.
+    fixed: Option<f64>,
+}
+
+/// Leave to send one request to a host; the host's slot is given back when it drops.
+pub struct HostPermit {
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl HostGates {
+    /// Gates for `limits`: `None` when there are no limits and none can come (the
+    /// adaptive rate may come for any run).
+    pub fn new(limits: PerHostLimits) -> HostGates {
+        HostGates {
+            limits,
+            gates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn gate(&self, origin: &str) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = gates.get(origin) {
+            return Arc::clone(gate);
+        }
+        if gates.len() >= KEEP_IDLE {
+            // Only this map holds an idle gate, and its slots are all free.
+            gates.retain(|_, gate| Arc::strong_count(gate) > 1 || !gate.is_idle());
+        }
+        let gate = Arc::new(Gate {
+            slots: self
+                .limits
+                .concurrency
+                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
+            pacer: Mutex::new(self.limits.rate.map(|r| Arc::new(Pacer::new(r)))),
+            fixed: self.limits.rate,
+        });
+        gates.insert(origin.to_owned(), Arc::clone(&gate));
+        gate
+    }
+
+    /// Waits until a request to `authority` (over TLS when `tls`) may go: a slot of
+    /// its concurrency, then its turn at its rate. At once, with nothing allocated,
+    /// while no host has a limit.
+    pub async fn enter(&self, tls: bool, authority: &str) -> HostPermit {
+        if self.limits.is_none() && !self.any_adaptive() {
+            return HostPermit { _slot: None };
+        }
+        let gate = self.gate(&origin(tls, authority));
+        let slot = match &gate.slots {
+            Some(slots) => Arc::clone(slots).acquire_owned().await.ok(),
+            None => None,
+        };
+        let pacer = gate.pacer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(pacer) = pacer {
+            pacer.wait().await;
+        }
+        HostPermit { _slot: slot }
+    }
+
+    /// Sets the adaptive rate of `origin` for this worker (`None`: no adaptive limit).
+    /// The lower of it and `--per-host-rate` holds.
+    pub fn set_rate(&self, origin: &str, rate: Option<f64>) {
+        let gate = self.gate(origin);
+        let rate = match (rate, gate.fixed) {
+            (Some(a), Some(f)) => Some(a.min(f)),
+            (a, f) => a.or(f),
+        };
+        let mut pacer = gate.pacer.lock().unwrap_or_else(|e| e.into_inner());
+        match (rate.filter(|r| *r > 0.0), pacer.as_ref()) {
+            // One schedule: requests waiting for a turn keep theirs.
+            (Some(rate), Some(current)) => current.set_rate(rate),
+            (Some(rate), None) => *pacer = Some(Arc::new(Pacer::new(rate))),
+            (None, _) => *pacer = None,
+        }
+    }
+
+    /// Whether any request may have to wait: limits are set, or a host has an
+    /// adaptive rate.
+    pub fn is_active(&self) -> bool {
+        !self.limits.is_none() || self.any_adaptive()
+    }
+
+    fn any_adaptive(&self) -> bool {
+        !self
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+impl Gate {
+    fn is_idle(&self) -> bool {
+        self.slots
+            .as_ref()
+            .is_none_or(|s| s.available_permits() > 0)
+    }
+}
+
+/// The origin of `url` as the gates name hosts: `scheme://host:port`.
+pub fn origin(tls: bool, authority: &str) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{authority}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_gets_its_rate_and_concurrency_and_others_are_apart() {
+        let gates = Arc::new(HostGates::new(PerHostLimits {
+            rate: Some(10.0),
+            concurrency: Some(2),
+        }));
+        let start = tokio::time::Instant::now();
+        let a1 = gates.enter(false, "a:80").await;
+        let _a2 = gates.enter(false, "a:80").await;
+        // A third request to a waits for a slot; one to b does not.
+        let _b = gates.enter(false, "b:80").await;
+        let waiting = {
+            let gates = Arc::clone(&gates);
+            tokio::spawn(async move { gates.enter(false, "a:80").await })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished());
+        drop(a1);
+        let _a3 = waiting.await.unwrap();
+        // At 10/s, a's second request went 100 ms after its first.
+        assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_adaptive_rate_holds_below_the_users_rate() {
+        let gates = HostGates::new(PerHostLimits {
+            rate: Some(100.0),
+            concurrency: None,
+        });
+        gates.set_rate("http://a:80", Some(4.0));
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            let _p = gates.enter(false, "a:80").await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        gates.set_rate("http://a:80", None);
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            let _p = gates.enter(false, "a:80").await;
+        }
+        assert!(start.elapsed() <= Duration::from_millis(50));
+    }
+}
