@@ -215,20 +215,7 @@ fn bad_politeness_flags_are_usage_errors() {
         (&["--per-host-concurrency", "0"], "--per-host-concurrency"),
         (&["--adaptive", "maybe"], "--adaptive"),
     ] {
-        let mut args = vec![
-            "--url",
-            "http://127.0.0.1:9/{start}",
-            "--range",
-            "0..10",
-            "-o",
-            "out",
-        ];
-        args.extend_from_slice(flags);
-        let out = common::run(&args, dir.path());
-        assert_exit(&out, 2);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(says), "{flags:?}: {stderr}");
-        assert!(!dir.path().join("out").exists());
+        common::assert_usage_error("http://127.0.0.1:9/{start}", flags, says, dir.path());
     }
     let server = common::output_of(coordinator().args([
         "serve",

@@ -299,23 +299,7 @@ fn unusable_tls_files_are_usage_errors_before_anything_is_written() {
         (&["--cert", &cert], "--key"),
     ];
     for (flags, expected) in cases {
-        let mut args = vec![
-            "--url",
-            "https://127.0.0.1:9/{start}",
-            "--range",
-            "0..10",
-            "-o",
-            "out",
-        ];
-        args.extend_from_slice(flags);
-        let out = common::run(&args, dir.path());
-        assert_exit(&out, 2);
-        assert!(
-            stderr(&out).contains(expected),
-            "{flags:?}: {}",
-            stderr(&out)
-        );
-        assert!(!dir.path().join("out").exists(), "{flags:?}");
+        common::assert_usage_error("https://127.0.0.1:9/{start}", flags, expected, dir.path());
     }
 }
 

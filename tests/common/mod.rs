@@ -466,3 +466,16 @@ pub fn code_of(status: &ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt as _;
     status.code().or_else(|| status.signal().map(|s| 128 + s))
 }
+
+/// Runs a scrape of `url` into `dir/out` with `flags`, and asserts that it is a usage
+/// error (exit 2) that says `says` and writes nothing.
+#[track_caller]
+pub fn assert_usage_error(url: &str, flags: &[&str], says: &str, dir: &Path) {
+    let mut args = vec!["--url", url, "--range", "0..10", "-o", "out"];
+    args.extend_from_slice(flags);
+    let out = run(&args, dir);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    assert!(!dir.join("out").exists(), "{flags:?} wrote its --out");
+}
