@@ -225,6 +225,13 @@ fn a_scrape_serves_its_counters_in_the_text_format_while_it_runs() {
     let in_flight = sample(&page, "coordinator_requests_in_flight").unwrap();
     assert!(in_flight <= 4.0, "2 workers of 2: {in_flight}");
 
+    // Each worker's loop lag shows while it runs, not only once it has left.
+    let lag = "coordinator_worker_loop_lag_max_seconds{worker=\"1\"}";
+    let live = eventually(SHOW_LIMIT, || {
+        http_get(&run.addr, "/metrics").is_some_and(|(_, page)| sample(&page, lag).is_some())
+    });
+    assert!(live, "no live loop lag for worker 1");
+
     let (head, _) = http_get(&run.addr, "/nothing").unwrap();
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     run.stop();

@@ -140,6 +140,12 @@ pub enum FromWorker {
     },
     /// Load test: the worker's closing report; `Bye` follows.
     LoadDone(Box<LoadReport>),
+    /// The worst event-loop lag of the worker so far, in microseconds (sent once a
+    /// second while it grows, for live metrics).
+    LoopLag {
+        /// Microseconds.
+        max_us: u64,
+    },
     /// A host answered 429 or 503 (or sent `Retry-After` with one): it wants fewer
     /// requests. Sent as it happens, so that every worker slows down at once.
     Throttled {

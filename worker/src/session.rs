@@ -73,11 +73,12 @@ pub async fn serve(
     };
     writer.send(&ready).await?;
 
-    let lag = LagProbe::start();
+    let mut lag = LagProbe::start();
     // Reports wait here only while their frames are written; at most one per job the
     // coordinator has handed out, so the coordinator's credit bounds this queue.
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     fetcher.report_throttles(&report_tx);
+    lag.report_to(report_tx.downgrade());
     let reporting = tokio::spawn(writer.forward(report_rx));
     let fault = Fault::from_env().map(Arc::new);
 

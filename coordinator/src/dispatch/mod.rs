@@ -398,6 +398,9 @@ impl Dispatch {
                 // Jobs a stopped worker never started are handed out by a later --resume.
                 s.held.clear();
             }
+            Event::Message(WorkerId { slot, .. }, FromWorker::LoopLag { max_us }) => {
+                self.metrics.worker_lag(slot, max_us);
+            }
             Event::Message(_, FromWorker::Throttled { origin }) => {
                 let cut = self
                     .throttle

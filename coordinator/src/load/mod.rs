@@ -217,6 +217,9 @@ impl LoadTest {
                 self.metrics.worker_left(slot, &stats);
                 self.done[slot] = true;
             }
+            Event::Message(WorkerId { slot, .. }, FromWorker::LoopLag { max_us }) => {
+                self.metrics.worker_lag(slot, max_us);
+            }
             Event::Message(_, FromWorker::Ready { .. }) | Event::Signal(_) | Event::Input => {}
             Event::Message(WorkerId { slot, .. }, FromWorker::Fatal(error)) => {
                 bail!("worker {slot}: {error}")

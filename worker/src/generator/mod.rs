@@ -69,7 +69,8 @@ pub async fn run(
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let writing = tokio::spawn(writer.forward(out_rx));
     let stop = watch_for_stop(input);
-    let lag = LagProbe::start();
+    let mut lag = LagProbe::start();
+    lag.report_to(out_tx.downgrade());
 
     let state = Rc::new(State::new(spec, verb, connector, stop));
     let local = LocalSet::new();
