@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     pub tls: TlsOptions,
     /// The forward proxies, and the hosts that bypass them.
     pub proxy: crate::proxy::ProxyConfig,
+    /// Where each page names its next page (`--follow-next`); `None` fetches each job
+    /// alone.
+    pub follow_next: Option<crate::chain::FollowNext>,
 }
 
 /// TLS trust and client identity, the same in scrape and load runs. Paths are absolute:

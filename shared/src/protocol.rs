@@ -10,20 +10,25 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::PageReport;
 use crate::config::WorkerConfig;
 use crate::loadtest::{LoadReport, LoadSpec, LoadStats};
 use crate::plan::Batch;
 
 /// Bumped whenever a message changes shape; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One batch to fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     /// Which batch of the plan.
     pub batch: Batch,
-    /// The URL, for URL-list plans; `None` means "render the URL template".
+    /// The URL, for URL-list plans and a chain's later pages; `None` means "render
+    /// the URL template".
     pub url: Option<String>,
+    /// Under `--follow-next`, the page of the batch's chain, from 1: the worker reads
+    /// the next page from it.
+    pub page: Option<u64>,
 }
 
 /// Coordinator → worker.
@@ -96,6 +101,8 @@ pub struct JobReport {
     pub attempts: u32,
     /// File or error.
     pub outcome: Outcome,
+    /// Under `--follow-next`, the page and the next page it names.
+    pub chain: Option<PageReport>,
 }
 
 /// Totals a worker sends when it leaves.

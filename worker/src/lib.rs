@@ -12,6 +12,7 @@ mod fetch;
 mod generator;
 mod ipc;
 mod lag;
+mod next;
 mod pace;
 mod process;
 mod retry;
