@@ -14,6 +14,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::common::*;
 use crate::http_trust::RawServer;
 
+/// Runs the binary with `args` in `dir`, checks that it exits with `code`, and
+/// returns its stderr.
+#[track_caller]
+fn stderr_of(args: &[&str], dir: &Path, code: i32) -> String {
+    let result = run(args, dir);
+    assert_exit(&result, code);
+    String::from_utf8_lossy(&result.stderr).into_owned()
+}
+
+/// The built-in server, and a directory to run in.
+fn server_and_dir() -> (Server, tempfile::TempDir) {
+    (Server::start(&[]), tempfile::tempdir().unwrap())
+}
+
 /// The cursor endpoint of `server`, for chain `{index}` of `pages` pages of `limit`.
 fn cursor_url(server: &Server, pages: u64, limit: u64) -> String {
     format!(
@@ -87,8 +101,7 @@ fn assert_whole_chains(out: &Path, chains: u64, pages: u64, limit: u64) {
 
 #[test]
 fn a_cursor_a_url_in_the_body_and_a_link_header_are_each_followed_by_every_client() {
-    let server = Server::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = server_and_dir();
     let base = cursor_url(&server, 6, 3);
     let with_cursor = format!("{base}&cursor={{cursor}}");
     // The lean HTTP/1.1 client, HTTP/2 and reqwest.
@@ -106,9 +119,7 @@ fn a_cursor_a_url_in_the_body_and_a_link_header_are_each_followed_by_every_clien
         let out = dir.path().join(name);
         let mut args = chain_args(url, "0..5", follow, name, &["-w", "2"]);
         args.extend_from_slice(extra);
-        let result = run(&args, dir.path());
-        assert_exit(&result, 0);
-        let stderr = String::from_utf8_lossy(&result.stderr);
+        let stderr = stderr_of(&args, dir.path(), 0);
         assert!(
             stderr.contains("done: 30 pages ok")
                 && stderr.contains("chains: 5 ended (5 at their last page, 0 loops"),
@@ -141,8 +152,7 @@ fn a_cursor_a_url_in_the_body_and_a_link_header_are_each_followed_by_every_clien
 
 #[test]
 fn each_list_line_starts_a_chain_that_ends_at_its_last_page_a_loop_or_max_pages() {
-    let server = Server::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = server_and_dir();
     let base = format!("{}/api/cursor/?limit=2", server.base);
     let list = format!(
         "{base}&chain=0&pages=3\n{base}&chain=1&pages=4&loop=2\n{base}&chain=2&pages=100\n"
@@ -241,16 +251,16 @@ fn fifty_chains_of_forty_pages_survive_a_killed_worker_and_a_killed_coordinator(
     let before = manifest_lines(&out);
     assert!(before < 2000, "{before} pages before the resume");
 
-    let resumed = run(&["--resume", "-o", "out", "-w", "2", "-c", "4"], dir.path());
-    assert_exit(&resumed, 0);
-    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    let stderr = stderr_of(
+        &["--resume", "-o", "out", "-w", "2", "-c", "4"],
+        dir.path(),
+        0,
+    );
     assert!(stderr.contains("0 unfinished"), "{stderr}");
     assert_whole_chains(&out, 50, 40, 5);
     let verify = run(&["verify", "out"], dir.path());
     assert_exit(&verify, 0);
-    let again = run(&["--resume", "-o", "out"], dir.path());
-    assert_exit(&again, 0);
-    let stderr = String::from_utf8_lossy(&again.stderr);
+    let stderr = stderr_of(&["--resume", "-o", "out"], dir.path(), 0);
     assert!(
         stderr.contains("nothing to fetch: all 50 chains"),
         "{stderr}"
@@ -259,8 +269,7 @@ fn fifty_chains_of_forty_pages_survive_a_killed_worker_and_a_killed_coordinator(
 
 #[test]
 fn verify_names_unfinished_broken_and_failed_chains_and_its_commands_fix_them() {
-    let server = Server::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = server_and_dir();
     let url = cursor_url(&server, 5, 2);
     let args = chain_args(&url, "0..4", "json:/next", "out", &["-q"]);
     let result = run(&args, dir.path());
@@ -280,9 +289,7 @@ fn verify_names_unfinished_broken_and_failed_chains_and_its_commands_fix_them() 
     fs::write(out.join("manifest.jsonl"), kept).unwrap();
     fs::remove_file(out.join("2-2.json")).unwrap();
 
-    let verify = run(&["verify", "out"], dir.path());
-    assert_exit(&verify, 1);
-    let report = String::from_utf8_lossy(&verify.stderr);
+    let report = stderr_of(&["verify", "out"], dir.path(), 1);
     for want in [
         "ok: 2 chains, each complete, every page with its whole file",
         "gaps: 2 (0 not in any manifest, 0 failed, 1 with a missing or changed file, 1 unfinished, 0 in shards with no directory)",
@@ -333,9 +340,7 @@ fn verify_names_unfinished_broken_and_failed_chains_and_its_commands_fix_them() 
         line["error"].as_str(),
         Some("--follow-next json:/info: the value there is an object, not a URL or a cursor")
     );
-    let verify = run(&["verify", "bad"], dir.path());
-    assert_exit(&verify, 1);
-    let report = String::from_utf8_lossy(&verify.stderr);
+    let report = stderr_of(&["verify", "bad"], dir.path(), 1);
     assert!(
         report.contains("chain 0 (shard 0/1, bad): failed: page 1: --follow-next"),
         "{report}"
@@ -387,9 +392,7 @@ fn link_fields_are_joined_a_relative_next_resolves_after_redirects_and_a_failed_
         (lines[1]["url"].as_str(), lines[1]["error"].as_str()),
         (Some(page2.as_str()), Some("HTTP 404 Not Found"))
     );
-    let verify = run(&["verify", "out"], dir.path());
-    assert_exit(&verify, 1);
-    let report = String::from_utf8_lossy(&verify.stderr);
+    let report = stderr_of(&["verify", "out"], dir.path(), 1);
     assert!(
         report.contains("failed: page 2: HTTP 404 Not Found"),
         "{report}"
@@ -420,8 +423,7 @@ fn link_fields_are_joined_a_relative_next_resolves_after_redirects_and_a_failed_
 #[test]
 fn a_page_too_long_to_search_on_the_event_loop_is_searched_beside_it() {
     // 1,500 coins a page: about 480 KB, over the 256 KiB read on the loop.
-    let server = Server::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = server_and_dir();
     let url = cursor_url(&server, 3, 1500);
     let args = chain_args(&url, "0..2", "json:/next", "out", &["-q"]);
     assert_exit(&run(&args, dir.path()), 0);
@@ -433,100 +435,54 @@ fn a_page_too_long_to_search_on_the_event_loop_is_searched_beside_it() {
 #[test]
 fn bad_follow_next_flags_are_one_line_usage_errors_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
+    // U is a URL template; each case's words are split at spaces.
     let url = "http://127.0.0.1:9/api/cursor/?chain={index}";
-    for (args, says) in [
+    for (words, says) in [
         (
-            &["--url", url, "--range", "0..2", "--follow-next", "xml:/a"][..],
+            "--url U --range 0..2 --follow-next xml:/a",
             "--follow-next: `xml:/a` is neither",
         ),
         (
-            &[
-                "--url",
-                url,
-                "--range",
-                "0..2",
-                "--follow-next",
-                "json:next",
-            ][..],
+            "--url U --range 0..2 --follow-next json:next",
             "starts with / (RFC 6901)",
         ),
         (
-            &["--url", url, "--range", "0..2", "--max-pages", "3"][..],
+            "--url U --range 0..2 --max-pages 3",
             "--max-pages: goes with --follow-next",
         ),
         (
-            &[
-                "--url",
-                url,
-                "--range",
-                "0..2",
-                "--follow-next",
-                "link",
-                "--max-pages",
-                "0",
-            ][..],
+            "--url U --range 0..2 --follow-next link --max-pages 0",
             "--max-pages: must be at least 1",
         ),
+        ("--follow-next link", "--follow-next: needs --url or --urls"),
         (
-            &["--follow-next", "link"][..],
-            "--follow-next: needs --url or --urls",
-        ),
-        (
-            &[
-                "--url",
-                "http://h/?c={cursor}",
-                "--range",
-                "0..2",
-                "--follow-next",
-                "link",
-            ][..],
+            "--url http://h/?c={cursor} --range 0..2 --follow-next link",
             "`{cursor}` takes the cursor",
         ),
         (
-            &["--url", "http://h/?c={cursor}", "--range", "0..2"][..],
+            "--url http://h/?c={cursor} --range 0..2",
             "it needs --follow-next json:POINTER",
         ),
         (
-            &[
-                "--url",
-                "http://h/?p={page}",
-                "--range",
-                "0..2",
-                "--follow-next",
-                "link",
-            ][..],
+            "--url http://h/?p={page} --range 0..2 --follow-next link",
             "`{page}` goes in --name",
         ),
         (
-            &[
-                "--url",
-                url,
-                "--range",
-                "0..2",
-                "--follow-next",
-                "link",
-                "--name",
-                "x{index}.json",
-            ][..],
+            "--url U --range 0..2 --follow-next link --name x{index}.json",
             "must contain {page}",
         ),
         (
-            &[
-                "--url",
-                url,
-                "--range",
-                "0..2",
-                "--name",
-                "{index}-{page}.json",
-            ][..],
+            "--url U --range 0..2 --name {index}-{page}.json",
             "`{page}` numbers the pages of a chain",
         ),
     ] {
+        let args: Vec<&str> = words
+            .split(' ')
+            .map(|w| if w == "U" { url } else { w })
+            .collect();
         let mut all = args.to_vec();
         all.extend(["-o", "out"]);
-        let result = run(&all, dir.path());
-        assert_exit(&result, 2);
-        let stderr = String::from_utf8_lossy(&result.stderr);
+        let stderr = stderr_of(&all, dir.path(), 2);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
