@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt as _;
 
-use crate::common::{Server, eventually, wait_within};
+use crate::common::{Server, eventually, path_with_binary, wait_within};
 
 /// The repository's root.
 fn root() -> &'static Path {
@@ -231,14 +231,7 @@ fn run_block(file: &str, block: &Block, base: &str) {
     let work = dir.path().join("work");
     fs::create_dir(&work).unwrap();
     std::os::unix::fs::symlink(root().join("scripts"), work.join("scripts")).unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_coordinator"))
-        .parent()
-        .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_binary();
     // Every process the block starts inherits this, which is how those left behind are
     // found, wherever they went (the coordinator's workers have process groups of their
     // own).

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod chains;
 mod common;
 mod docs;
 mod e2e;

@@ -58,7 +58,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// URL template with {start}, {end}, {limit} and {index} placeholders, e.g.
-    /// 'http://127.0.0.1:8080/api/tickers/?start={start}&limit={limit}'.
+    /// 'http://127.0.0.1:8080/api/tickers/?start={start}&limit={limit}' (and {cursor}
+    /// with --follow-next json:POINTER).
     #[arg(
         long,
         value_name = "TEMPLATE",
@@ -84,6 +85,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "K/M|auto", help_heading = "Input")]
     pub shard: Option<String>,
 
+    /// Follow each page to the next one it names: `json:POINTER`, the value at an RFC
+    /// 6901 pointer in the JSON body (e.g. json:/next, json:/meta/next_cursor; a URL,
+    /// absolute or relative, is followed, a bare cursor goes into {cursor} of --url),
+    /// or `link`, the Link header's rel="next" (as GitHub's API sends). Each --urls
+    /// line, or each batch of --url, starts a chain; pages are stored as
+    /// {index}-{page}.json unless --name says otherwise.
+    #[arg(long, value_name = "json:POINTER|link", help_heading = "Input")]
+    pub follow_next: Option<String>,
+
+    /// With --follow-next: pages one chain fetches at most; a chain also ends at a
+    /// page that names no next page, or one it fetched already (a loop).
+    #[arg(long, value_name = "N", help_heading = "Input")]
+    pub max_pages: Option<u64>,
+
     /// Response delay of the built-in target in ms, MIN..MAX (only without --url/--urls)
     /// [default: 0..0].
     #[arg(long, value_name = "MIN..MAX", conflicts_with_all = ["url", "urls"], help_heading = "Input", hide_short_help = true)]
@@ -100,7 +115,8 @@ pub struct RunArgs {
     )]
     pub out: PathBuf,
 
-    /// File name template for each batch, inside --out [default: batch{start}-{end}.json].
+    /// File name template for each batch, inside --out [default: batch{start}-{end}.json,
+    /// or {index}-{page}.json with --follow-next].
     #[arg(long, value_name = "TEMPLATE", help_heading = "Output")]
     pub name: Option<String>,
 

@@ -6,6 +6,7 @@
 //! processes of [`pool`] and collects their reports into the [`manifest`], and
 //! [`summary`] tells how it went.
 
+mod chain;
 mod cli;
 mod cpus;
 mod dispatch;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use shared::chain::ChainEnd;
 use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome};
 
@@ -46,6 +47,19 @@ pub struct Entry {
     /// What went wrong, when not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Under `--follow-next`: the page's number in its chain, from 1 (the chain is
+    /// `index`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u64>,
+    /// The next page it names, when it names one (a password shown as `***`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// The bare cursor it named for `{cursor}`, when it named one rather than a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Why its chain ends here, when it does: `last`, `loop` or `max-pages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_end: Option<ChainEnd>,
 }
 
 impl Entry {
@@ -56,6 +70,7 @@ impl Entry {
             Outcome::Fetched { .. } => (None, None),
             Outcome::Failed { error } => (None, Some(error.clone())),
         };
+        let next = report.chain.as_ref().and_then(|c| c.next.as_ref());
         Entry {
             index: report.batch.index,
             start: report.batch.start,
@@ -72,6 +87,10 @@ impl Entry {
                 .map_or(0, |d| d.as_millis() as u64),
             file,
             error,
+            page: report.chain.as_ref().map(|c| c.page),
+            next: next.map(|n| redact_password(&n.url).into_owned()),
+            next_cursor: next.and_then(|n| n.cursor.clone()),
+            chain_end: report.chain.as_ref().and_then(|c| c.end),
         }
     }
 }
@@ -278,6 +297,7 @@ mod tests {
                     error: "HTTP 404 Not Found".into(),
                 }
             },
+            chain: None,
         }
     }
 

@@ -180,6 +180,7 @@ mod tests {
                 } else {
                     Outcome::Saved { file: "f".into() }
                 },
+                chain: None,
             };
             stats.record((i % 2) as usize, &report);
         }

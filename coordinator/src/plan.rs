@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shared::chain::FollowNext;
 use shared::config::{PerHostLimits, RetryPolicy, WorkerConfig};
 use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::{Template, Var};
@@ -26,6 +27,8 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
 pub const DEFAULT_BATCH: u64 = 10;
 /// File names unless `--name` says otherwise.
 pub const DEFAULT_NAME: &str = "batch{start}-{end}.json";
+/// File names of `--follow-next` runs unless `--name` says otherwise: chain, page.
+pub const DEFAULT_CHAIN_NAME: &str = "{index}-{page}.json";
 /// Range of the default job on the built-in target.
 const BUILTIN_RANGE: Span = Span {
     start: 0,
@@ -114,6 +117,9 @@ pub struct Plan {
     pub name_text: String,
     /// The method and body, for the run's record.
     pub request: RequestText,
+    /// `--max-pages`: pages one chain fetches at most (with `--follow-next`, which is
+    /// in `worker`).
+    pub max_pages: Option<u64>,
 }
 
 impl Plan {
@@ -168,6 +174,17 @@ impl Plan {
             worker.max_body = worker.max_body.min(MAX_INLINE_BODY);
         }
         let target = target(args, worker.url.is_some())?;
+        let max_pages = match (args.max_pages, &worker.follow_next) {
+            (Some(_), None) => Err(usage("--max-pages", "goes with --follow-next"))?,
+            (Some(0), _) => Err(usage("--max-pages", "must be at least 1"))?,
+            (max, _) => max,
+        };
+        if worker.follow_next.is_some() && matches!(target, TargetSpec::Builtin { .. }) {
+            Err(usage(
+                "--follow-next",
+                "needs --url or --urls: the built-in tickers API names no next page (its /api/cursor/ does)",
+            ))?;
+        }
         let shard = match args.shard.as_deref() {
             None => Shard::WHOLE,
             Some("auto") => {
@@ -175,6 +192,10 @@ impl Plan {
             }
             Some(text) => text.parse().map_err(|e| usage("--shard", e))?,
         };
+        let name_text = args
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&worker.follow_next).to_owned());
         Ok(Plan {
             workers,
             cpus: env.cpus.clone(),
@@ -188,9 +209,18 @@ impl Plan {
             quiet: args.quiet,
             json: args.json,
             url_text: args.url.clone(),
-            name_text: args.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned()),
+            name_text,
             request,
+            max_pages,
         })
+    }
+}
+
+/// The file names of a run whose `--name` is not given.
+fn default_name(follow: &Option<FollowNext>) -> &'static str {
+    match follow {
+        Some(_) => DEFAULT_CHAIN_NAME,
+        None => DEFAULT_NAME,
     }
 }
 
@@ -223,7 +253,9 @@ fn recorded_plan(args: &RunArgs, earlier: Option<&RunRecord>) -> Result<RunArgs,
         || args.range.is_some()
         || args.batch.is_some()
         || args.name.is_some()
-        || args.shard.is_some();
+        || args.shard.is_some()
+        || args.follow_next.is_some()
+        || args.max_pages.is_some();
     let Some(record) = earlier.filter(|_| continuing && !named) else {
         return Ok(args);
     };
@@ -250,6 +282,8 @@ fn recorded_plan(args: &RunArgs, earlier: Option<&RunRecord>) -> Result<RunArgs,
     args.batch = record.batch;
     args.name = Some(record.name.clone());
     args.shard = record.shard.clone();
+    args.follow_next = record.follow_next.clone();
+    args.max_pages = record.max_pages;
     Ok(args)
 }
 
@@ -277,8 +311,15 @@ fn worker_config(
             .unwrap_or(retry_max_time + timeout + Duration::from_secs(30)),
         max_restarts: args.max_restarts,
     };
+    let follow_next = match &args.follow_next {
+        Some(text) => Some(
+            text.parse::<FollowNext>()
+                .map_err(|e| usage("--follow-next", e))?,
+        ),
+        None => None,
+    };
     let url = match &args.url {
-        Some(url) => Some(url_template(url)?),
+        Some(url) => Some(url_template(url, &follow_next)?),
         None => None,
     };
     let mut headers = args
@@ -289,7 +330,10 @@ fn worker_config(
     let request = request.spec(&mut headers)?;
     let worker = WorkerConfig {
         url,
-        name: name_template(args.name.as_deref().unwrap_or(DEFAULT_NAME))?,
+        name: name_template(
+            args.name.as_deref().unwrap_or(default_name(&follow_next)),
+            follow_next.is_some(),
+        )?,
         out_dir: Some(args.out.to_string_lossy().into_owned()),
         concurrency: args.concurrency,
         headers,
@@ -322,6 +366,7 @@ fn worker_config(
             },
         },
         adaptive: args.adaptive == "on",
+        follow_next,
     };
     // Building one client here catches headers HTTP does not allow.
     worker::Fetcher::new(&worker).map_err(|e| usage(e.flag(), e))?;
@@ -353,12 +398,38 @@ fn target(args: &RunArgs, has_url: bool) -> Result<TargetSpec, UsageError> {
     Ok(TargetSpec::Builtin { plan, delay_ms })
 }
 
-fn url_template(text: &str) -> Result<Template, UsageError> {
-    url_input::normalize_template(text).map_err(|e| usage("--url", format!("the template {e}")))
+/// The `--url` template; `{cursor}` is a placeholder when pages name their next by a
+/// JSON value (which may be a bare cursor).
+fn url_template(text: &str, follow: &Option<FollowNext>) -> Result<Template, UsageError> {
+    if text.contains("{page}") {
+        Err(usage(
+            "--url",
+            "`{page}` goes in --name: a chain's later pages are the URLs its pages name",
+        ))?;
+    }
+    let extra: &[Var] = match follow {
+        Some(FollowNext::Json(_)) => &[Var::Cursor],
+        _ if text.contains("{cursor}") => Err(usage(
+            "--url",
+            "`{cursor}` takes the cursor a page names: it needs --follow-next json:POINTER",
+        ))?,
+        _ => &[],
+    };
+    url_input::normalize_template(text, extra)
+        .map_err(|e| usage("--url", format!("the template {e}")))
 }
 
-fn name_template(text: &str) -> Result<Template, UsageError> {
-    let template = Template::parse(text).map_err(|e| usage("--name", e))?;
+/// The `--name` template; `{page}` is a placeholder in a run that follows chains, and
+/// there it must be named, or a chain's pages would share a file.
+fn name_template(text: &str, chains: bool) -> Result<Template, UsageError> {
+    let extra: &[Var] = if chains { &[Var::Page] } else { &[] };
+    if !chains && text.contains("{page}") {
+        Err(usage(
+            "--name",
+            "`{page}` numbers the pages of a chain: it needs --follow-next",
+        ))?;
+    }
+    let template = Template::parse_allowing(text, extra).map_err(|e| usage("--name", e))?;
     if ![Var::Start, Var::End, Var::Index]
         .iter()
         .any(|v| template.uses(*v))
@@ -366,6 +437,12 @@ fn name_template(text: &str) -> Result<Template, UsageError> {
         Err(usage(
             "--name",
             "must contain {start}, {end} or {index}, or every batch would get the same file",
+        ))?;
+    }
+    if chains && !template.uses(Var::Page) {
+        Err(usage(
+            "--name",
+            "must contain {page} with --follow-next, or the pages of a chain would share a file",
         ))?;
     }
     if text.contains('/') || text.contains('\\') || text.contains('\0') {
@@ -436,6 +513,8 @@ mod tests {
             method: Some("POST".into()),
             data: None,
             data_json: Some(r#"{"o":{start}}"#.into()),
+            follow_next: None,
+            max_pages: None,
         };
         let argv = ["coordinator", "--resume", "-o", "/no/such/dir"];
         let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments clap accepts");
@@ -502,8 +581,12 @@ mod tests {
 
     #[test]
     fn name_templates_that_collide_or_escape_are_refused() {
-        assert!(name_template("batch{start}-{end}.json").is_ok());
-        assert!(name_template("page{index}.html").is_ok());
+        assert!(name_template("batch{start}-{end}.json", false).is_ok());
+        assert!(name_template("page{index}.html", false).is_ok());
+        assert!(name_template("{index}-{page}.json", true).is_ok());
+        assert!(name_template("{index}-{page}.json", false).is_err());
+        assert!(name_template("{index}.json", true).is_err());
+        assert!(name_template("{page}.json", true).is_err());
         for bad in [
             "same.json",
             "{limit}.json",
@@ -513,7 +596,7 @@ mod tests {
             ".{start}",
             "{nope}",
         ] {
-            assert!(name_template(bad).is_err(), "{bad}");
+            assert!(name_template(bad, false).is_err(), "{bad}");
         }
     }
 }

@@ -9,6 +9,7 @@ use shared::config::WorkerConfig;
 use shared::http_url::redact_password;
 use shared::plan::{BatchPlan, Shard, Span};
 
+use crate::chain::ChainPlan;
 use crate::error::{UsageError, usage};
 use crate::open_files;
 use crate::plan::{Output, Plan, RunLimits, TargetSpec};
@@ -53,6 +54,8 @@ pub struct Settings {
     pub quiet: bool,
     /// The summary as one JSON object (on stdout, or stderr with `--out -`).
     pub json: bool,
+    /// Under `--follow-next`: `--max-pages`, and the chains an earlier run left open.
+    pub chains: Option<ChainPlan>,
 }
 
 /// Prepares `plan`: the first place a scrape reads or writes anything.
@@ -72,10 +75,13 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         url_text,
         name_text,
         request,
+        max_pages,
     } = plan;
     crate::trust::check(&worker.tls)?;
     let mut record = record(&target, url_text.as_deref(), &name_text, shard).with_request(&request);
     record.insecure = worker.tls.insecure;
+    record.follow_next = worker.follow_next.as_ref().map(ToString::to_string);
+    record.max_pages = max_pages;
     let target = match target {
         TargetSpec::Template(plan) => Target::Template(plan),
         TargetSpec::Builtin { plan, delay_ms } => Target::Builtin { plan, delay_ms },
@@ -86,12 +92,17 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
     if !worker.http2 {
         check_open_files(&target, workers, worker.concurrency)?;
     }
-    let filter = match &output {
-        Output::Dir(dir) => prepare_dir(dir, mode, &record)?,
-        Output::Stdout => Filter::All,
+    let (filter, open) = match &output {
+        Output::Dir(dir) => prepare_dir(dir, mode, &record, worker.url.as_ref())?,
+        Output::Stdout => (Filter::All, Vec::new()),
     };
-    // A resume may leave fewer batches than the plan has.
-    let workers = workers.min(batch_bound(&target, shard, &filter));
+    // A resume may leave fewer batches than the plan has (and chains to go on).
+    let bound = batch_bound(&target, shard, &filter).saturating_add(open.len() as u32);
+    let workers = workers.min(bound);
+    let chains = worker
+        .follow_next
+        .is_some()
+        .then(|| ChainPlan { max_pages, open });
     // Each worker keeps to its share, so that all together keep to the rate.
     worker.rate = rate.map(|rate| rate / workers as f64);
     let cpus = if cpus.len() >= workers as usize {
@@ -110,12 +121,18 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         limits,
         quiet,
         json,
+        chains,
     })
 }
 
 /// Creates the output directory, checks it can be written and squares it with an
 /// earlier run there. This is the first thing a run writes.
-fn prepare_dir(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, UsageError> {
+fn prepare_dir(
+    dir: &Path,
+    mode: Mode,
+    record: &RunRecord,
+    template: Option<&shared::template::Template>,
+) -> Result<(Filter, Vec<crate::chain::Open>), UsageError> {
     let shown = dir.display();
     if matches!(mode, Mode::Resume | Mode::RetryFailed) && !dir.is_dir() {
         let flag = if mode == Mode::Resume {
@@ -136,7 +153,7 @@ fn prepare_dir(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
     outdir::create_fresh(&probe)
         .and_then(|_| fs::remove_file(&probe))
         .map_err(|e| usage("--out", format!("{shown} is not writable: {e}")))?;
-    resume::prepare(dir, mode, record)
+    resume::prepare(dir, mode, record, template)
 }
 
 /// Most workers the batches of this run can keep busy: one per batch when their number
@@ -205,6 +222,8 @@ fn record(target: &TargetSpec, url: Option<&str>, name: &str, shard: Shard) -> R
         method: None,
         data: None,
         data_json: None,
+        follow_next: None,
+        max_pages: None,
     }
 }
 

@@ -10,7 +10,9 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use shared::template::Template;
 
+use crate::chain::{self, Open};
 use crate::error::UsageError;
 use crate::index_set::IndexSet;
 use crate::manifest;
@@ -49,6 +51,12 @@ pub struct RunRecord {
     /// The body template of `--data-json` (an `@FILE` read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_json: Option<String>,
+    /// `--follow-next`: each batch is a chain of pages, linked as this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_next: Option<String>,
+    /// `--max-pages`: pages one chain fetches at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pages: Option<u64>,
 }
 
 impl RunRecord {
@@ -104,9 +112,15 @@ pub enum Mode {
     RetryFailed,
 }
 
-/// Makes `dir` ready for this run and says which batches it fetches. `dir` exists and
-/// is writable.
-pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, UsageError> {
+/// Makes `dir` ready for this run and says which batches it fetches, and, for a
+/// `--follow-next` run, which chains an earlier run left open (their bare cursors
+/// rendered into `template`, the run's `--url`). `dir` exists and is writable.
+pub fn prepare(
+    dir: &Path,
+    mode: Mode,
+    record: &RunRecord,
+    template: Option<&Template>,
+) -> Result<(Filter, Vec<Open>), UsageError> {
     let shown = dir.display();
     let io_err =
         |what: &str, e: io::Error| UsageError::new("--out", format!("{what} {shown}: {e}"));
@@ -123,6 +137,7 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
         }
     }
     let earlier = manifest::holds_run(dir) || fs::symlink_metadata(dir.join(RECORD_FILE)).is_ok();
+    let mut open = Vec::new();
     let filter = match mode {
         Mode::Fresh if earlier => {
             return Err(UsageError::new(
@@ -152,12 +167,20 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
                 ));
             }
             check_same_plan(dir, record, flag)?;
-            let (done, failed) =
-                sort_out(dir, mode).map_err(|e| io_err("cannot read the manifest in", e))?;
-            if mode == Mode::Resume {
-                Filter::Skip(done)
+            if record.follow_next.is_some() {
+                let retry = mode == Mode::RetryFailed;
+                let (filter, chains) = chain::scan::sort_out(dir, retry, template)
+                    .map_err(|e| io_err("cannot read the manifest in", e))?;
+                open = chains;
+                filter
             } else {
-                Filter::Only(failed)
+                let (done, failed) =
+                    sort_out(dir, mode).map_err(|e| io_err("cannot read the manifest in", e))?;
+                if mode == Mode::Resume {
+                    Filter::Skip(done)
+                } else {
+                    Filter::Only(failed)
+                }
             }
         }
     };
@@ -166,7 +189,7 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
     outdir::write_atomic(dir, RECORD_FILE, text.as_bytes())
         .map_err(|e| io_err("cannot write to", e))?;
     manifest::remove_temp_files(dir).map_err(|e| io_err("cannot clean", e))?;
-    Ok(filter)
+    Ok((filter, open))
 }
 
 fn check_same_plan(dir: &Path, record: &RunRecord, flag: &'static str) -> Result<(), UsageError> {
@@ -216,6 +239,16 @@ pub fn differences(earlier: &RunRecord, now: &RunRecord) -> Vec<String> {
             Some(earlier.request().method),
             Some(now.request().method),
         ),
+        (
+            "--follow-next",
+            earlier.follow_next.clone(),
+            now.follow_next.clone(),
+        ),
+        (
+            "--max-pages",
+            earlier.max_pages.map(|n| n.to_string()),
+            now.max_pages.map(|n| n.to_string()),
+        ),
     ];
     let mut differences: Vec<String> = fields
         .into_iter()
@@ -260,6 +293,8 @@ pub fn describe(r: &RunRecord) -> String {
     parts.push(format!("name {}", r.name));
     parts.extend(r.shard.as_ref().map(|s| format!("shard {s}")));
     parts.extend(r.method.as_ref().map(|m| format!("method {m}")));
+    parts.extend(r.follow_next.as_ref().map(|f| format!("follow-next {f}")));
+    parts.extend(r.max_pages.map(|n| format!("max-pages {n}")));
     parts.join(", ")
 }
 

@@ -182,7 +182,11 @@ impl JobSource {
                     match skip_to_admitted(&self.filter, self.shard, &mut self.next)
                         .and_then(|i| plan.batch(i))
                     {
-                        Some(batch) => Job { batch, url: None },
+                        Some(batch) => Job {
+                            batch,
+                            url: None,
+                            page: None,
+                        },
                         None => {
                             self.exhausted = true;
                             break;
@@ -193,6 +197,7 @@ impl JobSource {
                     Ok(Ok(Listed::Url(url))) => Job {
                         batch: Batch::single(self.next),
                         url: Some(url),
+                        page: None,
                     },
                     Ok(Ok(Listed::Bad(refused))) => {
                         let batch = Batch::single(self.next);
@@ -252,6 +257,7 @@ fn refused_report(batch: Batch, refused: Refused) -> JobReport {
         outcome: Outcome::Failed {
             error: refused.message(),
         },
+        chain: None,
     }
 }
 

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome, WorkerStats};
 
+use crate::chain::ChainTally;
 use crate::numbers;
 
 /// Failures named in the summary at most; the manifest has them all.
@@ -74,6 +75,8 @@ pub struct RunStats {
     all: Tally,
     workers: Vec<WorkerTally>,
     failures: Vec<(u64, String)>,
+    /// Under `--follow-next`: how the chains ended, and how many did not.
+    chains: Option<(ChainTally, u64)>,
 }
 
 impl RunStats {
@@ -92,7 +95,14 @@ impl RunStats {
                 })
                 .collect(),
             failures: Vec::new(),
+            chains: None,
         }
+    }
+
+    /// Notes how the chains of a `--follow-next` run ended, and how many are left
+    /// unfinished.
+    pub fn set_chains(&mut self, tally: ChainTally, unfinished: u64) {
+        self.chains = Some((tally, unfinished));
     }
 
     /// Counts one finished batch of worker `slot`.
@@ -176,6 +186,13 @@ impl RunStats {
             "workers": workers,
             "plan_batches": self.whole,
             "done_before": self.before,
+            "chains": self.chains.map(|(t, unfinished)| serde_json::json!({
+                "last": t.last,
+                "loop": t.loops,
+                "max_pages": t.max_pages,
+                "failed": t.failed,
+                "unfinished": unfinished,
+            })),
             "stopped_by": stopped_by,
             "exit_code": exit_code,
         })
@@ -186,9 +203,15 @@ impl RunStats {
         let wall = self.elapsed().as_secs_f64().max(1e-9);
         let all = &self.all;
         let mut out = String::new();
+        // Under --follow-next a batch is a chain, and each of its pages a line.
+        let unit = if self.chains.is_some() {
+            "pages"
+        } else {
+            "batches"
+        };
         let _ = writeln!(
             out,
-            "done: {} batches ok, {} failed in {wall:.2} s: {:.1} pages/s, {} ({}/s)",
+            "done: {} {unit} ok, {} failed in {wall:.2} s: {:.1} pages/s, {} ({}/s)",
             all.ok,
             all.failed,
             all.done() as f64 / wall,
@@ -204,6 +227,17 @@ impl RunStats {
                 "plan: {} of {whole} batches done; {} in this invocation",
                 self.before + all.done(),
                 all.done()
+            );
+        }
+        if let Some((t, unfinished)) = self.chains {
+            let _ = writeln!(
+                out,
+                "chains: {} ended ({} at their last page, {} loops, {} at --max-pages, {} failed), {unfinished} unfinished",
+                t.ended(),
+                t.last,
+                t.loops,
+                t.max_pages,
+                t.failed,
             );
         }
         if all.done() > 0 {
@@ -289,6 +323,7 @@ mod tests {
                     error: "HTTP 500".into(),
                 }
             },
+            chain: None,
         }
     }
 

@@ -7,7 +7,7 @@
 use std::io::{self, BufRead};
 
 use shared::http_url::redact_password;
-use shared::template::Template;
+use shared::template::{Template, Var};
 use url::Url;
 
 use crate::lines::{Line, read_capped};
@@ -77,16 +77,19 @@ fn describe_control(c: char) -> String {
 /// put back. Where that cannot work (a placeholder as the port or the last part of an
 /// IPv4 address: digits that are parsed) the template is taken as written once a sample
 /// rendering parses and its text needs no encoding.
-pub fn normalize_template(text: &str) -> Result<Template, String> {
-    let template = Template::parse(text).map_err(|e| e.to_string())?;
+///
+/// `extra` are the placeholders it may name besides the four (`{cursor}`).
+pub fn normalize_template(text: &str, extra: &[Var]) -> Result<Template, String> {
+    let template = Template::parse_allowing(text, extra).map_err(|e| e.to_string())?;
     check_text(text)?;
     if let Some(normalized) = normalize_around_placeholders(text) {
-        return Template::parse(&normalized).map_err(|e| e.to_string());
+        return Template::parse_allowing(&normalized, extra).map_err(|e| e.to_string());
     }
     let sample = template.render(&shared::template::Values {
         index: 1,
         start: 1,
         end: 2,
+        page: 1,
     });
     normalize(&sample)?;
     if let Some(c) = text
@@ -101,11 +104,13 @@ pub fn normalize_template(text: &str) -> Result<Template, String> {
 }
 
 /// The placeholders of a template, with the digits that stand for them.
-const STAND_INS: [(&str, &str); 4] = [
+const STAND_INS: [(&str, &str); 6] = [
     ("{start}", "9137046285000001"),
     ("{end}", "9137046285000002"),
     ("{limit}", "9137046285000003"),
     ("{index}", "9137046285000004"),
+    ("{page}", "9137046285000005"),
+    ("{cursor}", "9137046285000006"),
 ];
 
 fn normalize_around_placeholders(text: &str) -> Option<String> {
@@ -283,17 +288,22 @@ mod tests {
 
     #[test]
     fn templates_are_encoded_around_their_placeholders() {
-        let t = normalize_template("http://H/a b/{start}?l={limit}&x={index} y#{end}").unwrap();
+        let t =
+            normalize_template("http://H/a b/{start}?l={limit}&x={index} y#{end}", &[]).unwrap();
         assert_eq!(
             t.as_str(),
             "http://h/a%20b/{start}?l={limit}&x={index}%20y#{end}"
         );
         // Digits that the parser reads stay as written, once a rendering parses.
-        let port = normalize_template("http://10.0.0.{index}:{start}/x").unwrap();
+        let port = normalize_template("http://10.0.0.{index}:{start}/x", &[]).unwrap();
         assert_eq!(port.as_str(), "http://10.0.0.{index}:{start}/x");
-        assert!(normalize_template("http://10.0.0.{index}/a b").is_err());
-        assert!(normalize_template("http://h/{start}\r\nX: y").is_err());
-        assert!(normalize_template("http://h/{nope}").is_err());
+        assert!(normalize_template("http://10.0.0.{index}/a b", &[]).is_err());
+        assert!(normalize_template("http://h/{start}\r\nX: y", &[]).is_err());
+        assert!(normalize_template("http://h/{nope}", &[]).is_err());
+        assert!(normalize_template("http://h/?c={cursor}", &[]).is_err());
+        let cursor =
+            normalize_template("http://h/a b?c={cursor}&i={index}", &[Var::Cursor]).unwrap();
+        assert_eq!(cursor.as_str(), "http://h/a%20b?c={cursor}&i={index}");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     /// Report hosts that answer 429 or 503, so that the coordinator can slow them down
     /// for every worker (`--adaptive on`).
     pub adaptive: bool,
+    /// Where each page names its next page (`--follow-next`); `None` fetches each job
+    /// alone.
+    pub follow_next: Option<crate::chain::FollowNext>,
 }
 
 /// Limits per host: scheme, host and port.

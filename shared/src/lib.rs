@@ -2,6 +2,7 @@
 //! templates, the method and body of requests, the worker configuration and the framed bincode protocol on the pipes
 //! between them.
 
+pub mod chain;
 pub mod config;
 pub mod frame;
 pub mod http_url;

@@ -87,6 +87,7 @@ impl Batch {
             index: self.index,
             start: self.start,
             end: self.end,
+            page: 1,
         }
     }
 }

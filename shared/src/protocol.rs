@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::PageReport;
 use crate::config::WorkerConfig;
 use crate::loadtest::{LoadReport, LoadSpec, LoadStats};
 use crate::plan::Batch;
@@ -22,8 +23,12 @@ pub const PROTOCOL_VERSION: u32 = 2;
 pub struct Job {
     /// Which batch of the plan.
     pub batch: Batch,
-    /// The URL, for URL-list plans; `None` means "render the URL template".
+    /// The URL, for URL-list plans and a chain's later pages; `None` means "render
+    /// the URL template".
     pub url: Option<String>,
+    /// Under `--follow-next`, the page of the batch's chain, from 1: the worker reads
+    /// the next page from it.
+    pub page: Option<u64>,
 }
 
 /// Coordinator → worker.
@@ -104,6 +109,8 @@ pub struct JobReport {
     pub attempts: u32,
     /// File or error.
     pub outcome: Outcome,
+    /// Under `--follow-next`, the page and the next page it names.
+    pub chain: Option<PageReport>,
 }
 
 /// Totals a worker sends when it leaves.

@@ -1,5 +1,7 @@
 //! URL and file-name templates with `{start}`, `{end}`, `{limit}` and `{index}`
-//! placeholders, parsed once and rendered per batch without re-parsing.
+//! placeholders, parsed once and rendered per batch without re-parsing. Runs that
+//! follow next links also know `{page}` (file names) and `{cursor}` (the URL), but
+//! only where they are allowed ([`Template::parse_allowing`]).
 
 use std::fmt::Write as _;
 
@@ -17,18 +19,31 @@ pub enum Var {
     Limit,
     /// Position of the batch in the plan, from 0.
     Index,
+    /// Page number in a chain of next links, from 1 (`--follow-next`).
+    Page,
+    /// The cursor a page named for the next one, percent-encoded; empty for a
+    /// chain's first page (`--follow-next json:POINTER`).
+    Cursor,
 }
 
 impl Var {
+    /// The placeholders every template knows.
     const ALL: [(&'static str, Var); 4] = [
         ("start", Var::Start),
         ("end", Var::End),
         ("limit", Var::Limit),
         ("index", Var::Index),
     ];
+    /// The placeholders only some templates may name.
+    const EXTRA: [(&'static str, Var); 2] = [("page", Var::Page), ("cursor", Var::Cursor)];
 
-    fn from_name(name: &str) -> Option<Var> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    fn from_name(name: &str, extra: &[Var]) -> Option<Var> {
+        let allowed = Self::EXTRA.iter().filter(|(_, v)| extra.contains(v));
+        Self::ALL
+            .iter()
+            .chain(allowed)
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -41,15 +56,20 @@ pub struct Values {
     pub start: u64,
     /// Last item (exclusive).
     pub end: u64,
+    /// Page number in a chain, from 1 (1 outside chains).
+    pub page: u64,
 }
 
 impl Values {
-    fn get(&self, var: Var) -> u64 {
+    /// The number `var` stands for; `None` for `{cursor}`, which is text.
+    fn get(&self, var: Var) -> Option<u64> {
         match var {
-            Var::Start => self.start,
-            Var::End => self.end,
-            Var::Limit => self.end - self.start,
-            Var::Index => self.index,
+            Var::Start => Some(self.start),
+            Var::End => Some(self.end),
+            Var::Limit => Some(self.end - self.start),
+            Var::Index => Some(self.index),
+            Var::Page => Some(self.page),
+            Var::Cursor => None,
         }
     }
 }
@@ -79,8 +99,15 @@ pub enum TemplateError {
 }
 
 impl Template {
-    /// Parses `source`, checking every placeholder.
+    /// Parses `source`, checking every placeholder: `{start}`, `{end}`, `{limit}` and
+    /// `{index}`.
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
+        Self::parse_allowing(source, &[])
+    }
+
+    /// Parses `source` like [`Template::parse`], taking the placeholders in `extra`
+    /// (`{page}`, `{cursor}`) too.
+    pub fn parse_allowing(source: &str, extra: &[Var]) -> Result<Self, TemplateError> {
         let mut pieces = Vec::new();
         let mut rest = source;
         let mut offset = 0;
@@ -92,7 +119,7 @@ impl Template {
                 .find('}')
                 .ok_or(TemplateError::Unclosed(offset + open))?;
             let name = &rest[open + 1..open + close];
-            let var = Var::from_name(name)
+            let var = Var::from_name(name, extra)
                 .ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_owned()))?;
             pieces.push(Piece::Var(var));
             offset += open + close + 1;
@@ -126,7 +153,7 @@ impl Template {
                 continue;
             };
             let name = &after[..end];
-            let var = Var::from_name(name)
+            let var = Var::from_name(name, &[])
                 .ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_owned()))?;
             if !text.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut text)));
@@ -159,24 +186,52 @@ impl Template {
         &self.source
     }
 
-    /// Appends the rendering for `values` to `out`.
+    /// Appends the rendering for `values` to `out`; `{cursor}` renders empty.
     pub fn render_into(&self, values: &Values, out: &mut String) {
+        self.render_cursor_into(values, "", out);
+    }
+
+    /// Appends the rendering for `values` to `out`, with `cursor` percent-encoded in
+    /// place of `{cursor}`.
+    fn render_cursor_into(&self, values: &Values, cursor: &str, out: &mut String) {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                // Writing to a String cannot fail.
-                Piece::Var(var) => {
-                    let _ = write!(out, "{}", values.get(*var));
-                }
+                Piece::Var(var) => match values.get(*var) {
+                    // Writing to a String cannot fail.
+                    Some(n) => {
+                        let _ = write!(out, "{n}");
+                    }
+                    None => encode_component(cursor, out),
+                },
             }
         }
     }
 
     /// Renders the template for `values`.
     pub fn render(&self, values: &Values) -> String {
-        let mut out = String::with_capacity(self.source.len() + 16);
-        self.render_into(values, &mut out);
+        self.render_cursor(values, "")
+    }
+
+    /// Renders the template for `values` with `cursor` in place of `{cursor}`,
+    /// percent-encoded as a query value or path segment must be.
+    pub fn render_cursor(&self, values: &Values, cursor: &str) -> String {
+        let mut out = String::with_capacity(self.source.len() + 16 + 3 * cursor.len());
+        self.render_cursor_into(values, cursor, &mut out);
         out
+    }
+}
+
+/// Appends `text` to `out` with every byte but the unreserved ones (RFC 3986:
+/// letters, digits, `-`, `.`, `_`, `~`) percent-encoded, so that a cursor such as
+/// `a+b/c==` stays one value wherever the template puts it.
+fn encode_component(text: &str, out: &mut String) {
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
     }
 }
 
@@ -188,6 +243,7 @@ mod tests {
         index: 3,
         start: 30,
         end: 40,
+        page: 1,
     };
 
     #[test]
@@ -232,6 +288,28 @@ mod tests {
         let plain = Template::parse_body("a=1&b=2").unwrap();
         assert!(!plain.has_placeholders());
         assert_eq!(plain.as_str(), "a=1&b=2");
+    }
+
+    #[test]
+    fn page_and_cursor_are_placeholders_only_where_allowed() {
+        for text in ["p{page}.json", "http://h/?c={cursor}"] {
+            assert!(matches!(
+                Template::parse(text),
+                Err(TemplateError::UnknownPlaceholder(_))
+            ));
+        }
+        assert!(Template::parse_body("{page}").is_err());
+        let name = Template::parse_allowing("{index}-{page}.json", &[Var::Page]).unwrap();
+        assert_eq!(name.render(&Values { page: 7, ..V }), "3-7.json");
+        assert!(Template::parse_allowing("{cursor}", &[Var::Page]).is_err());
+        let url =
+            Template::parse_allowing("http://h/?i={index}&c={cursor}", &[Var::Cursor]).unwrap();
+        assert!(url.uses(Var::Cursor));
+        assert_eq!(url.render(&V), "http://h/?i=3&c=");
+        assert_eq!(
+            url.render_cursor(&V, "a+b/c==~_.-é"),
+            "http://h/?i=3&c=a%2Bb%2Fc%3D%3D~_.-%C3%A9"
+        );
     }
 
     #[test]

@@ -378,15 +378,9 @@ pub fn assert_complete_run(out: &Path, items: u64) {
         lines.iter().all(|l| l["file"].is_string()),
         "every batch stored"
     );
-    let mut expected: BTreeSet<String> = (0..batches)
-        .map(|i| format!("batch{}-{}.json", i * 10, i * 10 + 10))
-        .collect();
-    expected.insert("manifest.jsonl".to_owned());
-    expected.insert("run.json".to_owned());
-    assert_eq!(
-        file_names(out),
-        expected,
-        "exactly the batch files, no temp files"
+    assert_run_files(
+        out,
+        (0..batches).map(|i| format!("batch{}-{}.json", i * 10, i * 10 + 10)),
     );
     for i in 0..batches {
         let body = fs::read(out.join(format!("batch{}-{}.json", i * 10, i * 10 + 10))).unwrap();
@@ -396,6 +390,33 @@ pub fn assert_complete_run(out: &Path, items: u64) {
             "batch {i}"
         );
     }
+}
+
+/// Checks that `out` holds exactly the files `names`, the manifest and `run.json`: no
+/// other file, and no temp file.
+#[track_caller]
+pub fn assert_run_files(out: &Path, names: impl IntoIterator<Item = String>) {
+    let mut expected: BTreeSet<String> = names.into_iter().collect();
+    expected.insert("manifest.jsonl".to_owned());
+    expected.insert("run.json".to_owned());
+    assert_eq!(
+        file_names(out),
+        expected,
+        "exactly the batch files, no temp files"
+    );
+}
+
+/// `PATH` with the directory of the binary under test first, for a script that runs
+/// `coordinator` by name.
+pub fn path_with_binary() -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_coordinator"))
+        .parent()
+        .expect("the binary is in a directory");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Scrapes `url` (a template) over `range` into `cwd/out` with `extra` flags.

@@ -12,12 +12,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
-use shared::plan::Span;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::pages::{tickers_csv, tickers_json};
-use crate::{Faults, MAX_LIMIT, Options, echo};
+use crate::{Faults, MAX_LIMIT, Options, cursor, echo, random_delay};
 
 /// The paths the API answers on: the trailing slash is optional.
 const ROUTES: [&str; 2] = ["/api/tickers/", "/api/tickers"];
@@ -182,13 +181,13 @@ pub(crate) const CUT_AFTER: Duration = Duration::from_millis(20);
 /// are compressed) are served with.
 pub(crate) fn app(options: Options) -> Router {
     let echo_route = any(echo).layer(DefaultBodyLimit::max(echo::MAX_BODY));
-    let mut router = ROUTES
-        .into_iter()
-        .fold(Router::new(), |router, path| {
-            router.route(path, get(tickers))
-        })
-        .route(echo::PATH, echo_route)
-        .with_state(options);
+    let mut router = ROUTES.into_iter().fold(Router::new(), |router, path| {
+        router.route(path, get(tickers))
+    });
+    router = cursor::routes().into_iter().fold(router, |router, path| {
+        router.route(path, get(cursor::handler))
+    });
+    let mut router = router.route(echo::PATH, echo_route).with_state(options);
     if options.faults.drop > 0.0 {
         router = router.layer(SetResponseHeaderLayer::overriding(
             header::CONNECTION,
@@ -255,18 +254,10 @@ fn truncated(body: String, kind: &'static str) -> Response {
         .into_response()
 }
 
-fn random_delay(span: Span) -> Duration {
-    let ms = if span.end > span.start {
-        fastrand::u64(span.start..=span.end)
-    } else {
-        span.start
-    };
-    Duration::from_millis(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::plan::Span;
 
     #[test]
     fn delay_stays_inside_its_span() {

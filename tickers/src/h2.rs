@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::time::DelayQueue;
 
 use crate::api::{Answer, CUT_AFTER, Pending, Reply, answer, is_route};
-use crate::{Options, coalesce, echo};
+use crate::{Options, coalesce, cursor, echo};
 
 /// What a client sends first on an HTTP/2 connection with prior knowledge.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -113,6 +113,11 @@ fn begin(
     if request.uri().path() == echo::PATH {
         // Rare, and its body comes later: answered on a task of its own.
         tokio::spawn(answer_echo(request, respond));
+        return;
+    }
+    if cursor::is_route(request.uri().path()) && (head || request.method() == Method::GET) {
+        let answer = cursor::answer(options, request.uri().query());
+        tokio::spawn(cursor::send_h2(respond, answer, head));
         return;
     }
     if !is_route(request.uri().path()) {

@@ -1,7 +1,9 @@
 //! The built-in target: a paged crypto tickers API like the one in the seed article,
 //! `GET /api/tickers/?start=S&limit=L`, answering deterministic JSON (the same query
-//! always gets the same bytes) after a configurable random delay; and `/echo`, which
-//! answers any request with what it was (method, path, query, content type, body).
+//! always gets the same bytes) after a configurable random delay; `/api/cursor/`,
+//! pages that name their next page by an opaque cursor, a relative URL and a `Link`
+//! header (`cursor`); and `/echo`, which answers any request with what it was
+//! (method, path, query, content type, body).
 //!
 //! [`Faults`] make it misbehave on purpose, over real sockets, so that clients' retries
 //! and error handling can be tested: 500s, 429 with `Retry-After`, dropped connections,
@@ -14,6 +16,7 @@
 
 mod api;
 mod coalesce;
+mod cursor;
 mod echo;
 mod h2;
 mod pages;
@@ -33,6 +36,7 @@ use shared::plan::Span;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use cursor::{MAX_PAGES, cursor_of, cursor_page};
 pub use pages::{tickers_csv, tickers_json};
 pub use tls::{TlsSetupError, server_config};
 
@@ -206,4 +210,14 @@ async fn pause_after(e: io::Error) {
     ) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A uniformly random delay in `span` (milliseconds).
+pub(crate) fn random_delay(span: Span) -> Duration {
+    let ms = if span.end > span.start {
+        fastrand::u64(span.start..=span.end)
+    } else {
+        span.start
+    };
+    Duration::from_millis(ms)
 }

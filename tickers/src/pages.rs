@@ -26,7 +26,7 @@ pub fn tickers_json(start: u64, limit: u64, coins: u64) -> String {
 }
 
 /// splitmix64: a fixed, well-mixed function of the coin number.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -51,7 +51,7 @@ pub fn tickers_csv(start: u64, limit: u64, coins: u64) -> String {
 
 /// One coin's object. Written with `itoa` rather than `format!`: the server answers
 /// tens of thousands of pages a second here, and formatting was a third of its user time.
-fn write_coin(out: &mut String, n: u64) {
+pub(crate) fn write_coin(out: &mut String, n: u64) {
     let h = mix(n);
     let cents = h % 10_000_000 + 1;
     let supply = (h >> 20) % 1_000_000_000 + 1_000;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use shared::chain::PageReport;
 use shared::config::{RetryPolicy, WorkerConfig};
 use shared::plan::Batch;
 use shared::protocol::{Job, JobReport, Outcome};
-use shared::template::Template;
+use shared::template::{Template, Values};
 
 use crate::budget::{Budget, Charge};
 use crate::client::full::FullClient;
@@ -22,6 +23,7 @@ use crate::client::redirect::follow_redirects;
 use crate::client::{Ask, ClientError, ConfigError, Exchange, Payload, Response, Verb};
 use crate::hosts::HostGates;
 use crate::ipc::Outgoing;
+use crate::next::NextRule;
 use crate::pace::Pacer;
 use crate::retry::{self, Failure};
 use crate::store;
@@ -117,6 +119,8 @@ pub struct Fetcher {
     /// The HTTP/2 client for plain `http://` URLs under `--http2`.
     h2c: Option<H2cClient>,
     timeout: Duration,
+    /// Where a page names the next one (`--follow-next`).
+    next: Option<NextRule>,
     /// HTTP requests sent so far.
     pub requests: AtomicU64,
     /// Per-host limits and adaptive rates.
@@ -127,6 +131,18 @@ pub struct Fetcher {
     /// Weak: the channel must close when the session's own sender goes.
     throttles: OnceLock<mpsc::WeakUnboundedSender<Outgoing>>,
 }
+
+/// What a job's requests came to: the last status, the body or why there is none,
+/// and how many requests it took.
+struct Answer {
+    status: Option<u16>,
+    fetched: Result<Bytes, String>,
+    attempts: u32,
+}
+
+/// What a response said besides its status and body: its `Link` fields and, after
+/// redirects, the URL that answered. Read only for chain pages.
+type Meta = (Option<String>, Option<String>);
 
 impl Fetcher {
     /// A fetcher for `config`; fails on headers that HTTP does not allow.
@@ -174,6 +190,10 @@ impl Fetcher {
             plain,
             h2c,
             timeout: Duration::from_millis(config.timeout_ms),
+            next: config
+                .follow_next
+                .as_ref()
+                .and_then(|follow| NextRule::new(follow, config.url.as_ref())),
             requests: AtomicU64::new(0),
             hosts: Arc::new(HostGates::new(config.per_host)),
             adaptive: config.adaptive,
@@ -203,7 +223,7 @@ impl Fetcher {
     /// request, beside what is made of them, and ten thousand requests in flight each
     /// carry that state.
     fn run<C: Lean>(self: &Arc<Self>, job: Job) -> impl Future<Output = Fetched> + Send + 'static {
-        let Job { batch, url } = job;
+        let Job { batch, url, page } = job;
         let url = match (url, &self.url) {
             (Some(url), _) => url,
             (None, Some(template)) => template.render(&batch.values()),
@@ -218,10 +238,10 @@ impl Fetcher {
         async move {
             let started = Instant::now();
             let mut attempts = 0;
-            let (status, fetched, charge) = loop {
+            let (status, fetched, charge, meta): (_, _, _, Meta) = loop {
                 attempts += 1;
                 let failure = match this.attempt::<C>(&url, &body).await {
-                    Ok((status, body, charge)) => break (Some(status), Ok(body), charge),
+                    Ok(r) => break (Some(r.status), Ok(r.body), r.charge, (r.link, r.url)),
                     Err(failure) => failure,
                 };
                 let wait = retry::wait(
@@ -243,10 +263,20 @@ impl Fetcher {
                         })
                         .await;
                     }
-                    Err(error) => break (failure.status, Err(error), None),
+                    Err(error) => break (failure.status, Err(error), None, (None, None)),
                 }
             };
-            let fetched = this.settle(batch, url, status, fetched, started, attempts);
+            let (fetched, chain) = match page {
+                None => (fetched, None),
+                // Boxed, as the other rare paths are.
+                Some(page) => Box::pin(this.follow(batch, page, &url, fetched, meta)).await,
+            };
+            let answer = Answer {
+                status,
+                fetched,
+                attempts,
+            };
+            let fetched = this.settle(batch, url, answer, started, chain);
             match fetched {
                 (report, Some(body)) => Fetched::Store {
                     report,
@@ -258,20 +288,74 @@ impl Fetcher {
         }
     }
 
+    /// A chain page's part of the report: the next page it names, read from a page
+    /// that came. A page whose next page cannot be read fails, so that its chain is
+    /// not taken for ended.
+    async fn follow(
+        self: &Arc<Self>,
+        batch: Batch,
+        page: u64,
+        url: &str,
+        fetched: Result<Bytes, String>,
+        (link, answered): Meta,
+    ) -> (Result<Bytes, String>, Option<PageReport>) {
+        let report = |next| {
+            Some(PageReport {
+                page,
+                next,
+                end: None,
+            })
+        };
+        let (Some(rule), Ok(body)) = (&self.next, &fetched) else {
+            return (fetched, report(None));
+        };
+        let values = Values {
+            page,
+            ..batch.values()
+        };
+        let page_url = answered.unwrap_or_else(|| url.to_owned());
+        let found = if rule.is_slow(body) {
+            // A long body is searched on a blocking thread: the loop serves the
+            // other requests meanwhile.
+            let this = Arc::clone(self);
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || match &this.next {
+                Some(rule) => rule.next_page(&values, &page_url, &body, link.as_deref()),
+                None => Ok(None),
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the next page: {e}")))
+        } else {
+            rule.next_page(&values, &page_url, body, link.as_deref())
+        };
+        match found {
+            Ok(next) => (fetched, report(next)),
+            Err(error) => (Err(error), report(None)),
+        }
+    }
+
     /// The job's report, and its body if it is to be stored.
     fn settle(
         &self,
         batch: Batch,
         url: String,
-        status: Option<u16>,
-        fetched: Result<Bytes, String>,
+        answer: Answer,
         started: Instant,
-        attempts: u32,
+        chain: Option<PageReport>,
     ) -> (JobReport, Option<Bytes>) {
+        let Answer {
+            status,
+            fetched,
+            attempts,
+        } = answer;
         let bytes = fetched.as_ref().map_or(0, |body| body.len() as u64);
         let (outcome, to_store) = match fetched {
             Ok(body) if self.out_dir.is_some() => {
-                let file = self.name.render(&batch.values());
+                let values = Values {
+                    page: chain.as_ref().map_or(1, |c| c.page),
+                    ..batch.values()
+                };
+                let file = self.name.render(&values);
                 (Outcome::Saved { file }, Some(body))
             }
             Ok(body) => (Outcome::Fetched { body: body.into() }, None),
@@ -285,6 +369,7 @@ impl Fetcher {
             elapsed_us: started.elapsed().as_micros() as u64,
             attempts,
             outcome,
+            chain,
         };
         (report, to_store)
     }
@@ -336,18 +421,16 @@ impl Fetcher {
     /// are finished keep-alive connections worth keeping open.
     pub fn expect_more_jobs(&self, more: bool) {
         if let Some(plain) = &self.plain {
-            plain.retain_connections(more);
+            // A chain's next page comes a moment after its page is reported: the
+            // connection it will take is kept for it.
+            plain.retain_connections(more || self.next.is_some());
         }
     }
 
     /// One request of `url` with `body`: the status and the whole response body. Plain
     /// `http://` URLs go through the lean client `C` where there is one, the rest
     /// through reqwest.
-    async fn attempt<C: Lean>(
-        &self,
-        url: &str,
-        body: &Payload,
-    ) -> Result<(u16, Bytes, Option<Charge>), Failure> {
+    async fn attempt<C: Lean>(&self, url: &str, body: &Payload) -> Result<Response, Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fetched = match C::of(self) {
             Some(client) => {
@@ -389,19 +472,14 @@ impl Fetcher {
             fetched => fetched,
         }
         .map_err(|e| Failure::from_client(e, self.max_body))?;
-        let Response {
-            status,
-            body,
-            retry_after,
-            charge,
-        } = response;
-        if !(200..300).contains(&status) {
-            if matches!(status, 429 | 503) {
+        if !(200..300).contains(&response.status) {
+            if matches!(response.status, 429 | 503) {
                 self.throttled(url);
             }
-            return Err(Failure::status(status, retry_after.as_deref(), &self.retry));
+            let retry_after = response.retry_after.as_deref();
+            return Err(Failure::status(response.status, retry_after, &self.retry));
         }
-        Ok((status, body, charge))
+        Ok(response)
     }
 
     /// Tells the coordinator that the host of `url` asked for fewer requests, under

@@ -13,6 +13,7 @@ mod generator;
 mod hosts;
 mod ipc;
 mod lag;
+mod next;
 mod pace;
 mod process;
 mod retry;

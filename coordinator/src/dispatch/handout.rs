@@ -9,22 +9,32 @@ use anyhow::Context;
 use shared::protocol::{Job, JobReport, ToWorker};
 
 use super::{Dispatch, MAX_CHUNK_BYTES};
+use crate::chain::Chains;
 use crate::messages;
 use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::frame_bytes;
 
 impl Dispatch {
-    pub(super) fn record(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
-        if self.slots[slot].held.remove(&report.batch.index).is_none() {
+    pub(super) fn record(&mut self, slot: usize, report: &mut JobReport) -> anyhow::Result<()> {
+        let index = report.batch.index;
+        let page = report.chain.as_ref().map(|c| c.page);
+        let held = &mut self.slots[slot].held;
+        // One page of a chain is in flight at a time: the batch and the page name it.
+        if held.get(&index).is_none_or(|job| job.page != page) {
             // Not ours to record twice: the manifest holds each batch once.
             messages::warn(format_args!(
-                "worker {slot} reported batch {} it did not hold",
-                report.batch.index
+                "worker {slot} reported batch {index} it did not hold"
             ));
             return Ok(());
         }
-        self.write_report(slot, report)
+        held.remove(&index);
+        // The next page's job is made as its page is recorded, in one step: each page
+        // of a chain is handed out, and recorded, once.
+        let next = self.chains.as_mut().and_then(|c| c.on_report(report));
+        self.write_report(slot, report)?;
+        self.retry.extend(next);
+        Ok(())
     }
 
     /// Writes a report to the manifest (or stdout) and counts it for `slot`.
@@ -112,11 +122,15 @@ impl Dispatch {
             jobs.push(job);
         }
         if jobs.len() < self.chunk && bytes < MAX_CHUNK_BYTES {
-            jobs.extend(
-                self.source
-                    .take(self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes)
-                    .context("reading the URL list")?,
-            );
+            let mut new = self
+                .source
+                .take(self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes)
+                .context("reading the URL list")?;
+            if let Some(chains) = &mut self.chains {
+                // Each batch of the plan starts a chain.
+                new.iter_mut().for_each(|job| chains.start(job));
+            }
+            jobs.extend(new);
         }
         // List lines that cannot be fetched fail in place; no worker ever holds them.
         for report in self.source.take_refused() {
@@ -172,8 +186,11 @@ impl Dispatch {
     }
 
     fn finish_if_drained(&mut self, slot: usize) -> anyhow::Result<()> {
-        let drained =
-            self.source.is_exhausted() && self.retry.is_empty() && self.routed[slot].is_empty();
+        // An open chain may still bring a next page for any worker.
+        let drained = self.source.is_exhausted()
+            && self.retry.is_empty()
+            && self.routed[slot].is_empty()
+            && self.chains.as_ref().is_none_or(Chains::all_ended);
         let s = &mut self.slots[slot];
         if drained && s.held.is_empty() && !s.finishing && self.pool.is_running(slot) {
             s.finishing = true;

@@ -26,6 +26,7 @@ use self::route::{Router, origin_of};
 use self::stall::{Stall, stall_verdict};
 use self::throttle::Throttle;
 use self::tls_stop::TlsWatch;
+use crate::chain::Chains;
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
 use crate::messages;
@@ -61,6 +62,7 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         limits,
         quiet,
         json,
+        chains,
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
     let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
@@ -76,23 +78,34 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     let before = whole
         .zip(source.total())
         .map_or(0, |(whole, left)| whole.saturating_sub(left));
-    if source.total() == Some(0) && before > 0 {
+    let open_chains = chains.as_ref().map_or(0, |c| c.open.len());
+    if source.total() == Some(0) && before > 0 && open_chains == 0 {
         // Nothing left: no worker is started.
         if !quiet {
-            messages::line(format_args!(
-                "nothing to fetch: all {before} batches of the plan are in the manifest already"
-            ));
+            let what = match chains {
+                Some(_) => {
+                    "chains of the plan are in the manifest already, each at its end or failed"
+                }
+                None => "batches of the plan are in the manifest already",
+            };
+            messages::line(format_args!("nothing to fetch: all {before} {what}"));
         }
         return Ok(Exit::Ok);
     }
-    let progress = Progress::new(whole, before, quiet || json);
+    // A chain's pages are not known up front: its progress counts pages, with no total.
+    let (shown_whole, shown_before, planned) = match chains {
+        Some(_) => (None, 0, None),
+        None => (whole, before, source.total()),
+    };
+    let progress = Progress::new(shown_whole, shown_before, quiet || json);
     let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress, limits);
-    dispatch.stats.set_plan(whole, before);
-    dispatch.metrics = exporter.scrape(
-        workers as usize,
-        dispatch.config.concurrency,
-        dispatch.source.total(),
-    );
+    dispatch.stats.set_plan(whole, shown_before);
+    if let Some(plan) = chains {
+        let (chains, resumed) = Chains::new(plan);
+        dispatch.chains = Some(chains);
+        dispatch.retry.extend(resumed);
+    }
+    dispatch.metrics = exporter.scrape(workers as usize, dispatch.config.concurrency, planned);
     dispatch.metrics.set_skipped(skipped);
     let result = dispatch.start().and_then(|()| dispatch.run());
     dispatch.publish_metrics(true);
@@ -110,6 +123,9 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     };
     let stopped_by = result?;
     cleaned?;
+    if let Some(chains) = &dispatch.chains {
+        dispatch.stats.set_chains(chains.tally, chains.unfinished());
+    }
     conclude::conclude(&dispatch.stats, stopped_by, &output, quiet, json)
 }
 
@@ -166,8 +182,10 @@ struct Dispatch {
     cpus: Vec<usize>,
     config: WorkerConfig,
     source: JobSource,
-    /// Jobs of dead workers, handed out again before new ones.
+    /// Jobs of dead workers, and the next pages of chains, handed out before new ones.
     retry: VecDeque<Job>,
+    /// Under `--follow-next`, the chains: which are open, and what they fetched.
+    chains: Option<Chains>,
     sink: Sink,
     stats: RunStats,
     /// The live `--metrics` numbers (nothing without it).
@@ -231,6 +249,7 @@ impl Dispatch {
             cpus,
             source,
             retry: VecDeque::new(),
+            chains: None,
             sink,
             stats: RunStats::new(workers),
             metrics: ScrapeMetrics::default(),
@@ -375,11 +394,11 @@ impl Dispatch {
                     );
                 }
             }
-            Event::Message(WorkerId { slot, .. }, FromWorker::Done(report)) => {
+            Event::Message(WorkerId { slot, .. }, FromWorker::Done(mut report)) => {
                 let s = &mut self.slots[slot];
                 s.last_report = Instant::now();
                 s.warned = false;
-                self.record(slot, &report)?;
+                self.record(slot, &mut report)?;
                 if let Some(throttle) = &mut self.throttle
                     && !matches!(report.outcome, shared::protocol::Outcome::Failed { .. })
                 {
@@ -389,6 +408,11 @@ impl Dispatch {
                     self.begin_stop(StopCause::TlsFailing);
                 }
                 self.top_up(slot)?;
+                if self.chains.is_some() {
+                    // A chain's next page goes to whichever worker has room, and the
+                    // end of the last chain lets every idle worker finish.
+                    self.top_up_all()?;
+                }
             }
             Event::Message(WorkerId { slot, .. }, FromWorker::Bye(stats)) => {
                 self.metrics.worker_left(slot, &stats);

@@ -192,7 +192,7 @@ fn targets(args: &LoadArgs) -> Result<(bool, String, Targets, String), UsageErro
             .ok_or_else(|| UsageError::new("--url", "a URL template needs --range START..END"))?;
         let span: Span = range.parse().map_err(|e| UsageError::new("--range", e))?;
         let plan = BatchPlan::new(span, args.batch).map_err(|e| UsageError::new("--range", e))?;
-        let normalized = url_input::normalize_template(template)
+        let normalized = url_input::normalize_template(template, &[])
             .map_err(|e| UsageError::new("--url", format!("the template {e}")))?;
         let template = normalized.as_str().to_owned();
         let split = split_http_url(&template).map_err(|e| UsageError::new("--url", e))?;

@@ -393,6 +393,7 @@ mod tests {
                 },
                 None => Outcome::Saved { file: "f".into() },
             },
+            chain: None,
         };
         m.record(0, &report(0, 1, None));
         assert_eq!(m.state.ok, 0);

@@ -10,6 +10,7 @@ use anyhow::Context;
 use shared::plan::Shard;
 
 use super::{Run, SHOWN_GAPS};
+use crate::chain::scan::{Problem, Scan, State, Track};
 use crate::index_set::IndexSet;
 use crate::manifest;
 use crate::resume::{self, RunRecord};
@@ -25,6 +26,9 @@ pub enum Gap {
     FileBad(String),
     /// No directory for its shard was given.
     NoShard,
+    /// A chain whose last page in the manifest names a next page, or that misses a
+    /// page (`--follow-next`).
+    Unfinished(String),
 }
 
 /// What the manifests say, batch by batch. Only what a manifest names is kept one by
@@ -40,6 +44,9 @@ pub struct Findings {
     pub tallies: BTreeMap<u64, Tally>,
     /// Batches of shards with no directory.
     no_shard: u64,
+    /// Under `--follow-next`: the URL each chain with a gap goes on from, when the
+    /// manifest says it (a chain with no page starts from the plan's URL).
+    pub chain_urls: BTreeMap<u64, String>,
 }
 
 impl Findings {
@@ -58,37 +65,30 @@ impl Findings {
             bad: BTreeMap::new(),
             tallies: BTreeMap::new(),
             no_shard: 0,
+            chain_urls: BTreeMap::new(),
         };
         let mut seen = IndexSet::default();
         for run in by_shard.values() {
-            let tally = f.tallies.entry(run.shard.index).or_default();
+            let mut tally = f.tallies.remove(&run.shard.index).unwrap_or_default();
             let entries = manifest::read(&run.dir)
                 .with_context(|| format!("reading the manifest in {}", run.dir.display()))?;
-            for entry in entries {
-                let i = entry.index;
-                if !run.shard.contains(i) || total.is_some_and(|t| i >= t) {
-                    f.strays += 1;
-                    continue;
-                }
-                if seen.contains(i) {
-                    f.duplicates.push(i);
-                    continue;
-                }
-                seen.insert(i);
-                match gap_of(&run.dir, &entry) {
-                    None => {
-                        f.ok.insert(i);
-                        tally.ok += 1;
+            if run.record.follow_next.is_some() {
+                f.scan_chains(run, entries, &mut tally);
+            } else {
+                for entry in entries {
+                    let i = entry.index;
+                    if f.is_stray(run, i) {
+                        continue;
                     }
-                    Some(gap) => {
-                        match gap {
-                            Gap::Failed(_) => tally.failed += 1,
-                            _ => tally.file_bad += 1,
-                        }
-                        f.bad.insert(i, gap);
+                    if seen.contains(i) {
+                        f.duplicates.push(i);
+                        continue;
                     }
+                    seen.insert(i);
+                    f.note(&mut tally, i, gap_of(&run.dir, &entry));
                 }
             }
+            f.tallies.insert(run.shard.index, tally);
         }
         // Batches of a shard that no manifest line names, and batches of shards with
         // no directory, follow from the plan's length: counted, never listed in full.
@@ -97,10 +97,61 @@ impl Findings {
             for (&index, tally) in &mut f.tallies {
                 let len = Shard { index, count }.len_of(total);
                 f.no_shard -= len;
-                tally.absent = len.saturating_sub(tally.ok + tally.failed + tally.file_bad);
+                tally.absent =
+                    len.saturating_sub(tally.ok + tally.failed + tally.file_bad + tally.unfinished);
             }
         }
         Ok(f)
+    }
+
+    /// Whether a line for batch `i` lies outside `run`'s shard or the plan (counted).
+    fn is_stray(&mut self, run: &Run, i: u64) -> bool {
+        let stray = !run.shard.contains(i) || self.total.is_some_and(|t| i >= t);
+        self.strays += u64::from(stray);
+        stray
+    }
+
+    /// Counts batch (or chain) `i` as ok, or as a gap of its kind.
+    fn note(&mut self, tally: &mut Tally, i: u64, gap: Option<Gap>) {
+        let Some(gap) = gap else {
+            self.ok.insert(i);
+            tally.ok += 1;
+            return;
+        };
+        match gap {
+            Gap::Failed(_) => tally.failed += 1,
+            Gap::Unfinished(_) => tally.unfinished += 1,
+            _ => tally.file_bad += 1,
+        }
+        self.bad.insert(i, gap);
+    }
+
+    /// Reads a `--follow-next` run's manifest chain by chain (see
+    /// [`crate::chain::scan`]): a chain is ok when it is complete.
+    fn scan_chains(&mut self, run: &Run, entries: manifest::Entries, tally: &mut Tally) {
+        let mut scan = Scan::new(false);
+        for entry in entries {
+            let i = entry.index;
+            if self.is_stray(run, i) {
+                continue;
+            }
+            let file_ok = |_: &str| match gap_of(&run.dir, &entry) {
+                Some(Gap::FileBad(why)) => Err(why),
+                _ => Ok(()),
+            };
+            match scan.feed(&entry, file_ok) {
+                Err(Problem::Duplicate) => self.duplicates.push(i),
+                Err(Problem::AfterEnd) => self.strays += 1,
+                _ => {}
+            }
+        }
+        for (i, track) in scan.into_tracks() {
+            let gap = chain_gap(&track);
+            if let (Some(_), Some(url)) = (&gap, track.resume_url()) {
+                self.chain_urls.insert(i, url.to_owned());
+            }
+            self.note(tally, i, gap);
+        }
     }
 
     fn sum(&self, of: fn(&Tally) -> u64) -> u64 {
@@ -108,7 +159,11 @@ impl Findings {
     }
 
     pub fn gap_count(&self) -> u64 {
-        self.sum(|t| t.absent) + self.sum(|t| t.failed) + self.sum(|t| t.file_bad) + self.no_shard
+        self.sum(|t| t.absent)
+            + self.sum(|t| t.failed)
+            + self.sum(|t| t.file_bad)
+            + self.sum(|t| t.unfinished)
+            + self.no_shard
     }
 
     /// Every batch that is not ok, in order.
@@ -137,22 +192,31 @@ impl Findings {
             self.sum(|t| t.file_bad),
         );
         let gap_count = self.gap_count();
+        // Under --follow-next each batch is a chain of pages.
+        let (unit, units, whole) = match plan.follow_next {
+            Some(_) => (
+                "chain",
+                "chains",
+                "complete, every page with its whole file",
+            ),
+            None => ("batch", "batches", "with its whole file"),
+        };
         let _ = writeln!(
             report,
-            "plan: {}: {} batches in {count} shard{}",
+            "plan: {}: {} {units} in {count} shard{}",
             resume::describe(plan),
             self.total
                 .map_or("an unknown number of".to_owned(), |t| t.to_string()),
             if count == 1 { "" } else { "s" },
         );
+        let _ = writeln!(report, "ok: {} {units}, each {whole}", self.ok.len());
+        let unfinished = match plan.follow_next {
+            Some(_) => format!(", {} unfinished", self.sum(|t| t.unfinished)),
+            None => String::new(),
+        };
         let _ = writeln!(
             report,
-            "ok: {} batches, each with its whole file",
-            self.ok.len()
-        );
-        let _ = writeln!(
-            report,
-            "gaps: {gap_count} ({absent} not in any manifest, {failed} failed, {file_bad} with a missing or changed file, {} in shards with no directory)",
+            "gaps: {gap_count} ({absent} not in any manifest, {failed} failed, {file_bad} with a missing or changed file{unfinished}, {} in shards with no directory)",
             self.no_shard
         );
         for (i, gap) in self.gaps().take(SHOWN_GAPS) {
@@ -168,15 +232,22 @@ impl Findings {
                 Gap::Failed(e) => format!("failed: {e}"),
                 Gap::FileBad(e) => e,
                 Gap::NoShard => "its shard was not given".to_owned(),
+                Gap::Unfinished(why) => why,
             };
-            let _ = writeln!(report, "  batch {i} (shard {shard}, {place}): {why}");
+            let _ = writeln!(report, "  {unit} {i} (shard {shard}, {place}): {why}");
         }
         if gap_count > SHOWN_GAPS as u64 {
             let _ = writeln!(report, "  ... and {} more", gap_count - SHOWN_GAPS as u64);
         }
         let _ = writeln!(report, "duplicates: {}", self.duplicates.len());
         for i in self.duplicates.iter().take(SHOWN_GAPS) {
-            let _ = writeln!(report, "  batch {i} is in more than one manifest line");
+            let _ = match plan.follow_next {
+                Some(_) => writeln!(
+                    report,
+                    "  chain {i} has a page in more than one manifest line"
+                ),
+                None => writeln!(report, "  batch {i} is in more than one manifest line"),
+            };
         }
         if self.strays > 0 {
             let _ = writeln!(
@@ -206,6 +277,27 @@ fn gap_of(dir: &Path, entry: &manifest::Entry) -> Option<Gap> {
     }
 }
 
+/// Why a chain is not complete, if it is not.
+fn chain_gap(track: &Track) -> Option<Gap> {
+    if let Some((page, problem)) = &track.broken {
+        return Some(match problem {
+            Problem::FileBad(why) => Gap::FileBad(format!("page {page}: {why}")),
+            _ => Gap::Unfinished(format!("page {page} is not in the manifest")),
+        });
+    }
+    match &track.state {
+        State::Ended(_) => None,
+        State::Failed { error, .. } => {
+            Some(Gap::Failed(format!("page {}: {error}", track.pages + 1)))
+        }
+        State::Open { .. } => Some(Gap::Unfinished(format!(
+            "page {} names a next page, which is not in the manifest",
+            track.pages
+        ))),
+        State::Empty => Some(Gap::Unfinished("page 1 is not in the manifest".to_owned())),
+    }
+}
+
 /// What the manifest of one shard's run holds.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -215,6 +307,8 @@ pub struct Tally {
     pub failed: u64,
     /// Batches whose file is missing or changed.
     pub file_bad: u64,
+    /// Chains that stop short of their end (`--follow-next`).
+    pub unfinished: u64,
     /// Batches of the shard that no line names (known once the plan's length is).
     pub absent: u64,
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use shared::http_url::redact_password;
 use shared::plan::Shard;
-use shared::template::Template;
+use shared::template::{Template, Var};
 
 use super::findings::Findings;
 use super::{Run, batch_plan};
@@ -46,7 +46,7 @@ pub fn print_fixes(
         }
         for run in by_shard.values() {
             let tally = &f.tallies[&run.shard.index];
-            if tally.absent > 0 || tally.file_bad > 0 {
+            if tally.absent > 0 || tally.file_bad > 0 || tally.unfinished > 0 {
                 writeln!(out, "{}", command(run, "--resume"))?;
             }
             if tally.failed > 0 {
@@ -60,7 +60,12 @@ pub fn print_fixes(
                 "the run sent {method} requests: its URLs alone do not fetch the gaps (--print-command does)"
             ));
         }
-        print_urls(&first.record, f.gaps().map(|(i, _)| i), &mut out)?;
+        print_urls(
+            &first.record,
+            f.gaps().map(|(i, _)| i),
+            &f.chain_urls,
+            &mut out,
+        )?;
     }
     out.flush()?;
     Ok(())
@@ -84,6 +89,12 @@ fn command(run: &Run, mode: &str) -> String {
         ]);
     }
     words.extend(["--name".to_owned(), quote(&r.name)]);
+    if let Some(follow) = &r.follow_next {
+        words.extend(["--follow-next".to_owned(), quote(follow)]);
+    }
+    if let Some(max) = r.max_pages {
+        words.extend(["--max-pages".to_owned(), max.to_string()]);
+    }
     let request = [
         ("-X", &r.method),
         ("--data", &r.data),
@@ -125,17 +136,24 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Writes the URLs of the batches `indices` (in order) to `out`, one per line.
+/// Writes the URLs of the batches `indices` (in order) to `out`, one per line: for a
+/// chain that stands past its first page, the URL it goes on from (`chain_urls`).
 fn print_urls(
     record: &RunRecord,
     indices: impl Iterator<Item = u64>,
+    chain_urls: &BTreeMap<u64, String>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     if let (Some(plan), Some(url)) = (batch_plan(record)?, &record.source) {
-        let template = Template::parse(url).map_err(|e| UsageError::new("verify", e))?;
+        let template = Template::parse_allowing(url, &[Var::Cursor])
+            .map_err(|e| UsageError::new("verify", e))?;
         // The template in the record has its password redacted already.
-        for batch in indices.filter_map(|i| plan.batch(i)) {
-            writeln!(out, "{}", template.render(&batch.values()))?;
+        for i in indices {
+            match (chain_urls.get(&i), plan.batch(i)) {
+                (Some(url), _) => writeln!(out, "{url}")?,
+                (None, Some(batch)) => writeln!(out, "{}", template.render(&batch.values()))?,
+                (None, None) => {}
+            }
         }
         return Ok(());
     }
@@ -152,7 +170,14 @@ fn print_urls(
     let mut lines = UrlLines::new(BufReader::new(file));
     let mut wanted = indices.peekable();
     let mut i = 0;
-    while let (Some(&next), Some(item)) = (wanted.peek(), lines.next_item()?) {
+    loop {
+        while let Some(url) = wanted.peek().and_then(|i| chain_urls.get(i)) {
+            writeln!(out, "{url}")?;
+            wanted.next();
+        }
+        let (Some(&next), Some(item)) = (wanted.peek(), lines.next_item()?) else {
+            break;
+        };
         if i == next {
             // A line that is not a URL cannot be fetched again: there is none to print.
             if let Listed::Url(url) = item {
@@ -193,6 +218,8 @@ mod tests {
             method: Some("POST".into()),
             data: None,
             data_json: Some(r#"{"o":{start}}"#.into()),
+            follow_next: None,
+            max_pages: None,
             insecure: false,
         };
         let run = Run {

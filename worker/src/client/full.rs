@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{
-    ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT,
+    ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, LINK, LOCATION, RETRY_AFTER, USER_AGENT,
 };
 use reqwest::redirect::Policy;
 use shared::config::{TlsOptions, WorkerConfig};
@@ -175,6 +175,8 @@ impl FullClient {
                 status,
                 body: Default::default(),
                 retry_after,
+                link: None,
+                url: None,
                 charge: None,
             });
         }
@@ -182,6 +184,12 @@ impl FullClient {
             && len > max_body
         {
             return Err(ClientError::TooLarge(len));
+        }
+        let mut link = None;
+        for value in response.headers().get_all(LINK) {
+            if let Ok(value) = value.to_str() {
+                super::add_link(&mut link, value);
+            }
         }
         let mut body = BytesMut::new();
         let mut charge = Charge::new(&self.budget);
@@ -197,6 +205,8 @@ impl FullClient {
             status,
             body: body.freeze(),
             retry_after: None,
+            link,
+            url: (at != original).then_some(at),
             charge: Some(charge),
         })
     }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::header::{
-    ACCEPT, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER,
-    USER_AGENT,
+    ACCEPT, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LINK, LOCATION,
+    RETRY_AFTER, USER_AGENT,
 };
 use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
@@ -429,7 +429,12 @@ impl Exchange for H2cClient {
             Ask::Own(_) if self.verb.is_head() => u64::MAX,
             _ => max_body,
         };
-        let (status, location, retry_after) = read_head(head, announced_max, || {
+        let HeadFacts {
+            status,
+            location,
+            retry_after,
+            link,
+        } = read_head(head, announced_max, || {
             self.verb
                 .encoded_answer(format!("{}://{authority}{path}", scheme(tls)), ask)
         })?;
@@ -440,6 +445,8 @@ impl Exchange for H2cClient {
             status,
             body,
             retry_after,
+            link,
+            url: None,
             charge: Some(charge),
         };
         Ok((fetched, location))
@@ -461,14 +468,24 @@ fn scheme(tls: bool) -> &'static str {
     }
 }
 
-/// What a response head says: status, a redirect's `Location` and `Retry-After`; an
-/// error for a compressed body (the full client decodes those) or a declared length
-/// over `max_body`.
+/// What the client keeps of a response head.
+struct HeadFacts {
+    status: u16,
+    /// A followed redirect's `Location`.
+    location: Option<String>,
+    retry_after: Option<String>,
+    /// The `Link` fields, joined.
+    link: Option<String>,
+}
+
+/// What a response head says: status, a redirect's `Location`, `Retry-After` and
+/// `Link`; an error for a compressed body (the full client decodes those) or a
+/// declared length over `max_body`.
 fn read_head(
     head: http::response::Parts,
     max_body: u64,
     encoded: impl Fn() -> ClientError,
-) -> Result<(u16, Option<String>, Option<String>), ClientError> {
+) -> Result<HeadFacts, ClientError> {
     let text = |name| {
         head.headers
             .get(name)
@@ -486,7 +503,18 @@ fn read_head(
     let location = text(LOCATION)
         .filter(|_| redirect::is_followed(status))
         .map(str::to_owned);
-    Ok((status, location, text(RETRY_AFTER).map(str::to_owned)))
+    let mut link = None;
+    for value in head.headers.get_all(LINK) {
+        if let Ok(value) = value.to_str() {
+            crate::client::add_link(&mut link, value);
+        }
+    }
+    Ok(HeadFacts {
+        status,
+        location,
+        retry_after: text(RETRY_AFTER).map(str::to_owned),
+        link,
+    })
 }
 
 /// Streams opened on a new connection before the server's settings say how many it
@@ -555,6 +583,7 @@ mod tests {
             proxy: Default::default(),
             per_host: Default::default(),
             adaptive: false,
+            follow_next: None,
         }
     }
 

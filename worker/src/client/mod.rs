@@ -35,10 +35,27 @@ pub struct Response {
     pub body: Bytes,
     /// Its `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// Its `Link` header fields, joined by `, ` (what `--follow-next link` reads).
+    pub link: Option<String>,
+    /// The URL that answered, when redirects led away from the one asked for: a
+    /// relative next link is resolved against it.
+    pub url: Option<String>,
     /// What the body holds of the worker's budget: taken as the body arrived, given
     /// back when it is dropped (once stored). Requests that wait for an answer hold
     /// none, so that ten thousand in flight carry no charge in their state.
     pub charge: Option<Charge>,
+}
+
+/// Adds one `Link` header field's `value` to those of the response so far: several
+/// fields are one list (RFC 9110 §5.3).
+pub fn add_link(links: &mut Option<String>, value: &str) {
+    match links {
+        Some(links) => {
+            links.push_str(", ");
+            links.push_str(value);
+        }
+        None => *links = Some(value.to_owned()),
+    }
 }
 
 /// A job's request body, rendered once for all its attempts: empty, and no

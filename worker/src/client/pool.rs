@@ -212,6 +212,8 @@ impl Http1Client {
             status: response.status,
             body: Bytes::from(body),
             retry_after: response.retry_after,
+            link: response.link,
+            url: None,
             charge: Some(charge),
         };
         Ok((fetched, location, response.keep_alive))

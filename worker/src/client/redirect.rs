@@ -100,6 +100,8 @@ pub async fn follow_redirects(
             )
             .await?;
         let Some(location) = location else {
+            let mut fetched = fetched;
+            fetched.url = redirected;
             return Ok(fetched);
         };
         ask = after(fetched.status, client.method(), ask);

@@ -44,6 +44,9 @@ pub struct Head {
     pub location: Option<String>,
     /// The `Retry-After` header of a 429 or 503.
     pub retry_after: Option<String>,
+    /// The `Link` header fields, joined by `, ` when there are several (RFC 8288
+    /// §3: the same as one field listing them all).
+    pub link: Option<String>,
     /// Whether the body came with a `Content-Encoding` (or a transfer coding) other
     /// than identity and chunked.
     pub encoded: bool,
@@ -215,6 +218,7 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadE
     // Whether there is a Transfer-Encoding, and whether its last coding is chunked.
     let mut transfer: Option<bool> = None;
     let (mut location, mut retry_after, mut encoded) = (None, None, false);
+    let mut link: Option<String> = None;
     let text = |v: &[u8]| std::str::from_utf8(v).ok().map(|t| t.trim().to_owned());
     for h in head.headers.iter() {
         let name = h.name;
@@ -248,6 +252,10 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadE
             location = text(h.value);
         } else if name.eq_ignore_ascii_case("retry-after") {
             retry_after = text(h.value);
+        } else if name.eq_ignore_ascii_case("link")
+            && let Some(value) = text(h.value)
+        {
+            crate::client::add_link(&mut link, &value);
         } else if name.eq_ignore_ascii_case("content-encoding") {
             encoded |= !h.value.trim_ascii().eq_ignore_ascii_case(b"identity");
         }
@@ -276,6 +284,7 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadE
         first_byte: Instant::now(),
         location,
         retry_after,
+        link,
         encoded,
     };
     Ok((response, framing))
