@@ -2,7 +2,7 @@
 //! `--per-host-concurrency` counted server-side, and adaptive throttling against a
 //! server that answers 429 above a rate (`serve --max-rate`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,9 @@ impl Counting {
     }
 }
 
+/// Serves one connection. A request's arrival time is the kernel's receive timestamp of
+/// its first bytes (SO_TIMESTAMPNS), not when this thread got to run: on a busy machine
+/// a thread woken late would bunch arrivals that were spread on the wire.
 fn serve(
     stream: TcpStream,
     delay: Duration,
@@ -74,29 +77,62 @@ fn serve(
     most: &AtomicUsize,
     now: &AtomicUsize,
 ) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+    use nix::sys::time::TimeSpec;
+    use std::os::fd::AsRawFd;
+    setsockopt(&stream, sockopt::ReceiveTimestampns, &true).unwrap();
+    // The kernel's clock is the wall clock: taken against `Instant` once.
+    let wall = |ts: TimeSpec| {
+        let at = Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        Instant::now() - since_epoch.saturating_sub(at)
+    };
+    let mut writer = stream.try_clone().unwrap();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
     loop {
-        let mut line = String::new();
-        // The request head: up to its empty line.
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line == "\r\n" => break,
-                Ok(_) => {}
-            }
-        }
-        arrivals.lock().unwrap().push(Instant::now());
-        let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
-        most.fetch_max(in_flight, Ordering::SeqCst);
-        thread::sleep(delay);
-        now.fetch_sub(1, Ordering::SeqCst);
-        if writer
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .is_err()
-        {
+        let mut cmsg = nix::cmsg_space!(TimeSpec);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let Ok(msg) = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        ) else {
             return;
+        };
+        let received = msg.bytes;
+        let stamp = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|m| match m {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                _ => None,
+            })
+        });
+        if received == 0 {
+            return;
+        }
+        if pending.is_empty() {
+            arrivals
+                .lock()
+                .unwrap()
+                .push(stamp.map_or_else(Instant::now, wall));
+        }
+        pending.extend_from_slice(&buf[..received]);
+        // One request at a time per connection: answered once its head is whole.
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            pending.drain(..end + 4);
+            let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(in_flight, Ordering::SeqCst);
+            thread::sleep(delay);
+            now.fetch_sub(1, Ordering::SeqCst);
+            if writer
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }
