@@ -19,6 +19,7 @@ mod pipelines;
 mod proxy;
 mod report;
 mod resume;
+mod robots;
 mod shards;
 mod terminal;
 mod tls;

@@ -46,16 +46,22 @@ pub struct Entry {
     /// What went wrong, when not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the batch was not fetched, on purpose (`robots`): it is done, and no
+    /// failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl Entry {
     /// The line for `report`, fetched by `worker`.
     pub fn new(worker: u32, report: &JobReport) -> Entry {
-        let (file, error) = match &report.outcome {
-            Outcome::Saved { file } => (Some(file.clone()), None),
-            Outcome::Fetched { .. } => (None, None),
-            Outcome::Failed { error } => (None, Some(error.clone())),
-        };
+        let (mut file, mut error, mut skipped) = (None, None, None);
+        match &report.outcome {
+            Outcome::Saved { file: name } => file = Some(name.clone()),
+            Outcome::Fetched { .. } => {}
+            Outcome::Failed { error: e } => error = Some(e.clone()),
+            Outcome::Skipped { why } => skipped = Some(why.as_str().to_owned()),
+        }
         Entry {
             index: report.batch.index,
             start: report.batch.start,
@@ -72,6 +78,7 @@ impl Entry {
                 .map_or(0, |d| d.as_millis() as u64),
             file,
             error,
+            skipped,
         }
     }
 }

@@ -10,7 +10,7 @@ use shared::config::{RetryPolicy, WorkerConfig};
 use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::{Template, Var};
 
-use crate::cli::RunArgs;
+use crate::cli::{RobotsMode, RunArgs};
 use crate::error::{UsageError, usage};
 use crate::parse::{millis, parse_header, parse_rate, parse_statuses};
 use crate::request::RequestText;
@@ -114,6 +114,8 @@ pub struct Plan {
     pub name_text: String,
     /// The method and body, for the run's record.
     pub request: RequestText,
+    /// Whether robots.txt is obeyed.
+    pub robots: RobotsMode,
 }
 
 impl Plan {
@@ -190,6 +192,7 @@ impl Plan {
             url_text: args.url.clone(),
             name_text: args.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned()),
             request,
+            robots: args.robots,
         })
     }
 }

@@ -9,6 +9,7 @@ use shared::config::WorkerConfig;
 use shared::http_url::redact_password;
 use shared::plan::{BatchPlan, Shard, Span};
 
+use crate::cli::RobotsMode;
 use crate::error::{UsageError, usage};
 use crate::open_files;
 use crate::plan::{Output, Plan, RunLimits, TargetSpec};
@@ -53,6 +54,8 @@ pub struct Settings {
     pub quiet: bool,
     /// The summary as one JSON object (on stdout, or stderr with `--out -`).
     pub json: bool,
+    /// Whether robots.txt is obeyed.
+    pub robots: RobotsMode,
 }
 
 /// Prepares `plan`: the first place a scrape reads or writes anything.
@@ -72,6 +75,7 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         url_text,
         name_text,
         request,
+        robots,
     } = plan;
     crate::trust::check(&worker.tls)?;
     let mut record = record(&target, url_text.as_deref(), &name_text, shard).with_request(&request);
@@ -110,6 +114,7 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         limits,
         quiet,
         json,
+        robots,
     })
 }
 

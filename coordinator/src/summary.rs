@@ -8,6 +8,7 @@ use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome, WorkerStats};
 
 use crate::numbers;
+use crate::robots::RobotsTally;
 
 /// Failures named in the summary at most; the manifest has them all.
 const SHOWN_FAILURES: usize = 5;
@@ -22,6 +23,8 @@ pub struct Tally {
     pub ok: u64,
     /// Batches failed.
     pub failed: u64,
+    /// Batches not fetched on purpose (robots.txt disallows them).
+    pub skipped: u64,
     /// Body bytes.
     pub bytes: u64,
     latency_us: Histogram<u64>,
@@ -32,6 +35,7 @@ impl Tally {
         Tally {
             ok: 0,
             failed: 0,
+            skipped: 0,
             bytes: 0,
             // 1 µs to 1 h at 3 significant digits; larger values saturate.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -43,6 +47,11 @@ impl Tally {
         match report.outcome {
             Outcome::Saved { .. } | Outcome::Fetched { .. } => self.ok += 1,
             Outcome::Failed { .. } => self.failed += 1,
+            // Took no time and no request: kept out of the latencies.
+            Outcome::Skipped { .. } => {
+                self.skipped += 1;
+                return;
+            }
         }
         self.bytes += report.bytes;
         self.latency_us.saturating_record(report.elapsed_us.max(1));
@@ -52,7 +61,13 @@ impl Tally {
         Duration::from_micros(self.latency_us.value_at_quantile(quantile))
     }
 
-    fn done(&self) -> u64 {
+    /// Batches finished: stored, failed or skipped.
+    pub fn done(&self) -> u64 {
+        self.fetched() + self.skipped
+    }
+
+    /// Batches a worker fetched (or tried to): stored or failed.
+    fn fetched(&self) -> u64 {
         self.ok + self.failed
     }
 }
@@ -74,6 +89,8 @@ pub struct RunStats {
     all: Tally,
     workers: Vec<WorkerTally>,
     failures: Vec<(u64, String)>,
+    /// What robots.txt did (`None` under `--robots ignore`).
+    robots: Option<RobotsTally>,
 }
 
 impl RunStats {
@@ -92,12 +109,17 @@ impl RunStats {
                 })
                 .collect(),
             failures: Vec::new(),
+            robots: None,
         }
     }
 
     /// Counts one finished batch of worker `slot`.
     pub fn record(&mut self, slot: usize, report: &JobReport) {
         self.all.record(report);
+        if matches!(report.outcome, Outcome::Skipped { .. }) {
+            // No worker fetched it: it counts for the run alone.
+            return;
+        }
         self.workers[slot].tally.record(report);
         if let Outcome::Failed { error } = &report.outcome
             && self.failures.len() < SHOWN_FAILURES
@@ -113,6 +135,11 @@ impl RunStats {
     pub fn set_plan(&mut self, whole: Option<u64>, before: u64) {
         self.whole = whole;
         self.before = before;
+    }
+
+    /// Notes what robots.txt did in the run.
+    pub fn set_robots(&mut self, tally: RobotsTally) {
+        self.robots = Some(tally);
     }
 
     /// Notes the process id of the worker in `slot`.
@@ -165,13 +192,24 @@ impl RunStats {
                 })
             })
             .collect();
+        let robots = self.robots.map(|r| {
+            serde_json::json!({
+                "hosts": r.hosts,
+                "with_rules": r.with_rules,
+                "allow_all": r.allow_all,
+                "disallow_all": r.disallow_all,
+                "crawl_delays": r.crawl_delays,
+            })
+        });
         serde_json::json!({
             "ok": self.all.ok,
             "failed": self.all.failed,
+            "skipped": self.all.skipped,
+            "robots": robots,
             "requests": self.workers.iter().map(|w| w.stats.requests).sum::<u64>(),
             "bytes": self.all.bytes,
             "wall_s": numbers::secs(wall),
-            "pages_per_s": numbers::rate(self.all.done() as f64 / wall.max(1e-9)),
+            "pages_per_s": numbers::rate(self.all.fetched() as f64 / wall.max(1e-9)),
             "latency_ms": latency(&self.all),
             "workers": workers,
             "plan_batches": self.whole,
@@ -186,12 +224,16 @@ impl RunStats {
         let wall = self.elapsed().as_secs_f64().max(1e-9);
         let all = &self.all;
         let mut out = String::new();
+        let skipped = match all.skipped {
+            0 => String::new(),
+            n => format!(", {n} skipped (robots.txt)"),
+        };
         let _ = writeln!(
             out,
-            "done: {} batches ok, {} failed in {wall:.2} s: {:.1} pages/s, {} ({}/s)",
+            "done: {} batches ok, {} failed{skipped} in {wall:.2} s: {:.1} pages/s, {} ({}/s)",
             all.ok,
             all.failed,
-            all.done() as f64 / wall,
+            all.fetched() as f64 / wall,
             bytes(all.bytes as f64),
             bytes(all.bytes as f64 / wall),
         );
@@ -206,7 +248,24 @@ impl RunStats {
                 all.done()
             );
         }
-        if all.done() > 0 {
+        // Only when robots.txt made a difference: a host with rules, or one that could
+        // not be had.
+        if let Some(r) = self.robots.filter(|r| r.with_rules + r.disallow_all > 0) {
+            let _ = writeln!(
+                out,
+                "robots.txt: {} host{}: {} with rules, {} with none (all allowed), {} unreachable or failing (all disallowed){}",
+                r.hosts,
+                if r.hosts == 1 { "" } else { "s" },
+                r.with_rules,
+                r.allow_all,
+                r.disallow_all,
+                match r.crawl_delays {
+                    0 => String::new(),
+                    n => format!("; a Crawl-delay from {n}"),
+                }
+            );
+        }
+        if all.fetched() > 0 {
             let _ = writeln!(
                 out,
                 "latency: p50 {}, p99 {}, max {}",

@@ -17,7 +17,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::pages::{tickers_csv, tickers_json};
-use crate::{Faults, MAX_LIMIT, Options, echo};
+use crate::{Faults, MAX_LIMIT, Options, ROBOTS_PATH, echo};
 
 /// The paths the API answers on: the trailing slash is optional.
 const ROUTES: [&str; 2] = ["/api/tickers/", "/api/tickers"];
@@ -162,8 +162,12 @@ pub(crate) fn app(options: Options) -> Router {
         .fold(Router::new(), |router, path| {
             router.route(path, get(tickers))
         })
-        .route(echo::PATH, echo_route)
-        .with_state(options);
+        .route(echo::PATH, echo_route);
+    if let Some(text) = options.robots_txt {
+        let robots = move || async move { ([(header::CONTENT_TYPE, "text/plain")], text) };
+        router = router.route(ROBOTS_PATH, get(robots));
+    }
+    let mut router = router.with_state(options);
     if options.faults.drop > 0.0 {
         router = router.layer(SetResponseHeaderLayer::overriding(
             header::CONNECTION,

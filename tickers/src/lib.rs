@@ -1,7 +1,8 @@
 //! The built-in target: a paged crypto tickers API like the one in the seed article,
 //! `GET /api/tickers/?start=S&limit=L`, answering deterministic JSON (the same query
 //! always gets the same bytes) after a configurable random delay; and `/echo`, which
-//! answers any request with what it was (method, path, query, content type, body).
+//! answers any request with what it was (method, path, query, content type, body);
+//! and `/robots.txt`, when it is given one.
 //!
 //! [`Faults`] make it misbehave on purpose, over real sockets, so that clients' retries
 //! and error handling can be tested: 500s, 429 with `Retry-After`, dropped connections,
@@ -36,6 +37,9 @@ use tokio::sync::watch;
 pub use pages::{tickers_csv, tickers_json};
 pub use tls::{TlsSetupError, server_config};
 
+/// Where crawlers look for the server's rules.
+pub const ROBOTS_PATH: &str = "/robots.txt";
+
 /// Largest `limit` one request may ask for.
 pub const MAX_LIMIT: u64 = 10_000;
 
@@ -50,6 +54,9 @@ pub struct Options {
     pub compress: bool,
     /// Misbehaviour on purpose.
     pub faults: Faults,
+    /// What `GET /robots.txt` answers; `None` answers 404 (no robots.txt: everything
+    /// allowed). Read once for the life of the server, so that options stay `Copy`.
+    pub robots_txt: Option<&'static str>,
 }
 
 /// Shares of requests (0.0 to 1.0) that go wrong, each in its own way.
@@ -85,6 +92,7 @@ impl Default for Options {
             coins: 1_000_000_000,
             compress: false,
             faults: Faults::default(),
+            robots_txt: None,
         }
     }
 }

@@ -10,6 +10,8 @@ use shared::protocol::{Job, JobReport, ToWorker};
 
 use super::{Dispatch, MAX_CHUNK_BYTES};
 use crate::messages;
+use crate::pool::Event;
+use crate::robots::Gate;
 use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::frame_bytes;
@@ -43,7 +45,7 @@ impl Dispatch {
         self.stats.record(slot, report);
         self.metrics.record(slot, report);
         let all = self.stats.all();
-        self.progress.update(all.ok + all.failed, all.failed);
+        self.progress.update(all.done(), all.failed);
         Ok(())
     }
 
@@ -82,7 +84,7 @@ impl Dispatch {
         if s.finishing || !self.pool.is_running(slot) || s.held.len() + self.chunk > self.window {
             return Ok(false);
         }
-        if self.retry.is_empty() && self.source.is_exhausted() {
+        if self.retry.is_empty() && self.fresh_exhausted() {
             return Ok(false);
         }
         let mut jobs: Vec<Job> = Vec::with_capacity(self.chunk);
@@ -97,15 +99,31 @@ impl Dispatch {
             jobs.push(job);
         }
         if jobs.len() < self.chunk && bytes < MAX_CHUNK_BYTES {
-            jobs.extend(
-                self.source
-                    .take(self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes)
-                    .context("reading the URL list")?,
-            );
+            let (n, max_bytes) = (self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes);
+            let fresh = match &mut self.robots {
+                Some(gate) => gate.take(&mut self.source, n, max_bytes),
+                None => self.source.take(n, max_bytes),
+            };
+            jobs.extend(fresh.context("reading the URL list")?);
         }
-        // List lines that cannot be fetched fail in place; no worker ever holds them.
+        // List lines that cannot be fetched fail in place, and batches robots.txt
+        // disallows are skipped in place: no worker ever holds them.
         for report in self.source.take_refused() {
             self.write_report(slot, &report)?;
+        }
+        let (skipped, more_now) = self
+            .robots
+            .as_mut()
+            .map(Gate::take_skipped)
+            .unwrap_or_default();
+        for report in skipped {
+            self.write_report(slot, &report)?;
+        }
+        if more_now {
+            // A slice of a plan robots.txt disallows was recorded; the rest follows
+            // on the loop's next turn, so that signals and the deadline are seen
+            // between slices.
+            let _ = self.pool.sender().try_send(Event::Input);
         }
         if jobs.is_empty() {
             return Ok(false);
@@ -120,8 +138,14 @@ impl Dispatch {
         Ok(true)
     }
 
+    /// Whether every job of the source has been handed out or recorded: none is left
+    /// to read, and none waits for its host's robots.txt.
+    fn fresh_exhausted(&self) -> bool {
+        self.source.is_exhausted() && self.robots.as_ref().is_none_or(Gate::is_empty)
+    }
+
     fn finish_if_drained(&mut self, slot: usize) -> anyhow::Result<()> {
-        let drained = self.source.is_exhausted() && self.retry.is_empty();
+        let drained = self.fresh_exhausted() && self.retry.is_empty();
         let s = &mut self.slots[slot];
         if drained && s.held.is_empty() && !s.finishing && self.pool.is_running(slot) {
             s.finishing = true;

@@ -22,6 +22,7 @@ use shared::template::Template;
 
 use self::stall::{Stall, stall_verdict};
 use self::tls_stop::TlsWatch;
+use crate::cli::RobotsMode;
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
 use crate::messages;
@@ -30,6 +31,7 @@ use crate::plan::{Output, RunLimits};
 use crate::pool::{Event, Next, WorkerId, WorkerPool};
 use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
+use crate::robots::Gate;
 use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::{Filter, JobSource};
@@ -57,6 +59,7 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         limits,
         quiet,
         json,
+        robots,
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
     let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
@@ -90,7 +93,18 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         dispatch.source.total(),
     );
     dispatch.metrics.set_skipped(skipped);
+    if robots == RobotsMode::Obey {
+        let wake = dispatch.pool.sender();
+        // The loop sleeps until something happens: an answer is something.
+        let gate = Gate::start(&dispatch.config, move || {
+            let _ = wake.try_send(Event::Input);
+        })?;
+        dispatch.robots = Some(gate);
+    }
     let result = dispatch.start().and_then(|()| dispatch.run());
+    if let Some(gate) = &dispatch.robots {
+        dispatch.stats.set_robots(gate.tally());
+    }
     dispatch.publish_metrics(true);
     dispatch.progress.finish();
     // Whatever happened, no worker outlives the run and no temp file stays behind.
@@ -186,6 +200,8 @@ struct Dispatch {
     stopping: Option<(StopCause, Instant)>,
     /// Whether the run's first batches all fail with one TLS error.
     tls_watch: TlsWatch,
+    /// With `--robots obey`, where fresh jobs wait for their host's robots.txt.
+    robots: Option<Gate>,
 }
 
 impl Dispatch {
@@ -237,6 +253,7 @@ impl Dispatch {
             last_stall_check: Instant::now(),
             stopping: None,
             tls_watch: TlsWatch::default(),
+            robots: None,
         }
     }
 
@@ -295,7 +312,8 @@ impl Dispatch {
                     }
                     self.begin_stop(cause);
                 }
-                // More of a URL list, or a tick: jobs may be waiting for room.
+                // More of a URL list, a robots.txt answer, or a tick: jobs may be
+                // waiting for room.
                 Next::Event(Event::Input) | Next::Timeout => self.top_up_all()?,
                 Next::Event(event) => self.handle(event)?,
             }

@@ -14,7 +14,8 @@ use crate::index_set::IndexSet;
 use crate::manifest;
 use crate::resume::{self, RunRecord};
 
-/// Why a batch of the plan is not done.
+/// Why a batch of the plan is not done. (A batch robots.txt disallows is done: its
+/// manifest line says it was skipped on purpose.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gap {
     /// No manifest line for it.
@@ -32,6 +33,7 @@ pub enum Gap {
 pub struct Findings {
     pub total: Option<u64>,
     pub count: u64,
+    /// Batches stored whole, or left out on purpose (robots.txt).
     ok: IndexSet,
     duplicates: Vec<u64>,
     /// Lines for batches outside their shard or the plan.
@@ -75,6 +77,12 @@ impl Findings {
                     continue;
                 }
                 seen.insert(i);
+                if entry.skipped.is_some() {
+                    // Left out on purpose (robots.txt): settled, with no file to check.
+                    f.ok.insert(i);
+                    tally.skipped += 1;
+                    continue;
+                }
                 match gap_of(&run.dir, &entry) {
                     None => {
                         f.ok.insert(i);
@@ -97,7 +105,8 @@ impl Findings {
             for (&index, tally) in &mut f.tallies {
                 let len = Shard { index, count }.len_of(total);
                 f.no_shard -= len;
-                tally.absent = len.saturating_sub(tally.ok + tally.failed + tally.file_bad);
+                tally.absent =
+                    len.saturating_sub(tally.ok + tally.failed + tally.file_bad + tally.skipped);
             }
         }
         Ok(f)
@@ -145,11 +154,18 @@ impl Findings {
                 .map_or("an unknown number of".to_owned(), |t| t.to_string()),
             if count == 1 { "" } else { "s" },
         );
+        let skipped = self.sum(|t| t.skipped);
         let _ = writeln!(
             report,
             "ok: {} batches, each with its whole file",
-            self.ok.len()
+            self.ok.len() - skipped
         );
+        if skipped > 0 {
+            let _ = writeln!(
+                report,
+                "skipped: {skipped} batches robots.txt disallows (not fetched on purpose, no gap)"
+            );
+        }
         let _ = writeln!(
             report,
             "gaps: {gap_count} ({absent} not in any manifest, {failed} failed, {file_bad} with a missing or changed file, {} in shards with no directory)",
@@ -215,6 +231,8 @@ pub struct Tally {
     pub failed: u64,
     /// Batches whose file is missing or changed.
     pub file_bad: u64,
+    /// Batches left out on purpose: robots.txt disallows them.
+    pub skipped: u64,
     /// Batches of the shard that no line names (known once the plan's length is).
     pub absent: u64,
 }
