@@ -280,6 +280,9 @@ fn headers_are_sent_but_never_written_to_the_manifest_or_stderr() {
             "X-Extra: two",
             "--user-agent",
             "probe/1.0",
+            // Three heads are read: those of the batches alone.
+            "--robots",
+            "ignore",
         ];
         flags.extend_from_slice(extra);
         let result = scrape(&url, "0..30", &flags, dir.path());

@@ -17,7 +17,16 @@ fn requests_go_as_streams_a_hundred_to_a_connection() {
     let dir = tempfile::tempdir().unwrap();
     let url = server.tickers_template();
     let mut child = coordinator()
-        .args(["--http2", "--workers", "2", "--concurrency", "200"])
+        // Without the coordinator's own robots.txt connection, which stays open.
+        .args([
+            "--http2",
+            "--workers",
+            "2",
+            "--concurrency",
+            "200",
+            "--robots",
+            "ignore",
+        ])
         .args([
             "--url", &url, "--range", "0..4000", "--out", "out", "--quiet",
         ])
@@ -62,7 +71,9 @@ fn an_http1_only_server_sees_the_preface_and_the_batch_fails_with_a_reason() {
     });
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/p?start={{start}}&limit={{limit}}");
-    let result = scrape(&url, "0..10", &["--http2", "--retries", "0"], dir.path());
+    // The server takes one connection: that of the batch, not of robots.txt.
+    let flags = ["--http2", "--retries", "0", "--robots", "ignore"];
+    let result = scrape(&url, "0..10", &flags, dir.path());
     assert_exit(&result, 1);
     let preface = seen
         .recv_timeout(Duration::from_secs(10))

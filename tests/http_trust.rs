@@ -150,8 +150,10 @@ fn assert_every_file_is_its_own_page(out: &Path, n: u64) {
 fn scrape(server: &RawServer, n: u64, extra: &[&str], cwd: &Path) -> std::process::Output {
     let url = server.url("/p?start={start}");
     let range = format!("0..{n}");
+    // The servers write what a case needs to every request: robots.txt is not the
+    // case (tests/robots.rs is).
     let mut args = vec![
-        "--url", &url, "--range", &range, "--batch", "1", "-o", "out", "-q",
+        "--url", &url, "--range", &range, "--batch", "1", "-o", "out", "-q", "--robots", "ignore",
     ];
     args.extend_from_slice(extra);
     run(&args, cwd)
@@ -383,6 +385,10 @@ fn watch_workers(
         &c,
         "--retries",
         "0",
+        // The servers write what a case needs to every request: robots.txt is not
+        // the case (tests/robots.rs is).
+        "--robots",
+        "ignore",
     ];
     args.extend_from_slice(extra);
     let mut cmd = match limit_kib {

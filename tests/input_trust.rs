@@ -153,6 +153,10 @@ fn a_shard_near_the_top_of_u64_resumes_and_verifies_in_bounded_memory() {
         "--quiet",
         "--out",
         "out",
+        // Failed batches are the case: with robots.txt unreachable they would be
+        // skipped instead.
+        "--robots",
+        "ignore",
     ];
     let first = run_capped(4 << 20, &args, dir.path());
     assert_exit(&first, 4);
@@ -226,6 +230,9 @@ fn url_lines_and_templates_are_percent_encoded_before_the_request_line() {
             "out",
             "--workers",
             "1",
+            // The heads read are those of the batches alone.
+            "--robots",
+            "ignore",
         ],
         dir.path(),
     );
@@ -238,7 +245,7 @@ fn url_lines_and_templates_are_percent_encoded_before_the_request_line() {
     );
 
     let template = format!("{base}/x y/{{start}}");
-    let flags = ["--workers", "1", "--overwrite"];
+    let flags = ["--workers", "1", "--overwrite", "--robots", "ignore"];
     let result = scrape(&template, "0..1", &flags, dir.path());
     assert_exit(&result, 0);
     let head = &received(&heads, 1)[0];
@@ -373,6 +380,8 @@ fn chunks_of_64_kib_urls_handed_out_again_are_cut_to_fit_a_frame() {
         "--urls", "-", "--out", "out", "--name", "u{index}", "--quiet",
     ];
     args.extend(["--workers", "1", "--concurrency", "600", "--retries", "0"]);
+    // The server holds every answer back, robots.txt's too.
+    args.extend(["--robots", "ignore"]);
     args.extend(["--stall-timeout", "20s", "--max-restarts", "1"]);
     let mut child = with_stdin(&args, dir.path());
     let mut stdin = child.stdin.take().unwrap();
@@ -458,7 +467,9 @@ fn a_password_in_a_url_is_redacted_everywhere_but_in_the_request() {
     let authority = base.trim_start_matches("http://");
     let template = format!("http://user:hunter2@{authority}/p?start={{start}}");
     let dir = tempfile::tempdir().unwrap();
-    let flags = ["--workers", "1", "--retries", "0"];
+    // The heads read are those of the batches alone (robots.txt goes without the
+    // URL's user and password).
+    let flags = ["--workers", "1", "--retries", "0", "--robots", "ignore"];
     let result = scrape(&template, "0..20", &flags, dir.path());
     assert_exit(&result, 1);
     // base64("user:hunter2")
@@ -489,7 +500,7 @@ fn a_password_in_a_url_is_redacted_everywhere_but_in_the_request() {
     );
     // The record holds no password, so a resume takes it again, whichever it is.
     let other = template.replace("hunter2", "other");
-    let flags = ["--retry-failed", "--retries", "0"];
+    let flags = ["--retry-failed", "--retries", "0", "--robots", "ignore"];
     let resume = scrape(&other, "0..20", &flags, dir.path());
     assert_exit(&resume, 1);
     for head in received(&heads, 2) {

@@ -21,6 +21,7 @@ mod politeness;
 mod proxy;
 mod report;
 mod resume;
+mod robots;
 mod shards;
 mod terminal;
 mod tls;

@@ -134,7 +134,18 @@ fn requests_against_a_failing_server(flags: &[&str]) -> (usize, serde_json::Valu
         s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
     });
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--batch", "1", "--retries", "3", "--backoff", "1ms", "-q"];
+    // Requests to the batch alone are counted (a 503 robots.txt would skip it).
+    let mut args = vec![
+        "--batch",
+        "1",
+        "--retries",
+        "3",
+        "--backoff",
+        "1ms",
+        "-q",
+        "--robots",
+        "ignore",
+    ];
     args.extend_from_slice(flags);
     let result = scrape(&server.url("/p?s={start}"), "0..1", &args, dir.path());
     assert_exit(&result, 1);
@@ -171,7 +182,17 @@ fn a_compressed_answer_nobody_asked_for_is_fetched_again_only_for_a_repeatable_r
             s.write_all(&[head.as_bytes(), GZIP].concat())
         });
         let dir = tempfile::tempdir().unwrap();
-        let flags = ["-X", method, "-d", "x={start}", "--batch", "1", "-q"];
+        let flags = [
+            "-X",
+            method,
+            "-d",
+            "x={start}",
+            "--batch",
+            "1",
+            "-q",
+            "--robots",
+            "ignore",
+        ];
         let result = scrape(&server.url("/p?s={start}"), "0..1", &flags, dir.path());
         assert_exit(&result, exit);
         let seen = server.seen.lock().unwrap();

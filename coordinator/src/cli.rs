@@ -249,6 +249,18 @@ pub struct RunArgs {
     /// again while it answers well (AIMD).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"], help_heading = "Politeness")]
     pub adaptive: String,
+    /// Whether each host's robots.txt is fetched (once per run, by the coordinator) and
+    /// obeyed for the product token of --user-agent: a batch it disallows is not
+    /// fetched and its manifest line says "skipped": "robots". A robots.txt that
+    /// answers 4xx allows everything; 5xx or no answer disallows everything for the run.
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_enum,
+        default_value_t = RobotsMode::Obey,
+        help_heading = "Requests"
+    )]
+    pub robots: RobotsMode,
 
     /// Largest response body, e.g. 64MiB; a larger one fails its batch unbuffered.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = "Requests", value_parser = parse::parse_size)]
@@ -323,6 +335,15 @@ pub struct RunArgs {
     /// exit code 4.
     #[arg(long, value_name = "DURATION", help_heading = "Stopping", value_parser = parse::parse_duration)]
     pub deadline: Option<Duration>,
+}
+
+/// What a scrape makes of robots.txt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RobotsMode {
+    /// Fetch each host's robots.txt once and skip the batches it disallows.
+    Obey,
+    /// Fetch no robots.txt; every batch is fetched.
+    Ignore,
 }
 
 /// TLS trust and client identity, the same in scrape and load runs. Without
@@ -429,6 +450,10 @@ pub struct ServeArgs {
     /// server); the rest get 429 Too Many Requests with Retry-After: 1.
     #[arg(long, value_name = "R")]
     pub max_rate: Option<u64>,
+    /// Answer GET /robots.txt with this file (read once, at start); without it,
+    /// /robots.txt is a 404, which allows every crawler everything.
+    #[arg(long, value_name = "FILE")]
+    pub robots_txt: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM); HTTP/2 or HTTP/1.1 by ALPN.
     #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
     pub tls_cert: Option<PathBuf>,

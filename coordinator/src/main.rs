@@ -30,6 +30,7 @@ mod proxy;
 mod report_file;
 mod request;
 mod resume;
+mod robots;
 mod scheduler;
 mod signals;
 mod sink;

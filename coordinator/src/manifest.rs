@@ -60,16 +60,22 @@ pub struct Entry {
     /// Why its chain ends here, when it does: `last`, `loop` or `max-pages`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_end: Option<ChainEnd>,
+    /// Why the batch was not fetched, on purpose (`robots`): it is done, and no
+    /// failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl Entry {
     /// The line for `report`, fetched by `worker`.
     pub fn new(worker: u32, report: &JobReport) -> Entry {
-        let (file, error) = match &report.outcome {
-            Outcome::Saved { file } => (Some(file.clone()), None),
-            Outcome::Fetched { .. } => (None, None),
-            Outcome::Failed { error } => (None, Some(error.clone())),
-        };
+        let (mut file, mut error, mut skipped) = (None, None, None);
+        match &report.outcome {
+            Outcome::Saved { file: name } => file = Some(name.clone()),
+            Outcome::Fetched { .. } => {}
+            Outcome::Failed { error: e } => error = Some(e.clone()),
+            Outcome::Skipped { why } => skipped = Some(why.as_str().to_owned()),
+        }
         let next = report.chain.as_ref().and_then(|c| c.next.as_ref());
         Entry {
             index: report.batch.index,
@@ -91,6 +97,7 @@ impl Entry {
             next: next.map(|n| redact_password(&n.url).into_owned()),
             next_cursor: next.and_then(|n| n.cursor.clone()),
             chain_end: report.chain.as_ref().and_then(|c| c.end),
+            skipped,
         }
     }
 }

@@ -11,7 +11,7 @@ use shared::config::{PerHostLimits, RetryPolicy, WorkerConfig};
 use shared::plan::{BatchPlan, Shard, Span};
 use shared::template::{Template, Var};
 
-use crate::cli::RunArgs;
+use crate::cli::{RobotsMode, RunArgs};
 use crate::error::{UsageError, usage};
 use crate::parse::{millis, parse_header, parse_rate, parse_statuses};
 use crate::request::RequestText;
@@ -120,6 +120,8 @@ pub struct Plan {
     /// `--max-pages`: pages one chain fetches at most (with `--follow-next`, which is
     /// in `worker`).
     pub max_pages: Option<u64>,
+    /// Whether robots.txt is obeyed.
+    pub robots: RobotsMode,
 }
 
 impl Plan {
@@ -212,6 +214,7 @@ impl Plan {
             name_text,
             request,
             max_pages,
+            robots: args.robots,
         })
     }
 }

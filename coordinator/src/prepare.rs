@@ -10,6 +10,7 @@ use shared::http_url::redact_password;
 use shared::plan::{BatchPlan, Shard, Span};
 
 use crate::chain::ChainPlan;
+use crate::cli::RobotsMode;
 use crate::error::{UsageError, usage};
 use crate::open_files;
 use crate::plan::{Output, Plan, RunLimits, TargetSpec};
@@ -56,6 +57,8 @@ pub struct Settings {
     pub json: bool,
     /// Under `--follow-next`: `--max-pages`, and the chains an earlier run left open.
     pub chains: Option<ChainPlan>,
+    /// Whether robots.txt is obeyed.
+    pub robots: RobotsMode,
 }
 
 /// Prepares `plan`: the first place a scrape reads or writes anything.
@@ -76,6 +79,7 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         name_text,
         request,
         max_pages,
+        robots,
     } = plan;
     crate::trust::check(&worker.tls)?;
     let mut record = record(&target, url_text.as_deref(), &name_text, shard).with_request(&request);
@@ -122,6 +126,7 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         quiet,
         json,
         chains,
+        robots,
     })
 }
 

@@ -308,6 +308,11 @@ fn sort_out(dir: &Path, mode: Mode) -> io::Result<(IndexSet, IndexSet)> {
         return Ok((done, failed));
     }
     manifest::rewrite(dir, |entry| {
+        if entry.skipped.is_some() {
+            // Left out on purpose (robots.txt): done, for a resume and a retry alike.
+            done.insert(entry.index);
+            return true;
+        }
         if let Some(file) = &entry.file {
             // A batch is done only while its file is there, whole: a deleted or altered
             // file is fetched again.

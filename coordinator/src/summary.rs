@@ -9,6 +9,7 @@ use shared::protocol::{JobReport, Outcome, WorkerStats};
 
 use crate::chain::ChainTally;
 use crate::numbers;
+use crate::robots::RobotsTally;
 
 /// Failures named in the summary at most; the manifest has them all.
 const SHOWN_FAILURES: usize = 5;
@@ -23,6 +24,8 @@ pub struct Tally {
     pub ok: u64,
     /// Batches failed.
     pub failed: u64,
+    /// Batches not fetched on purpose (robots.txt disallows them).
+    pub skipped: u64,
     /// Body bytes.
     pub bytes: u64,
     latency_us: Histogram<u64>,
@@ -33,6 +36,7 @@ impl Tally {
         Tally {
             ok: 0,
             failed: 0,
+            skipped: 0,
             bytes: 0,
             // 1 µs to 1 h at 3 significant digits; larger values saturate.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -44,6 +48,11 @@ impl Tally {
         match report.outcome {
             Outcome::Saved { .. } | Outcome::Fetched { .. } => self.ok += 1,
             Outcome::Failed { .. } => self.failed += 1,
+            // Took no time and no request: kept out of the latencies.
+            Outcome::Skipped { .. } => {
+                self.skipped += 1;
+                return;
+            }
         }
         self.bytes += report.bytes;
         self.latency_us.saturating_record(report.elapsed_us.max(1));
@@ -53,7 +62,13 @@ impl Tally {
         Duration::from_micros(self.latency_us.value_at_quantile(quantile))
     }
 
-    fn done(&self) -> u64 {
+    /// Batches finished: stored, failed or skipped.
+    pub fn done(&self) -> u64 {
+        self.fetched() + self.skipped
+    }
+
+    /// Batches a worker fetched (or tried to): stored or failed.
+    fn fetched(&self) -> u64 {
         self.ok + self.failed
     }
 }
@@ -77,6 +92,8 @@ pub struct RunStats {
     failures: Vec<(u64, String)>,
     /// Under `--follow-next`: how the chains ended, and how many did not.
     chains: Option<(ChainTally, u64)>,
+    /// What robots.txt did (`None` under `--robots ignore`).
+    robots: Option<RobotsTally>,
 }
 
 impl RunStats {
@@ -96,6 +113,7 @@ impl RunStats {
                 .collect(),
             failures: Vec::new(),
             chains: None,
+            robots: None,
         }
     }
 
@@ -108,6 +126,10 @@ impl RunStats {
     /// Counts one finished batch of worker `slot`.
     pub fn record(&mut self, slot: usize, report: &JobReport) {
         self.all.record(report);
+        if matches!(report.outcome, Outcome::Skipped { .. }) {
+            // No worker fetched it: it counts for the run alone.
+            return;
+        }
         self.workers[slot].tally.record(report);
         if let Outcome::Failed { error } = &report.outcome
             && self.failures.len() < SHOWN_FAILURES
@@ -123,6 +145,11 @@ impl RunStats {
     pub fn set_plan(&mut self, whole: Option<u64>, before: u64) {
         self.whole = whole;
         self.before = before;
+    }
+
+    /// Notes what robots.txt did in the run.
+    pub fn set_robots(&mut self, tally: RobotsTally) {
+        self.robots = Some(tally);
     }
 
     /// Notes the process id of the worker in `slot`.
@@ -175,13 +202,24 @@ impl RunStats {
                 })
             })
             .collect();
+        let robots = self.robots.map(|r| {
+            serde_json::json!({
+                "hosts": r.hosts,
+                "with_rules": r.with_rules,
+                "allow_all": r.allow_all,
+                "disallow_all": r.disallow_all,
+                "crawl_delays": r.crawl_delays,
+            })
+        });
         serde_json::json!({
             "ok": self.all.ok,
             "failed": self.all.failed,
+            "skipped": self.all.skipped,
+            "robots": robots,
             "requests": self.workers.iter().map(|w| w.stats.requests).sum::<u64>(),
             "bytes": self.all.bytes,
             "wall_s": numbers::secs(wall),
-            "pages_per_s": numbers::rate(self.all.done() as f64 / wall.max(1e-9)),
+            "pages_per_s": numbers::rate(self.all.fetched() as f64 / wall.max(1e-9)),
             "latency_ms": latency(&self.all),
             "workers": workers,
             "plan_batches": self.whole,
@@ -209,12 +247,16 @@ impl RunStats {
         } else {
             "batches"
         };
+        let skipped = match all.skipped {
+            0 => String::new(),
+            n => format!(", {n} skipped (robots.txt)"),
+        };
         let _ = writeln!(
             out,
-            "done: {} {unit} ok, {} failed in {wall:.2} s: {:.1} pages/s, {} ({}/s)",
+            "done: {} {unit} ok, {} failed{skipped} in {wall:.2} s: {:.1} pages/s, {} ({}/s)",
             all.ok,
             all.failed,
-            all.done() as f64 / wall,
+            all.fetched() as f64 / wall,
             bytes(all.bytes as f64),
             bytes(all.bytes as f64 / wall),
         );
@@ -240,7 +282,24 @@ impl RunStats {
                 t.failed,
             );
         }
-        if all.done() > 0 {
+        // Only when robots.txt made a difference: a host with rules, or one that could
+        // not be had.
+        if let Some(r) = self.robots.filter(|r| r.with_rules + r.disallow_all > 0) {
+            let _ = writeln!(
+                out,
+                "robots.txt: {} host{}: {} with rules, {} with none (all allowed), {} unreachable or failing (all disallowed){}",
+                r.hosts,
+                if r.hosts == 1 { "" } else { "s" },
+                r.with_rules,
+                r.allow_all,
+                r.disallow_all,
+                match r.crawl_delays {
+                    0 => String::new(),
+                    n => format!("; a Crawl-delay from {n}"),
+                }
+            );
+        }
+        if all.fetched() > 0 {
             let _ = writeln!(
                 out,
                 "latency: p50 {}, p99 {}, max {}",

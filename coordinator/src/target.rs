@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -163,8 +164,24 @@ fn serve_options(args: &ServeArgs) -> Result<(SocketAddr, tickers::Options), Usa
             Some(0) => return Err(UsageError::new("--max-rate", "must be at least 1")),
             rate => rate,
         },
+        robots_txt: match &args.robots_txt {
+            Some(path) => Some(robots_txt(path)?),
+            None => None,
+        },
     };
     Ok((addr, options))
+}
+
+/// The text of `serve --robots-txt FILE`, read once. It is kept for the life of the
+/// process (which serves it until it exits), so that the server's options stay `Copy`.
+fn robots_txt(path: &Path) -> Result<&'static str, UsageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError::new(
+            "--robots-txt",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(Box::leak(text.into_boxed_str()))
 }
 
 /// The server's TLS set-up, when `--tls-cert` and `--tls-key` ask for HTTPS.

@@ -84,6 +84,10 @@ struct Batch {
     url: String,
     #[serde(default)]
     error: Option<String>,
+    /// Why the batch was not fetched on purpose (robots.txt): such a line took no
+    /// request and no time, and is left out of the charts.
+    #[serde(default)]
+    skipped: Option<String>,
 }
 
 /// One line of a load test's timeline.
@@ -124,6 +128,7 @@ impl Run {
         let mut unreadable = 0;
         for line in reader.split(b'\n') {
             match serde_json::from_slice::<Batch>(&line?) {
+                Ok(batch) if batch.skipped.is_some() => {}
                 Ok(batch) => batches.push(batch),
                 Err(_) => unreadable += 1,
             }
@@ -352,6 +357,7 @@ mod tests {
 {"index":2,"start":20,"end":30,"url":"https://b/z","status":503,"bytes":0,"elapsed_ms":90.0,"attempts":4,"worker":1,"at_ms":3100,"error":"HTTP 503 Service Unavailable"}
 not json
 {"index":3,"start":30,"end":40,"url":"https://b/w","status":null,"bytes":0,"elapsed_ms":30000.0,"attempts":1,"worker":0,"at_ms":3200,"error":"no whole response within --timeout 30s"}
+{"index":4,"start":40,"end":50,"url":"http://c/private","status":null,"bytes":0,"elapsed_ms":0.0,"attempts":0,"worker":0,"at_ms":3300,"skipped":"robots"}
 "#;
 
     #[test]
@@ -369,7 +375,11 @@ not json
         assert_eq!(third.errors.get("timeout"), Some(&1));
         assert_eq!(run.workers, [2, 2]);
         let names: Vec<&str> = run.hosts.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["http://a:80", "https://b"]);
+        assert_eq!(
+            names,
+            ["http://a:80", "https://b"],
+            "a skipped line is no host's"
+        );
         assert_eq!((run.hosts[1].failed, run.hosts[0].bytes), (2, 150));
         assert_eq!(run.latency.iter().map(|b| b.1).sum::<u64>(), 4);
         assert_eq!(run.latency.first(), Some(&(2.048, 1)));

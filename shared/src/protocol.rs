@@ -90,6 +90,29 @@ pub enum Outcome {
         /// What went wrong, for people.
         error: String,
     },
+    /// Not fetched on purpose, which is no failure: the coordinator decided so before
+    /// any worker held the batch.
+    Skipped {
+        /// Why.
+        why: Skip,
+    },
+}
+
+/// Why a batch was not fetched on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Skip {
+    /// The host's robots.txt disallows its URL (or the host gave no usable robots.txt
+    /// because of a server error or no answer: RFC 9309 then disallows everything).
+    Robots,
+}
+
+impl Skip {
+    /// The word the manifest and the summary use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Robots => "robots",
+        }
+    }
 }
 
 /// The result of one batch.

@@ -16,7 +16,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::pages::{tickers_csv, tickers_json};
-use crate::{Faults, MAX_LIMIT, Options, cursor, echo, random_delay};
+use crate::{Faults, MAX_LIMIT, Options, ROBOTS_PATH, cursor, echo, random_delay};
 
 /// The paths the API answers on: the trailing slash is optional.
 const ROUTES: [&str; 2] = ["/api/tickers/", "/api/tickers"];
@@ -187,7 +187,12 @@ pub(crate) fn app(options: Options) -> Router {
     router = cursor::routes().into_iter().fold(router, |router, path| {
         router.route(path, get(cursor::handler))
     });
-    let mut router = router.route(echo::PATH, echo_route).with_state(options);
+    let mut router = router.route(echo::PATH, echo_route);
+    if let Some(text) = options.robots_txt {
+        let robots = move || async move { ([(header::CONTENT_TYPE, "text/plain")], text) };
+        router = router.route(ROBOTS_PATH, get(robots));
+    }
+    let mut router = router.with_state(options);
     if options.faults.drop > 0.0 {
         router = router.layer(SetResponseHeaderLayer::overriding(
             header::CONNECTION,

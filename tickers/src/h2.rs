@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::time::DelayQueue;
 
 use crate::api::{Answer, CUT_AFTER, Pending, Reply, answer, is_route};
-use crate::{Options, coalesce, cursor, echo};
+use crate::{Options, ROBOTS_PATH, coalesce, cursor, echo};
 
 /// What a client sends first on an HTTP/2 connection with prior knowledge.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -119,6 +119,11 @@ fn begin(
         let answer = cursor::answer(options, request.uri().query());
         tokio::spawn(cursor::send_h2(respond, answer, head));
         return;
+    }
+    if request.uri().path() == ROBOTS_PATH
+        && let Some(text) = options.robots_txt
+    {
+        return reply(respond, StatusCode::OK, None, text.to_owned(), head);
     }
     if !is_route(request.uri().path()) {
         return reply(respond, StatusCode::NOT_FOUND, None, String::new(), head);

@@ -2,8 +2,8 @@
 //! `GET /api/tickers/?start=S&limit=L`, answering deterministic JSON (the same query
 //! always gets the same bytes) after a configurable random delay; `/api/cursor/`,
 //! pages that name their next page by an opaque cursor, a relative URL and a `Link`
-//! header (`cursor`); and `/echo`, which answers any request with what it was
-//! (method, path, query, content type, body).
+//! header (`cursor`); `/echo`, which answers any request with what it was (method,
+//! path, query, content type, body); and `/robots.txt`, when it is given one.
 //!
 //! [`Faults`] make it misbehave on purpose, over real sockets, so that clients' retries
 //! and error handling can be tested: 500s, 429 with `Retry-After`, dropped connections,
@@ -40,6 +40,9 @@ pub use cursor::{MAX_PAGES, cursor_of, cursor_page};
 pub use pages::{tickers_csv, tickers_json};
 pub use tls::{TlsSetupError, server_config};
 
+/// Where crawlers look for the server's rules.
+pub const ROBOTS_PATH: &str = "/robots.txt";
+
 /// Largest `limit` one request may ask for.
 pub const MAX_LIMIT: u64 = 10_000;
 
@@ -57,6 +60,9 @@ pub struct Options {
     /// Requests of the API answered per second at most; the rest get 429 with
     /// `Retry-After: 1` (`serve --max-rate`).
     pub max_rate: Option<u64>,
+    /// What `GET /robots.txt` answers; `None` answers 404 (no robots.txt: everything
+    /// allowed). Read once for the life of the server, so that options stay `Copy`.
+    pub robots_txt: Option<&'static str>,
 }
 
 /// Shares of requests (0.0 to 1.0) that go wrong, each in its own way.
@@ -93,6 +99,7 @@ impl Default for Options {
             compress: false,
             faults: Faults::default(),
             max_rate: None,
+            robots_txt: None,
         }
     }
 }

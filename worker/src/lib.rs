@@ -21,8 +21,10 @@ mod session;
 mod store;
 pub mod tls;
 
+pub use client::redirect::is_redirect_failure;
+pub use client::transport::is_proxy_failure;
 pub use client::{ConfigError, request_headers as http2_request_headers};
 pub use fault::FAULT_VAR;
-pub use fetch::Fetcher;
+pub use fetch::{Fetched, Fetcher};
 pub use process::run_process;
 pub use session::{WorkerError, serve};

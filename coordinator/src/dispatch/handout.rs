@@ -11,6 +11,8 @@ use shared::protocol::{Job, JobReport, ToWorker};
 use super::{Dispatch, MAX_CHUNK_BYTES};
 use crate::chain::Chains;
 use crate::messages;
+use crate::pool::Event;
+use crate::robots::Gate;
 use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::frame_bytes;
@@ -53,7 +55,7 @@ impl Dispatch {
         self.stats.record(slot, report);
         self.metrics.record(slot, report);
         let all = self.stats.all();
-        self.progress.update(all.ok + all.failed, all.failed);
+        self.progress.update(all.done(), all.failed);
         Ok(())
     }
 
@@ -107,7 +109,7 @@ impl Dispatch {
             }
             return self.send_chunk(slot, jobs);
         }
-        if self.retry.is_empty() && self.source.is_exhausted() {
+        if self.retry.is_empty() && self.fresh_exhausted() {
             return Ok(false);
         }
         let mut jobs: Vec<Job> = Vec::with_capacity(self.chunk);
@@ -122,21 +124,49 @@ impl Dispatch {
             jobs.push(job);
         }
         if jobs.len() < self.chunk && bytes < MAX_CHUNK_BYTES {
-            let mut new = self
-                .source
-                .take(self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes)
-                .context("reading the URL list")?;
-            if let Some(chains) = &mut self.chains {
-                // Each batch of the plan starts a chain.
-                new.iter_mut().for_each(|job| chains.start(job));
-            }
-            jobs.extend(new);
+            let fresh = self.take_fresh(self.chunk - jobs.len(), MAX_CHUNK_BYTES - bytes)?;
+            jobs.extend(fresh);
         }
-        // List lines that cannot be fetched fail in place; no worker ever holds them.
+        self.record_unsent(slot)?;
+        self.send_chunk(slot, jobs)
+    }
+
+    /// Up to `n` jobs (`max_bytes` of frame) that were never handed out: read from the
+    /// source, past robots.txt, each starting its chain under `--follow-next`.
+    fn take_fresh(&mut self, n: usize, max_bytes: usize) -> anyhow::Result<Vec<Job>> {
+        let fresh = match &mut self.robots {
+            Some(gate) => gate.take(&mut self.source, n, max_bytes),
+            None => self.source.take(n, max_bytes),
+        };
+        let mut fresh = fresh.context("reading the URL list")?;
+        if let Some(chains) = &mut self.chains {
+            // Each batch of the plan starts a chain.
+            fresh.iter_mut().for_each(|job| chains.start(job));
+        }
+        Ok(fresh)
+    }
+
+    /// Records, as `slot`'s, the jobs no worker ever holds: list lines that cannot be
+    /// fetched fail in place, and batches robots.txt disallows are skipped in place.
+    fn record_unsent(&mut self, slot: usize) -> anyhow::Result<()> {
         for report in self.source.take_refused() {
             self.write_report(slot, &report)?;
         }
-        self.send_chunk(slot, jobs)
+        let (skipped, more_now) = self
+            .robots
+            .as_mut()
+            .map(Gate::take_skipped)
+            .unwrap_or_default();
+        for report in skipped {
+            self.write_report(slot, &report)?;
+        }
+        if more_now {
+            // A slice of a plan robots.txt disallows was recorded; the rest follows
+            // on the loop's next turn, so that signals and the deadline are seen
+            // between slices.
+            let _ = self.pool.sender().try_send(Event::Input);
+        }
+        Ok(())
     }
 
     /// Moves jobs from the retry queue and the source to the queues of the workers
@@ -144,30 +174,24 @@ impl Dispatch {
     /// the queues hold a few windows' worth in all, so that one host's long run in the
     /// source holds up the others only that long.
     fn route_more(&mut self, slot: usize) -> anyhow::Result<()> {
-        let Some(router) = &mut self.router else {
-            return Ok(());
-        };
         let cap = self.window * 2;
-        while self.routed[slot].len() < self.chunk && self.routed.iter().all(|q| q.len() < cap) {
+        while self.router.is_some()
+            && self.routed[slot].len() < self.chunk
+            && self.routed.iter().all(|q| q.len() < cap)
+        {
             let job = match self.retry.pop_front() {
                 Some(job) => job,
-                None => match self
-                    .source
-                    .take(1, MAX_CHUNK_BYTES)
-                    .context("reading the URL list")?
-                    .pop()
-                {
+                None => match self.take_fresh(1, MAX_CHUNK_BYTES)?.pop() {
                     Some(job) => job,
                     None => break,
                 },
             };
-            let owner = router.owner(job.url.as_deref());
-            self.routed[owner].push_back(job);
+            if let Some(router) = &mut self.router {
+                let owner = router.owner(job.url.as_deref());
+                self.routed[owner].push_back(job);
+            }
         }
-        for report in self.source.take_refused() {
-            self.write_report(slot, &report)?;
-        }
-        Ok(())
+        self.record_unsent(slot)
     }
 
     /// Sends `jobs` to `slot` (nothing when there are none); whether it sent.
@@ -185,9 +209,15 @@ impl Dispatch {
         Ok(true)
     }
 
+    /// Whether every job of the source has been handed out or recorded: none is left
+    /// to read, and none waits for its host's robots.txt.
+    fn fresh_exhausted(&self) -> bool {
+        self.source.is_exhausted() && self.robots.as_ref().is_none_or(Gate::is_empty)
+    }
+
     fn finish_if_drained(&mut self, slot: usize) -> anyhow::Result<()> {
         // An open chain may still bring a next page for any worker.
-        let drained = self.source.is_exhausted()
+        let drained = self.fresh_exhausted()
             && self.retry.is_empty()
             && self.routed[slot].is_empty()
             && self.chains.as_ref().is_none_or(Chains::all_ended);

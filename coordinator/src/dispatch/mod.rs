@@ -27,6 +27,7 @@ use self::stall::{Stall, stall_verdict};
 use self::throttle::Throttle;
 use self::tls_stop::TlsWatch;
 use crate::chain::Chains;
+use crate::cli::RobotsMode;
 use crate::exit::Exit;
 use crate::manifest::{self, Manifest};
 use crate::messages;
@@ -35,6 +36,7 @@ use crate::plan::{Output, RunLimits};
 use crate::pool::{Event, Next, WorkerId, WorkerPool};
 use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
+use crate::robots::Gate;
 use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::{Filter, JobSource};
@@ -63,6 +65,7 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         quiet,
         json,
         chains,
+        robots,
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
     let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
@@ -107,7 +110,18 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     }
     dispatch.metrics = exporter.scrape(workers as usize, dispatch.config.concurrency, planned);
     dispatch.metrics.set_skipped(skipped);
+    if robots == RobotsMode::Obey {
+        let wake = dispatch.pool.sender();
+        // The loop sleeps until something happens: an answer is something.
+        let gate = Gate::start(&dispatch.config, move || {
+            let _ = wake.try_send(Event::Input);
+        })?;
+        dispatch.robots = Some(gate);
+    }
     let result = dispatch.start().and_then(|()| dispatch.run());
+    if let Some(gate) = &dispatch.robots {
+        dispatch.stats.set_robots(gate.tally());
+    }
     dispatch.publish_metrics(true);
     dispatch.progress.finish();
     // Whatever happened, no worker outlives the run and no temp file stays behind.
@@ -214,6 +228,8 @@ struct Dispatch {
     routed: Vec<VecDeque<Job>>,
     /// The adaptive rates of throttled hosts (`--adaptive on`).
     throttle: Option<Throttle>,
+    /// With `--robots obey`, where fresh jobs wait for their host's robots.txt.
+    robots: Option<Gate>,
 }
 
 impl Dispatch {
@@ -269,6 +285,7 @@ impl Dispatch {
                 .then(|| Router::new(workers, config.url.as_ref().map(|t| t.as_str()))),
             routed: (0..workers).map(|_| VecDeque::new()).collect(),
             throttle: config.adaptive.then(|| Throttle::new(Instant::now())),
+            robots: None,
             config,
         }
     }
@@ -335,7 +352,8 @@ impl Dispatch {
                     }
                     self.begin_stop(cause);
                 }
-                // More of a URL list, or a tick: jobs may be waiting for room.
+                // More of a URL list, a robots.txt answer, or a tick: jobs may be
+                // waiting for room.
                 Next::Event(Event::Input) | Next::Timeout => self.top_up_all()?,
                 Next::Event(event) => self.handle(event)?,
             }

@@ -54,6 +54,8 @@ struct HostRow {
 pub(super) struct ScrapeState {
     planned: Option<u64>,
     skipped: u64,
+    /// Batches robots.txt disallows.
+    robots: u64,
     ok: u64,
     failed: u64,
     bytes: u64,
@@ -91,6 +93,7 @@ impl ScrapeMetrics {
             state: ScrapeState {
                 planned,
                 skipped: 0,
+                robots: 0,
                 ok: 0,
                 failed: 0,
                 bytes: 0,
@@ -121,6 +124,11 @@ impl ScrapeMetrics {
             return;
         }
         let s = &mut self.state;
+        if matches!(report.outcome, Outcome::Skipped { .. }) {
+            // Neither fetched nor failed, by no worker and with no request.
+            s.robots += 1;
+            return;
+        }
         let ok = !matches!(report.outcome, Outcome::Failed { .. });
         if ok {
             s.ok += 1;
@@ -272,11 +280,12 @@ impl ScrapeState {
         page.family(
             name,
             Kind::Counter,
-            "Batches finished by outcome: ok (stored), failed, skipped (left out by --resume or --retry-failed).",
+            "Batches finished by outcome: ok (stored), failed, skipped (left out by --resume or --retry-failed), robots (disallowed by the host's robots.txt, not fetched).",
         );
         page.sample(name, &[("outcome", "ok")], self.ok);
         page.sample(name, &[("outcome", "failed")], self.failed);
         page.sample(name, &[("outcome", "skipped")], self.skipped);
+        page.sample(name, &[("outcome", "robots")], self.robots);
         page.single(
             "coordinator_bytes_total",
             Kind::Counter,

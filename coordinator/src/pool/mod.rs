@@ -43,7 +43,7 @@ pub enum Event {
     Closed(WorkerId, Option<FrameError>),
     /// This process got SIGINT, SIGTERM or SIGHUP.
     Signal(StopCause),
-    /// More input is ready (a URL list being read).
+    /// More input is ready (a URL list being read, a host's robots.txt answer).
     Input,
 }
 

@@ -15,7 +15,8 @@ use crate::index_set::IndexSet;
 use crate::manifest;
 use crate::resume::{self, RunRecord};
 
-/// Why a batch of the plan is not done.
+/// Why a batch of the plan is not done. (A batch robots.txt disallows is done: its
+/// manifest line says it was skipped on purpose.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gap {
     /// No manifest line for it.
@@ -36,6 +37,7 @@ pub enum Gap {
 pub struct Findings {
     pub total: Option<u64>,
     pub count: u64,
+    /// Batches stored whole, or left out on purpose (robots.txt).
     ok: IndexSet,
     duplicates: Vec<u64>,
     /// Lines for batches outside their shard or the plan.
@@ -85,6 +87,12 @@ impl Findings {
                         continue;
                     }
                     seen.insert(i);
+                    if entry.skipped.is_some() {
+                        // Left out on purpose (robots.txt): settled, with no file to check.
+                        f.ok.insert(i);
+                        tally.skipped += 1;
+                        continue;
+                    }
                     f.note(&mut tally, i, gap_of(&run.dir, &entry));
                 }
             }
@@ -97,8 +105,9 @@ impl Findings {
             for (&index, tally) in &mut f.tallies {
                 let len = Shard { index, count }.len_of(total);
                 f.no_shard -= len;
-                tally.absent =
-                    len.saturating_sub(tally.ok + tally.failed + tally.file_bad + tally.unfinished);
+                tally.absent = len.saturating_sub(
+                    tally.ok + tally.failed + tally.file_bad + tally.unfinished + tally.skipped,
+                );
             }
         }
         Ok(f)
@@ -209,7 +218,18 @@ impl Findings {
                 .map_or("an unknown number of".to_owned(), |t| t.to_string()),
             if count == 1 { "" } else { "s" },
         );
-        let _ = writeln!(report, "ok: {} {units}, each {whole}", self.ok.len());
+        let skipped = self.sum(|t| t.skipped);
+        let _ = writeln!(
+            report,
+            "ok: {} {units}, each {whole}",
+            self.ok.len() - skipped
+        );
+        if skipped > 0 {
+            let _ = writeln!(
+                report,
+                "skipped: {skipped} batches robots.txt disallows (not fetched on purpose, no gap)"
+            );
+        }
         let unfinished = match plan.follow_next {
             Some(_) => format!(", {} unfinished", self.sum(|t| t.unfinished)),
             None => String::new(),
@@ -309,6 +329,8 @@ pub struct Tally {
     pub file_bad: u64,
     /// Chains that stop short of their end (`--follow-next`).
     pub unfinished: u64,
+    /// Batches left out on purpose: robots.txt disallows them.
+    pub skipped: u64,
     /// Batches of the shard that no line names (known once the plan's length is).
     pub absent: u64,
 }

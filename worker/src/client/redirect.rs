@@ -37,7 +37,7 @@ pub fn after<'a>(status: u16, method: &Method, ask: Ask<'a>) -> Ask<'a> {
 /// browser would, with what a browser would percent-encode encoded, so that nothing a
 /// server writes there reaches a request line raw.
 pub fn resolve(base: &str, location: &str) -> Result<Url, ClientError> {
-    let bad = |why: String| ClientError::Redirect(format!("redirect to `{location}`: {why}"));
+    let bad = |why: String| ClientError::Redirect(format!("{BAD_LOCATION}{location}`: {why}"));
     let next = Url::parse(base)
         .and_then(|base| base.join(location))
         .map_err(|e| bad(e.to_string()))?;
@@ -115,9 +115,20 @@ pub async fn follow_redirects(
     }
 }
 
+/// How the error of a batch whose redirects could not be followed starts (too many,
+/// or a `Location` no request can be made of).
+const TOO_MANY: &str = "more than ";
+const BAD_LOCATION: &str = "redirect to `";
+
 /// The error of a batch that hit `--max-redirects`.
 pub fn too_many(max: u32) -> ClientError {
-    ClientError::Redirect(format!("more than {max} redirects (--max-redirects)"))
+    ClientError::Redirect(format!("{TOO_MANY}{max} redirects (--max-redirects)"))
+}
+
+/// Whether a batch's `error` says that its redirects led nowhere: too many of them, or
+/// a `Location` that cannot be followed (what robots.txt rules call "unavailable").
+pub fn is_redirect_failure(error: &str) -> bool {
+    error.starts_with(TOO_MANY) || error.starts_with(BAD_LOCATION)
 }
 
 #[cfg(test)]
@@ -134,7 +145,14 @@ mod tests {
         assert_eq!(at("c").unwrap(), "http://h:81/a/c");
         assert_eq!(at("https://o/z").unwrap(), "https://o/z");
         assert_eq!(at("/a b\tc").unwrap(), "http://h:81/a%20bc");
-        assert!(matches!(at("ftp://o/z"), Err(ClientError::Redirect(_))));
+        assert!(
+            matches!(at("ftp://o/z"), Err(ClientError::Redirect(ref m)) if is_redirect_failure(m))
+        );
+        let ClientError::Redirect(many) = too_many(5) else {
+            panic!("too many redirects is a redirect error");
+        };
+        assert!(is_redirect_failure(&many));
+        assert!(!is_redirect_failure("HTTP 503 Service Unavailable"));
     }
 
     #[test]

@@ -276,7 +276,10 @@ impl Connector {
             tokio::time::timeout(left, tunnel(&mut tcp, authority, proxy))
                 .await
                 .map_err(|_| ConnectError::Proxy {
-                    message: format!("the proxy {} did not open a tunnel in time", proxy.shown),
+                    message: format!(
+                        "{PROXY_FAILURE}{} did not open a tunnel in time",
+                        proxy.shown
+                    ),
                     last: false,
                 })??;
         }
@@ -334,6 +337,15 @@ fn is_quiet(stream: &TcpStream) -> bool {
     )
 }
 
+/// How the message of every failure the proxy caused starts.
+const PROXY_FAILURE: &str = "the proxy ";
+
+/// Whether a batch's `error` was the proxy's doing (no tunnel, credentials refused):
+/// a failure every batch to that host through that proxy meets, not the host's answer.
+pub fn is_proxy_failure(error: &str) -> bool {
+    error.starts_with(PROXY_FAILURE)
+}
+
 /// Asks `proxy` on `tcp` for a tunnel to `authority` (`CONNECT`), and reads its answer
 /// up to the end of its head: the bytes after it belong to the destination.
 async fn tunnel(tcp: &mut TcpStream, authority: &str, proxy: &Proxy) -> Result<(), ConnectError> {
@@ -346,7 +358,7 @@ async fn tunnel(tcp: &mut TcpStream, authority: &str, proxy: &Proxy) -> Result<(
     request.push_str("\r\n");
     tcp.write_all(request.as_bytes())
         .await
-        .map_err(|e| failed(format!("the proxy {shown}: {e}"), false))?;
+        .map_err(|e| failed(format!("{PROXY_FAILURE}{shown}: {e}"), false))?;
     // Byte by byte: a tunnel's first bytes after the head are the destination's, and
     // must not be read here. A head is small and comes once per connection.
     let mut head = Vec::with_capacity(256);
@@ -354,7 +366,7 @@ async fn tunnel(tcp: &mut TcpStream, authority: &str, proxy: &Proxy) -> Result<(
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() >= MAX_PROXY_HEAD {
             return Err(failed(
-                format!("the proxy {shown} sent a head over 16 KiB"),
+                format!("{PROXY_FAILURE}{shown} sent a head over 16 KiB"),
                 false,
             ));
         }
@@ -362,11 +374,13 @@ async fn tunnel(tcp: &mut TcpStream, authority: &str, proxy: &Proxy) -> Result<(
             Ok(1) => head.push(byte[0]),
             Ok(_) => {
                 return Err(failed(
-                    format!("the proxy {shown} closed the connection before answering CONNECT"),
+                    format!(
+                        "{PROXY_FAILURE}{shown} closed the connection before answering CONNECT"
+                    ),
                     false,
                 ));
             }
-            Err(e) => return Err(failed(format!("the proxy {shown}: {e}"), false)),
+            Err(e) => return Err(failed(format!("{PROXY_FAILURE}{shown}: {e}"), false)),
         }
     }
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -375,7 +389,7 @@ async fn tunnel(tcp: &mut TcpStream, authority: &str, proxy: &Proxy) -> Result<(
         Ok(httparse::Status::Complete(_)) => response.code.unwrap_or(0),
         _ => {
             return Err(failed(
-                format!("the proxy {shown} answered CONNECT with something that is not HTTP"),
+                format!("{PROXY_FAILURE}{shown} answered CONNECT with something that is not HTTP"),
                 false,
             ));
         }
@@ -385,16 +399,16 @@ async fn tunnel(tcp: &mut TcpStream, authority: &str, proxy: &Proxy) -> Result<(
         // 407 is the proxy's status for it; some (tinyproxy) answer 401.
         401 | 407 => Err(failed(
             format!(
-                "the proxy {shown} wants credentials ({status}): give them in the proxy URL, http://USER:PASSWORD@HOST:PORT"
+                "{PROXY_FAILURE}{shown} wants credentials ({status}): give them in the proxy URL, http://USER:PASSWORD@HOST:PORT"
             ),
             true,
         )),
         403 | 405 => Err(failed(
-            format!("the proxy {shown} refused a tunnel to {authority} ({status})"),
+            format!("{PROXY_FAILURE}{shown} refused a tunnel to {authority} ({status})"),
             true,
         )),
         _ => Err(failed(
-            format!("the proxy {shown} answered CONNECT {authority} with {status}"),
+            format!("{PROXY_FAILURE}{shown} answered CONNECT {authority} with {status}"),
             false,
         )),
     }
