@@ -161,6 +161,8 @@ fn a_per_host_rate_holds_for_all_workers_together_and_hosts_go_in_parallel() {
     let mut cmd = coordinator();
     cmd.arg("--urls")
         .arg(&list)
+        // The server counts every request: no robots.txt among them.
+        .args(["--robots", "ignore"])
         .args(["-w", "4", "--per-host-rate", "50", "-o", "out"])
         .current_dir(dir.path());
     let out = output_of(&mut cmd);
@@ -185,6 +187,8 @@ fn a_per_host_concurrency_holds_for_all_workers_together() {
     let mut cmd = coordinator();
     cmd.arg("--urls")
         .arg(&list)
+        // The server counts every request: no robots.txt among them.
+        .args(["--robots", "ignore"])
         .args([
             "-w",
             "2",
