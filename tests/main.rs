@@ -17,6 +17,7 @@ mod methods;
 mod metrics;
 mod pipelines;
 mod proxy;
+mod refresh;
 mod report;
 mod resume;
 mod shards;

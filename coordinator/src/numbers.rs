@@ -180,6 +180,7 @@ mod tests {
                 } else {
                     Outcome::Saved { file: "f".into() }
                 },
+                validators: Default::default(),
             };
             stats.record((i % 2) as usize, &report);
         }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::UsageError;
 use crate::index_set::IndexSet;
 use crate::manifest;
+use crate::refresh;
 use crate::request::{BodyFlag, RequestText};
 use crate::source::Filter;
 
@@ -102,11 +103,31 @@ pub enum Mode {
     Resume,
     /// Fetch only what it recorded as failed.
     RetryFailed,
+    /// Fetch all of it again, each batch on the condition that it changed.
+    Refresh,
 }
 
-/// Makes `dir` ready for this run and says which batches it fetches. `dir` exists and
-/// is writable.
-pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, UsageError> {
+impl Mode {
+    /// The flag that asks for this mode (`--out` for a fresh run).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Mode::Fresh => "--out",
+            Mode::Overwrite => "--overwrite",
+            Mode::Resume => "--resume",
+            Mode::RetryFailed => "--retry-failed",
+            Mode::Refresh => "--refresh",
+        }
+    }
+}
+
+/// Makes `dir` ready for this run and says which batches it fetches (of `slice`, for
+/// a refresh). `dir` exists and is writable.
+pub fn prepare(
+    dir: &Path,
+    mode: Mode,
+    record: &RunRecord,
+    slice: refresh::Slice,
+) -> Result<Filter, UsageError> {
     let shown = dir.display();
     let io_err =
         |what: &str, e: io::Error| UsageError::new("--out", format!("{what} {shown}: {e}"));
@@ -139,12 +160,8 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
             }
             Filter::All
         }
-        Mode::Resume | Mode::RetryFailed => {
-            let flag = if mode == Mode::Resume {
-                "--resume"
-            } else {
-                "--retry-failed"
-            };
+        Mode::Resume | Mode::RetryFailed | Mode::Refresh => {
+            let flag = mode.flag();
             if !earlier {
                 return Err(UsageError::new(
                     flag,
@@ -152,12 +169,23 @@ pub fn prepare(dir: &Path, mode: Mode, record: &RunRecord) -> Result<Filter, Usa
                 ));
             }
             check_same_plan(dir, record, flag)?;
-            let (done, failed) =
-                sort_out(dir, mode).map_err(|e| io_err("cannot read the manifest in", e))?;
-            if mode == Mode::Resume {
-                Filter::Skip(done)
-            } else {
-                Filter::Only(failed)
+            match mode {
+                Mode::Refresh if !manifest::holds_run(dir) => {
+                    return Err(UsageError::new(
+                        flag,
+                        format!("{shown} holds no finished run to refresh"),
+                    ));
+                }
+                Mode::Refresh => Filter::Refresh(refresh::read_stored(dir, slice)?),
+                _ => {
+                    let (done, failed) = sort_out(dir, mode)
+                        .map_err(|e| io_err("cannot read the manifest in", e))?;
+                    if mode == Mode::Resume {
+                        Filter::Skip(done)
+                    } else {
+                        Filter::Only(failed)
+                    }
+                }
             }
         }
     };

@@ -22,6 +22,9 @@ pub struct Tally {
     pub ok: u64,
     /// Batches failed.
     pub failed: u64,
+    /// Of the batches stored, those a refresh found unchanged (304): their file was
+    /// kept.
+    pub unchanged: u64,
     /// Body bytes.
     pub bytes: u64,
     latency_us: Histogram<u64>,
@@ -32,6 +35,7 @@ impl Tally {
         Tally {
             ok: 0,
             failed: 0,
+            unchanged: 0,
             bytes: 0,
             // 1 µs to 1 h at 3 significant digits; larger values saturate.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -42,6 +46,10 @@ impl Tally {
     fn record(&mut self, report: &JobReport) {
         match report.outcome {
             Outcome::Saved { .. } | Outcome::Fetched { .. } => self.ok += 1,
+            Outcome::Unchanged { .. } => {
+                self.ok += 1;
+                self.unchanged += 1;
+            }
             Outcome::Failed { .. } => self.failed += 1,
         }
         self.bytes += report.bytes;
@@ -74,6 +82,8 @@ pub struct RunStats {
     all: Tally,
     workers: Vec<WorkerTally>,
     failures: Vec<(u64, String)>,
+    /// Whether the run is a `--refresh`: the summary then says what changed.
+    refresh: bool,
 }
 
 impl RunStats {
@@ -92,7 +102,21 @@ impl RunStats {
                 })
                 .collect(),
             failures: Vec::new(),
+            refresh: false,
         }
+    }
+
+    /// Notes that the run is a `--refresh`.
+    pub fn set_refresh(&mut self) {
+        self.refresh = true;
+    }
+
+    /// What a refresh made of its batches: changed (a new body), unchanged (304) and
+    /// failed (the old file kept); `None` for other runs.
+    fn refreshed(&self) -> Option<(u64, u64, u64)> {
+        let all = &self.all;
+        self.refresh
+            .then_some((all.ok - all.unchanged, all.unchanged, all.failed))
     }
 
     /// Counts one finished batch of worker `slot`.
@@ -176,6 +200,11 @@ impl RunStats {
             "workers": workers,
             "plan_batches": self.whole,
             "done_before": self.before,
+            "refresh": self.refreshed().map(|(changed, unchanged, failed)| serde_json::json!({
+                "changed": changed,
+                "unchanged": unchanged,
+                "failed": failed,
+            })),
             "stopped_by": stopped_by,
             "exit_code": exit_code,
         })
@@ -204,6 +233,12 @@ impl RunStats {
                 "plan: {} of {whole} batches done; {} in this invocation",
                 self.before + all.done(),
                 all.done()
+            );
+        }
+        if let Some((changed, unchanged, failed)) = self.refreshed() {
+            let _ = writeln!(
+                out,
+                "refresh: {changed} changed, {unchanged} unchanged, {failed} failed"
             );
         }
         if all.done() > 0 {
@@ -289,7 +324,31 @@ mod tests {
                     error: "HTTP 500".into(),
                 }
             },
+            validators: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_refresh_says_what_changed() {
+        let mut stats = RunStats::new(1);
+        stats.set_refresh();
+        for i in 0..10 {
+            let mut r = report(i, 1000, i != 9);
+            if i < 6 {
+                r.outcome = Outcome::Unchanged { file: "f".into() };
+            }
+            stats.record(0, &r);
+        }
+        let text = stats.render("manifest: out/manifest.jsonl");
+        assert!(
+            text.contains("refresh: 3 changed, 6 unchanged, 1 failed"),
+            "{text}"
+        );
+        let json = stats.to_json(None, 1);
+        assert_eq!(json["refresh"]["changed"], 3);
+        assert_eq!(json["refresh"]["unchanged"], 6);
+        assert_eq!(json["refresh"]["failed"], 1);
+        assert!(RunStats::new(1).to_json(None, 0)["refresh"].is_null());
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn report(i: u64) -> FromWorker {
         outcome: Outcome::Saved {
             file: format!("batch{}-{}.json", i * 10, i * 10 + 10),
         },
+        validators: Default::default(),
     })
 }
 
@@ -57,7 +58,11 @@ fn frames(c: &mut Criterion) {
     let jobs = ToWorker::Jobs(
         plan.iter()
             .take(128)
-            .map(|batch| Job { batch, url: None })
+            .map(|batch| Job {
+                batch,
+                url: None,
+                stored: None,
+            })
             .collect(),
     );
     g.throughput(Throughput::Elements(128));

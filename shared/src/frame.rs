@@ -150,6 +150,7 @@ mod tests {
             outcome: Outcome::Saved {
                 file: format!("batch{i}.json"),
             },
+            validators: Default::default(),
         })
     }
 

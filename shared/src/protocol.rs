@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::WorkerConfig;
 use crate::loadtest::{LoadReport, LoadSpec, LoadStats};
 use crate::plan::Batch;
+use crate::refresh::{Stored, Validators};
 
 /// Bumped whenever a message changes shape; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One batch to fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub struct Job {
     pub batch: Batch,
     /// The URL, for URL-list plans; `None` means "render the URL template".
     pub url: Option<String>,
+    /// What an earlier run stored for the batch, on a `--refresh`: the request is
+    /// conditional on its validators.
+    pub stored: Option<Box<Stored>>,
 }
 
 /// Coordinator → worker.
@@ -72,6 +76,12 @@ pub enum Outcome {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// A refresh's conditional request was answered 304 Not Modified: the file stored
+    /// before is kept as it is.
+    Unchanged {
+        /// File name, as stored before.
+        file: String,
+    },
     /// No file was written.
     Failed {
         /// What went wrong, for people.
@@ -96,6 +106,9 @@ pub struct JobReport {
     pub attempts: u32,
     /// File or error.
     pub outcome: Outcome,
+    /// The validators of the last response (`ETag`, `Last-Modified`), for the next
+    /// `--refresh`.
+    pub validators: Validators,
 }
 
 /// Totals a worker sends when it leaves.

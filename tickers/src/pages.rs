@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 /// Fixed `info.time` so that responses are byte-for-byte reproducible.
-const EPOCH: u64 = 1_700_000_000;
+pub(crate) const EPOCH: u64 = 1_700_000_000;
 
 /// The exact body served for `?start=start&limit=limit` when `coins` coins exist.
 pub fn tickers_json(start: u64, limit: u64, coins: u64) -> String {
@@ -26,7 +26,7 @@ pub fn tickers_json(start: u64, limit: u64, coins: u64) -> String {
 }
 
 /// splitmix64: a fixed, well-mixed function of the coin number.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

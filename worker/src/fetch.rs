@@ -12,6 +12,7 @@ use futures_util::FutureExt;
 use shared::config::{RetryPolicy, WorkerConfig};
 use shared::plan::Batch;
 use shared::protocol::{Job, JobReport, Outcome};
+use shared::refresh::{Stored, Validators};
 use shared::template::Template;
 
 use crate::budget::{Budget, Charge};
@@ -189,7 +190,7 @@ impl Fetcher {
     /// request, beside what is made of them, and ten thousand requests in flight each
     /// carry that state.
     fn run<C: Lean>(self: &Arc<Self>, job: Job) -> impl Future<Output = Fetched> + Send + 'static {
-        let Job { batch, url } = job;
+        let Job { batch, url, stored } = job;
         let url = match (url, &self.url) {
             (Some(url), _) => url,
             (None, Some(template)) => template.render(&batch.values()),
@@ -200,6 +201,17 @@ impl Fetcher {
             Some(template) => Payload::new(template.render(&batch.values()).into_bytes()),
             None => Payload::default(),
         };
+        // On a refresh, the request asks for the body only if it changed; a 304 keeps
+        // the file stored before, under its name.
+        let (body, kept) = match stored {
+            Some(stored) => {
+                let Stored {
+                    file, validators, ..
+                } = *stored;
+                (body.on_condition(Some(validators)), Some(file))
+            }
+            None => (body, None),
+        };
         let this = Arc::clone(self);
         async move {
             let started = Instant::now();
@@ -207,7 +219,16 @@ impl Fetcher {
             let (status, fetched, charge) = loop {
                 attempts += 1;
                 let failure = match this.attempt::<C>(&url, &body).await {
-                    Ok((status, body, charge)) => break (Some(status), Ok(body), charge),
+                    Ok(response) => {
+                        let Response {
+                            status,
+                            body,
+                            validators,
+                            charge,
+                            ..
+                        } = response;
+                        break (Some(status), Ok((body, validators)), charge);
+                    }
                     Err(failure) => failure,
                 };
                 let wait = retry::wait(
@@ -232,8 +253,13 @@ impl Fetcher {
                     Err(error) => break (failure.status, Err(error), None),
                 }
             };
-            let fetched = this.settle(batch, url, status, fetched, started, attempts);
-            match fetched {
+            let ended = Ended {
+                status,
+                fetched,
+                kept,
+                attempts,
+            };
+            match this.settle(batch, url, ended, started) {
                 (report, Some(body)) => Fetched::Store {
                     report,
                     body,
@@ -249,19 +275,29 @@ impl Fetcher {
         &self,
         batch: Batch,
         url: String,
-        status: Option<u16>,
-        fetched: Result<Bytes, String>,
+        ended: Ended,
         started: Instant,
-        attempts: u32,
     ) -> (JobReport, Option<Bytes>) {
-        let bytes = fetched.as_ref().map_or(0, |body| body.len() as u64);
-        let (outcome, to_store) = match fetched {
-            Ok(body) if self.out_dir.is_some() => {
-                let file = self.name.render(&batch.values());
-                (Outcome::Saved { file }, Some(body))
+        let Ended {
+            status,
+            fetched,
+            kept,
+            attempts,
+        } = ended;
+        let bytes = fetched.as_ref().map_or(0, |(body, _)| body.len() as u64);
+        let (outcome, to_store, validators) = match (fetched, kept) {
+            // Only a conditional request takes a 304 for an answer (see `attempt`).
+            (Ok((_, validators)), Some(file)) if status == Some(304) => {
+                (Outcome::Unchanged { file }, None, validators)
             }
-            Ok(body) => (Outcome::Fetched { body: body.into() }, None),
-            Err(error) => (Outcome::Failed { error }, None),
+            (Ok((body, validators)), _) if self.out_dir.is_some() => {
+                let file = self.name.render(&batch.values());
+                (Outcome::Saved { file }, Some(body), validators)
+            }
+            (Ok((body, validators)), _) => {
+                (Outcome::Fetched { body: body.into() }, None, validators)
+            }
+            (Err(error), _) => (Outcome::Failed { error }, None, Validators::default()),
         };
         let report = JobReport {
             batch,
@@ -271,6 +307,7 @@ impl Fetcher {
             elapsed_us: started.elapsed().as_micros() as u64,
             attempts,
             outcome,
+            validators,
         };
         (report, to_store)
     }
@@ -326,14 +363,10 @@ impl Fetcher {
         }
     }
 
-    /// One request of `url` with `body`: the status and the whole response body. Plain
-    /// `http://` URLs go through the lean client `C` where there is one, the rest
-    /// through reqwest.
-    async fn attempt<C: Lean>(
-        &self,
-        url: &str,
-        body: &Payload,
-    ) -> Result<(u16, Bytes, Option<Charge>), Failure> {
+    /// One request of `url` with `body`: a 2xx response, whole, or a 304 to a
+    /// conditional request. Plain `http://` URLs go through the lean client `C` where
+    /// there is one, the rest through reqwest.
+    async fn attempt<C: Lean>(&self, url: &str, body: &Payload) -> Result<Response, Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fetched = match C::of(self) {
             Some(client) => {
@@ -369,15 +402,21 @@ impl Fetcher {
             fetched => fetched,
         }
         .map_err(|e| Failure::from_client(e, self.max_body))?;
-        let Response {
-            status,
-            body,
-            retry_after,
-            charge,
-        } = response;
-        if !(200..300).contains(&status) {
-            return Err(Failure::status(status, retry_after.as_deref(), &self.retry));
+        let status = response.status;
+        let not_modified = status == 304 && body.validators().is_some();
+        if !(200..300).contains(&status) && !not_modified {
+            let retry_after = response.retry_after.as_deref();
+            return Err(Failure::status(status, retry_after, &self.retry));
         }
-        Ok((status, body, charge))
+        Ok(response)
     }
+}
+
+/// How a job's attempts ended: the last status, the body and its validators (or the
+/// error), the file a 304 keeps, and how many attempts it took.
+struct Ended {
+    status: Option<u16>,
+    fetched: Result<(Bytes, Validators), String>,
+    kept: Option<String>,
+    attempts: u32,
 }

@@ -7,29 +7,45 @@ use std::time::Instant;
 
 use anyhow::Context;
 use shared::protocol::{Job, JobReport, ToWorker};
+use shared::refresh::Stored;
 
 use super::{Dispatch, MAX_CHUNK_BYTES};
+use crate::manifest::Entry;
 use crate::messages;
+use crate::refresh;
 use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::frame_bytes;
 
 impl Dispatch {
     pub(super) fn record(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
-        if self.slots[slot].held.remove(&report.batch.index).is_none() {
+        let Some(job) = self.slots[slot].held.remove(&report.batch.index) else {
             // Not ours to record twice: the manifest holds each batch once.
             messages::warn(format_args!(
                 "worker {slot} reported batch {} it did not hold",
                 report.batch.index
             ));
             return Ok(());
-        }
-        self.write_report(slot, report)
+        };
+        self.write_report(slot, report, job.stored.as_deref())
     }
 
-    /// Writes a report to the manifest (or stdout) and counts it for `slot`.
-    fn write_report(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
-        match self.sink.record(slot as u32, report) {
+    /// Writes a report to the manifest (or stdout) and counts it for `slot`; on a
+    /// refresh, its line says what became of the file `stored` before.
+    fn write_report(
+        &mut self,
+        slot: usize,
+        report: &JobReport,
+        stored: Option<&Stored>,
+    ) -> anyhow::Result<()> {
+        let recorded = match &mut self.sink {
+            Sink::Manifest(manifest) if self.refresh => {
+                let entry = refresh::line(Entry::new(slot as u32, report), report, stored);
+                manifest.record(&entry)
+            }
+            sink => sink.record(slot as u32, report),
+        };
+        match recorded {
             Err(e)
                 if e.kind() == io::ErrorKind::BrokenPipe
                     && matches!(self.sink, Sink::Stdout(_)) =>
@@ -105,7 +121,7 @@ impl Dispatch {
         }
         // List lines that cannot be fetched fail in place; no worker ever holds them.
         for report in self.source.take_refused() {
-            self.write_report(slot, &report)?;
+            self.write_report(slot, &report, None)?;
         }
         if jobs.is_empty() {
             return Ok(false);

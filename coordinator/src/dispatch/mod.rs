@@ -60,6 +60,7 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
     let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
+    let refresh = matches!(filter, Filter::Refresh(_));
     // Declared first so that it is dropped last, after every worker has stopped.
     let (source, builtin) = open_source(target, shard, filter, &mut config, &pool)?;
     let sink = match &output {
@@ -84,6 +85,10 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     let progress = Progress::new(whole, before, quiet || json);
     let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress, limits);
     dispatch.stats.set_plan(whole, before);
+    if refresh {
+        dispatch.refresh = true;
+        dispatch.stats.set_refresh();
+    }
     dispatch.metrics = exporter.scrape(
         workers as usize,
         dispatch.config.concurrency,
@@ -104,8 +109,17 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         }
         _ => Ok(()),
     };
+    // A refresh appended a new line for each batch it reached: the old ones go, so
+    // that the manifest holds each batch once again.
+    let tidied = match &output {
+        Output::Dir(dir) if refresh => {
+            manifest::rewrite(dir, |_| true).context("tidying the manifest after the refresh")
+        }
+        _ => Ok(()),
+    };
     let stopped_by = result?;
     cleaned?;
+    tidied?;
     conclude::conclude(&dispatch.stats, stopped_by, &output, quiet, json)
 }
 
@@ -186,6 +200,8 @@ struct Dispatch {
     stopping: Option<(StopCause, Instant)>,
     /// Whether the run's first batches all fail with one TLS error.
     tls_watch: TlsWatch,
+    /// Whether this is a `--refresh`, whose lines say what became of each batch.
+    refresh: bool,
 }
 
 impl Dispatch {
@@ -237,6 +253,7 @@ impl Dispatch {
             last_stall_check: Instant::now(),
             stopping: None,
             tls_watch: TlsWatch::default(),
+            refresh: false,
         }
     }
 

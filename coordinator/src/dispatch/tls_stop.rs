@@ -67,6 +67,7 @@ mod tests {
                 },
                 None => Outcome::Saved { file: "f".into() },
             },
+            validators: Default::default(),
         }
     }
 

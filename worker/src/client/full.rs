@@ -13,7 +13,9 @@ use reqwest::redirect::Policy;
 use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::ProxyConfig;
 
-use super::{Ask, ClientError, ConfigError, Response, Verb, header_map, one_line, redirect};
+use super::{
+    Ask, ClientError, ConfigError, Response, Verb, conditional, header_map, one_line, redirect,
+};
 use crate::budget::{Budget, Charge};
 use crate::tls;
 
@@ -152,6 +154,7 @@ impl FullClient {
             ask = redirect::after(status, &self.verb.method, ask);
         };
         let status = response.status().as_u16();
+        let validators = conditional::of(response.headers());
         if !response.status().is_success() {
             let retry_after = response
                 .headers()
@@ -162,6 +165,7 @@ impl FullClient {
                 status,
                 body: Default::default(),
                 retry_after,
+                validators,
                 charge: None,
             });
         }
@@ -184,6 +188,7 @@ impl FullClient {
             status,
             body: body.freeze(),
             retry_after: None,
+            validators,
             charge: Some(charge),
         })
     }
@@ -201,6 +206,14 @@ impl FullClient {
         let request = self.accept(client.request(self.verb.method.clone(), url));
         let request = match &self.verb.content_type {
             Some(kind) => request.header(CONTENT_TYPE, kind.clone()),
+            None => request,
+        };
+        let request = match body.validators() {
+            Some(conditions) => {
+                let mut headers = HeaderMap::new();
+                conditional::insert(conditions, &mut headers);
+                request.headers(headers)
+            }
             None => request,
         };
         if self.verb.framed {

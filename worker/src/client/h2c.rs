@@ -20,11 +20,12 @@ use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
 use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::ProxyConfig;
+use shared::refresh::Validators;
 use tokio::io::BufReader;
 
 use super::headers::strip_connection_headers;
 use super::transport::{self, Connector};
-use super::{Ask, ClientError, Exchange, Response, Verb, one_line, redirect};
+use super::{Ask, ClientError, Exchange, Response, Verb, conditional, one_line, redirect};
 use crate::budget::{Budget, Charge};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
@@ -252,6 +253,9 @@ impl H2cClient {
             if self.verb.framed {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(body.bytes().len()));
             }
+            if let Some(conditions) = body.validators() {
+                conditional::insert(conditions, headers);
+            }
         }
         Ok(request)
     }
@@ -429,7 +433,7 @@ impl Exchange for H2cClient {
             Ask::Own(_) if self.verb.is_head() => u64::MAX,
             _ => max_body,
         };
-        let (status, location, retry_after) = read_head(head, announced_max, || {
+        let (status, location, retry_after, validators) = read_head(head, announced_max, || {
             self.verb
                 .encoded_answer(format!("{}://{authority}{path}", scheme(tls)), ask)
         })?;
@@ -440,6 +444,7 @@ impl Exchange for H2cClient {
             status,
             body,
             retry_after,
+            validators,
             charge: Some(charge),
         };
         Ok((fetched, location))
@@ -461,14 +466,14 @@ fn scheme(tls: bool) -> &'static str {
     }
 }
 
-/// What a response head says: status, a redirect's `Location` and `Retry-After`; an
-/// error for a compressed body (the full client decodes those) or a declared length
-/// over `max_body`.
+/// What a response head says: status, a redirect's `Location`, `Retry-After` and the
+/// validators; an error for a compressed body (the full client decodes those) or a
+/// declared length over `max_body`.
 fn read_head(
     head: http::response::Parts,
     max_body: u64,
     encoded: impl Fn() -> ClientError,
-) -> Result<(u16, Option<String>, Option<String>), ClientError> {
+) -> Result<(u16, Option<String>, Option<String>, Validators), ClientError> {
     let text = |name| {
         head.headers
             .get(name)
@@ -486,7 +491,13 @@ fn read_head(
     let location = text(LOCATION)
         .filter(|_| redirect::is_followed(status))
         .map(str::to_owned);
-    Ok((status, location, text(RETRY_AFTER).map(str::to_owned)))
+    let retry_after = text(RETRY_AFTER).map(str::to_owned);
+    Ok((
+        status,
+        location,
+        retry_after,
+        conditional::of(&head.headers),
+    ))
 }
 
 /// Streams opened on a new connection before the server's settings say how many it

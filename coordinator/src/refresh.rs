@@ -1,0 +1,266 @@
+//! `--refresh`: the finished run in a directory fetched again, each batch on the
+//! condition that it changed. Before the run, what the earlier run stored, batch by
+//! batch ([`read_stored`]); during it, the manifest line each batch gets ([`line`]),
+//! appended after the batch's old one; after it, the old lines go
+//! ([`crate::manifest::rewrite`] keeps the last line of each batch).
+//!
+//! The coordinator holds the file name, size and validators of every stored batch
+//! until the batch is handed out (about 150 bytes a batch): the manifest is in the order
+//! batches finished, and jobs go out in the plan's order.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use shared::plan::Shard;
+use shared::protocol::{JobReport, Outcome};
+use shared::refresh::{Stored, Validators};
+
+use crate::error::{UsageError, usage};
+use crate::index_set::IndexSet;
+use crate::manifest::{self, Entry, Refresh};
+
+/// The batches a finished run holds: this shard of a plan of `total` batches (not
+/// known up front for a URL list read from stdin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// The run's shard.
+    pub shard: Shard,
+    /// Batches in the whole plan, when known.
+    pub total: Option<u64>,
+}
+
+impl Slice {
+    fn contains(&self, index: u64) -> bool {
+        self.shard.contains(index) && self.total.is_none_or(|t| index < t)
+    }
+}
+
+/// What the earlier run stored, by batch index: taken out one by one as the batches
+/// are handed out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoredBatches(HashMap<u64, Stored>);
+
+impl StoredBatches {
+    /// What batch `index` stored, once: `None` for a batch with no whole file (it
+    /// failed, or its file is gone or altered), which is fetched unconditionally.
+    pub fn take(&mut self, index: u64) -> Option<Box<Stored>> {
+        self.0.remove(&index).map(Box::new)
+    }
+}
+
+/// What the finished run in `dir` stored, batch by batch, with its manifest tidied
+/// (a torn last line and lines that later ones stand for dropped). A run with batches
+/// of `slice` that have no line yet is refused, before anything is written.
+pub fn read_stored(dir: &Path, slice: Slice) -> Result<StoredBatches, UsageError> {
+    let unreadable = |e: std::io::Error| {
+        usage(
+            "--refresh",
+            format!("cannot read the manifest in {}: {e}", dir.display()),
+        )
+    };
+    if let Some(total) = slice.total {
+        let mut listed = IndexSet::default();
+        for entry in manifest::read(dir).map_err(unreadable)?.quietly() {
+            if slice.contains(entry.index) {
+                listed.insert(entry.index);
+            }
+        }
+        let whole = slice.shard.len_of(total);
+        let missing = whole.saturating_sub(listed.len());
+        if missing > 0 {
+            return Err(usage(
+                "--refresh",
+                format!(
+                    "{} holds an unfinished run: {missing} of its {whole} batches have no manifest line; finish it with --resume first",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    let mut stored = HashMap::new();
+    manifest::rewrite(dir, |entry| {
+        if let Some(file) = entry
+            .file
+            .as_ref()
+            .filter(|_| manifest::holds_file(dir, entry))
+        {
+            let validators = Validators::new(entry.etag.as_deref(), entry.last_modified.as_deref());
+            let batch = Stored {
+                file: file.clone(),
+                bytes: entry.bytes,
+                validators,
+            };
+            stored.insert(entry.index, batch);
+        }
+        true
+    })
+    .map_err(unreadable)?;
+    Ok(StoredBatches(stored))
+}
+
+/// The manifest line of a refreshed batch: `entry`, as its report made it, told what
+/// the refresh made of the batch. A 304 and a failure keep the file `stored` before, so
+/// their line names it, with its size and validators (those a 304 repeats win).
+pub fn line(mut entry: Entry, report: &JobReport, stored: Option<&Stored>) -> Entry {
+    let refresh = match &report.outcome {
+        Outcome::Saved { .. } | Outcome::Fetched { .. } => Refresh::Changed,
+        Outcome::Unchanged { .. } => Refresh::Unchanged,
+        Outcome::Failed { .. } => Refresh::Failed,
+    };
+    if let (Some(stored), Refresh::Unchanged | Refresh::Failed) = (stored, refresh) {
+        let validators = match refresh {
+            Refresh::Unchanged => report.validators.clone().or(&stored.validators),
+            _ => stored.validators.clone(),
+        };
+        entry.file = Some(stored.file.clone());
+        entry.bytes = stored.bytes;
+        entry.etag = validators.etag;
+        entry.last_modified = validators.last_modified;
+    }
+    entry.refresh = Some(refresh);
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::plan::Batch;
+    use std::fs;
+
+    fn report(index: u64, outcome: Outcome, etag: Option<&str>) -> JobReport {
+        JobReport {
+            batch: Batch::single(index),
+            url: format!("http://h/{index}"),
+            status: Some(match &outcome {
+                Outcome::Unchanged { .. } => 304,
+                Outcome::Failed { .. } => 503,
+                _ => 200,
+            }),
+            bytes: match &outcome {
+                Outcome::Saved { .. } => 7,
+                _ => 0,
+            },
+            elapsed_us: 1000,
+            attempts: 1,
+            outcome,
+            validators: Validators::new(etag, None),
+        }
+    }
+
+    fn stored(etag: &str) -> Stored {
+        Stored {
+            file: "p0.json".into(),
+            bytes: 5,
+            validators: Validators::new(Some(etag), Some("Tue, 14 Nov 2023 22:13:20 GMT")),
+        }
+    }
+
+    #[test]
+    fn a_refresh_line_says_what_became_of_the_file() {
+        let old = stored("\"a\"");
+        let file = || "p0.json".to_owned();
+        let refreshed = |outcome: Outcome, etag: Option<&str>, stored: Option<&Stored>| {
+            let report = report(0, outcome, etag);
+            line(Entry::new(0, &report), &report, stored)
+        };
+        let l = refreshed(Outcome::Saved { file: file() }, Some("\"b\""), Some(&old));
+        assert_eq!(l.refresh, Some(Refresh::Changed));
+        assert_eq!((l.bytes, l.etag.as_deref()), (7, Some("\"b\"")));
+        assert_eq!(l.last_modified, None, "the new answer's validators only");
+
+        let l = refreshed(Outcome::Unchanged { file: file() }, None, Some(&old));
+        assert_eq!(l.refresh, Some(Refresh::Unchanged));
+        assert_eq!(
+            (l.file.as_deref(), l.bytes, l.status),
+            (Some("p0.json"), 5, Some(304))
+        );
+        let kept = (l.etag, l.last_modified);
+        assert_eq!(
+            kept,
+            (
+                old.validators.etag.clone(),
+                old.validators.last_modified.clone()
+            )
+        );
+
+        let error = || "HTTP 503".to_owned();
+        let l = refreshed(Outcome::Failed { error: error() }, None, Some(&old));
+        assert_eq!(l.refresh, Some(Refresh::Failed));
+        assert_eq!((l.file.as_deref(), l.bytes), (Some("p0.json"), 5));
+        assert_eq!(
+            (l.error.as_deref(), l.etag.as_deref()),
+            (Some("HTTP 503"), Some("\"a\""))
+        );
+        // A batch that had no file has none to keep.
+        let l = refreshed(Outcome::Failed { error: error() }, None, None);
+        assert_eq!((l.file, l.refresh), (None, Some(Refresh::Failed)));
+    }
+
+    #[test]
+    fn what_was_stored_comes_from_the_last_line_of_each_batch_and_old_lines_go() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("p0.json"), b"12345").unwrap();
+        fs::write(dir.path().join("p1.json"), b"1234567").unwrap();
+        let mut m = manifest::Manifest::open(dir.path()).unwrap();
+        let first = report(
+            0,
+            Outcome::Saved {
+                file: "p0.json".into(),
+            },
+            Some("\"old\""),
+        );
+        let mut first_line = Entry::new(0, &first);
+        first_line.bytes = 3;
+        m.record(&first_line).unwrap();
+        let one = report(
+            1,
+            Outcome::Saved {
+                file: "p1.json".into(),
+            },
+            Some("\"1\""),
+        );
+        m.record(&Entry::new(0, &one)).unwrap();
+        let again = report(
+            0,
+            Outcome::Unchanged {
+                file: "p0.json".into(),
+            },
+            Some("\"new\""),
+        );
+        m.record(&line(
+            Entry::new(0, &again),
+            &again,
+            Some(&stored("\"old\"")),
+        ))
+        .unwrap();
+        m.flush().unwrap();
+        let slice = Slice {
+            shard: Shard::WHOLE,
+            total: Some(2),
+        };
+        let mut batches = read_stored(dir.path(), slice).unwrap();
+        let zero = batches.take(0).unwrap();
+        assert_eq!(
+            (zero.bytes, zero.validators.etag.as_deref()),
+            (5, Some("\"new\""))
+        );
+        assert!(batches.take(0).is_none(), "taken once");
+        assert_eq!(batches.take(1).unwrap().bytes, 7);
+        let indices: Vec<u64> = manifest::read(dir.path())
+            .unwrap()
+            .map(|e| e.index)
+            .collect();
+        assert_eq!(indices, [1, 0], "one line a batch, the last");
+
+        // A batch with no line yet: the run is not finished.
+        let three = Slice {
+            shard: Shard::WHOLE,
+            total: Some(3),
+        };
+        let err = read_stored(dir.path(), three).unwrap_err().to_string();
+        assert!(
+            err.contains("1 of its 3 batches have no manifest line"),
+            "{err}"
+        );
+    }
+}
