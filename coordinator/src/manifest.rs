@@ -155,6 +155,7 @@ pub fn read(dir: &Path) -> io::Result<Entries> {
         first_skipped: 0,
         ended: false,
         warn: true,
+        untidy: false,
     })
 }
 
@@ -171,6 +172,8 @@ pub struct Entries {
     ended: bool,
     /// Whether unreadable lines are told on stderr at the end.
     warn: bool,
+    /// Whether the reading met a line with no end or a read error.
+    untidy: bool,
 }
 
 impl Entries {
@@ -184,6 +187,12 @@ impl Entries {
     /// The line number of the entry read last.
     pub fn line(&self) -> u64 {
         self.line
+    }
+
+    /// Whether every line read so far was a whole, readable entry: lines may be
+    /// appended to the manifest as it is.
+    pub fn is_tidy(&self) -> bool {
+        !self.untidy && self.skipped == 0
     }
 
     fn end(&mut self) -> Option<Entry> {
@@ -209,10 +218,16 @@ impl Iterator for Entries {
             // A read error ends the reading as the end of the file would.
             let read = lines::read_capped(&mut self.reader, MAX_LINE, &mut self.buf);
             let line = match read {
-                Ok(Line::End) | Err(_) => break,
+                Ok(Line::End) => break,
+                Err(_) => {
+                    self.untidy = true;
+                    break;
+                }
                 Ok(line) => line,
             };
             self.line += 1;
+            // A line with no end: what is appended next would join it.
+            self.untidy |= line == Line::Unended;
             let entry = match line {
                 Line::TooLong => None,
                 _ => std::str::from_utf8(&self.buf)
@@ -240,15 +255,18 @@ impl Iterator for Entries {
 /// its old one): `keep` sees the last line of each batch only.
 pub fn rewrite(dir: &Path, mut keep: impl FnMut(&Entry) -> bool) -> io::Result<()> {
     let superseded = superseded_lines(dir)?;
+    rewrite_lines(dir, |line, entry| !superseded.contains(line) && keep(entry))
+}
+
+/// Rewrites the manifest with the entries `keep` accepts, given with their line
+/// numbers (from 1), through a temp file and a rename; unreadable lines are dropped.
+pub fn rewrite_lines(dir: &Path, mut keep: impl FnMut(u64, &Entry) -> bool) -> io::Result<()> {
     let temp = outdir::temp_path(dir, FILE_NAME);
     let result = (|| {
         let mut out = BufWriter::new(outdir::create_fresh(&temp)?);
         let mut entries = read(dir)?;
         while let Some(entry) = entries.next() {
-            if superseded.contains(entries.line()) {
-                continue;
-            }
-            if keep(&entry) {
+            if keep(entries.line(), &entry) {
                 serde_json::to_writer(&mut out, &entry)?;
                 out.write_all(b"\n")?;
             }

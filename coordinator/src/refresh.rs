@@ -1,11 +1,12 @@
 //! `--refresh`: the finished run in a directory fetched again, each batch on the
 //! condition that it changed. Before the run, what the earlier run stored, batch by
 //! batch ([`read_stored`]); during it, the manifest line each batch gets ([`line`]),
-//! appended after the batch's old one; after it, the old lines go
-//! ([`crate::manifest::rewrite`] keeps the last line of each batch).
+//! appended after the batch's old one; after it, the old lines go ([`Appended`]; after
+//! a coordinator killed midway, the next run's [`crate::manifest::rewrite`] keeps the
+//! last line of each batch).
 //!
 //! The coordinator holds the file name, size and validators of every stored batch
-//! until the batch is handed out (about 150 bytes a batch): the manifest is in the order
+//! until the batch is handed out (about 220 bytes a batch): the manifest is in the order
 //! batches finished, and jobs go out in the plan's order.
 
 use std::collections::HashMap;
@@ -38,19 +39,55 @@ impl Slice {
 /// What the earlier run stored, by batch index: taken out one by one as the batches
 /// are handed out.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct StoredBatches(HashMap<u64, Stored>);
+pub struct StoredBatches {
+    by_index: HashMap<u64, Stored>,
+    /// Lines of the manifest, one a batch, before the refresh appends any.
+    lines: u64,
+}
 
 impl StoredBatches {
     /// What batch `index` stored, once: `None` for a batch with no whole file (it
     /// failed, or its file is gone or altered), which is fetched unconditionally.
     pub fn take(&mut self, index: u64) -> Option<Box<Stored>> {
-        self.0.remove(&index).map(Box::new)
+        self.by_index.remove(&index).map(Box::new)
+    }
+
+    /// A record of the lines the refresh is about to append.
+    pub fn appended(&self) -> Appended {
+        Appended {
+            old_lines: self.lines,
+            batches: IndexSet::default(),
+        }
+    }
+}
+
+/// The batches a refresh gave a new line, after the manifest's `old_lines`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    old_lines: u64,
+    batches: IndexSet,
+}
+
+impl Appended {
+    /// Notes that batch `index` has a new line.
+    pub fn note(&mut self, index: u64) {
+        self.batches.insert(index);
+    }
+
+    /// Drops the old line of every batch that has a new one: the manifest holds each
+    /// batch once again. One reading of it, where a rewrite that knows nothing of the
+    /// refresh needs three.
+    pub fn tidy(&self, dir: &Path) -> std::io::Result<()> {
+        manifest::rewrite_lines(dir, |line, entry| {
+            line > self.old_lines || !self.batches.contains(entry.index)
+        })
     }
 }
 
 /// What the finished run in `dir` stored, batch by batch, with its manifest tidied
-/// (a torn last line and lines that later ones stand for dropped). A run with batches
-/// of `slice` that have no line yet is refused, before anything is written.
+/// when it needs it (a torn last line and lines that later ones stand for dropped). A
+/// run with batches of `slice` that have no line yet is refused, before anything is
+/// written.
 pub fn read_stored(dir: &Path, slice: Slice) -> Result<StoredBatches, UsageError> {
     let unreadable = |e: std::io::Error| {
         usage(
@@ -58,13 +95,41 @@ pub fn read_stored(dir: &Path, slice: Slice) -> Result<StoredBatches, UsageError
             format!("cannot read the manifest in {}: {e}", dir.display()),
         )
     };
-    if let Some(total) = slice.total {
-        let mut listed = IndexSet::default();
-        for entry in manifest::read(dir).map_err(unreadable)?.quietly() {
-            if slice.contains(entry.index) {
-                listed.insert(entry.index);
+    // One reading: the batches listed, what each stored (a later line of a batch
+    // stands for it), and whether lines can be appended to the manifest as it is.
+    let (mut listed, mut seen) = (IndexSet::default(), IndexSet::default());
+    let (mut twice, mut lines) = (false, 0);
+    let mut stored = HashMap::new();
+    let mut entries = manifest::read(dir).map_err(unreadable)?.quietly();
+    for entry in entries.by_ref() {
+        lines += 1;
+        twice |= seen.contains(entry.index);
+        seen.insert(entry.index);
+        if slice.contains(entry.index) {
+            listed.insert(entry.index);
+        }
+        match entry
+            .file
+            .as_ref()
+            .filter(|_| manifest::holds_file(dir, &entry))
+        {
+            Some(file) => {
+                let batch = Stored {
+                    file: file.clone(),
+                    bytes: entry.bytes,
+                    validators: Validators::new(
+                        entry.etag.as_deref(),
+                        entry.last_modified.as_deref(),
+                    ),
+                };
+                stored.insert(entry.index, batch);
+            }
+            None => {
+                stored.remove(&entry.index);
             }
         }
+    }
+    if let Some(total) = slice.total {
         let whole = slice.shard.len_of(total);
         let missing = whole.saturating_sub(listed.len());
         if missing > 0 {
@@ -77,25 +142,16 @@ pub fn read_stored(dir: &Path, slice: Slice) -> Result<StoredBatches, UsageError
             ));
         }
     }
-    let mut stored = HashMap::new();
-    manifest::rewrite(dir, |entry| {
-        if let Some(file) = entry
-            .file
-            .as_ref()
-            .filter(|_| manifest::holds_file(dir, entry))
-        {
-            let validators = Validators::new(entry.etag.as_deref(), entry.last_modified.as_deref());
-            let batch = Stored {
-                file: file.clone(),
-                bytes: entry.bytes,
-                validators,
-            };
-            stored.insert(entry.index, batch);
-        }
-        true
+    if twice || !entries.is_tidy() {
+        // A torn or unreadable line, or batches with two lines (a refresh killed
+        // midway): rewritten with the last line of each batch, as a resume does.
+        manifest::rewrite(dir, |_| true).map_err(unreadable)?;
+        lines = seen.len();
+    }
+    Ok(StoredBatches {
+        by_index: stored,
+        lines,
     })
-    .map_err(unreadable)?;
-    Ok(StoredBatches(stored))
 }
 
 /// The manifest line of a refreshed batch: `entry`, as its report made it, told what
@@ -126,6 +182,7 @@ mod tests {
     use super::*;
     use shared::plan::Batch;
     use std::fs;
+    use std::os::unix::fs::MetadataExt as _;
 
     fn report(index: u64, outcome: Outcome, etag: Option<&str>) -> JobReport {
         JobReport {
@@ -197,6 +254,36 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_last_line_goes_before_anything_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("p0.json"), b"1234567").unwrap();
+        let mut m = manifest::Manifest::open(dir.path()).unwrap();
+        let saved = report(
+            0,
+            Outcome::Saved {
+                file: "p0.json".into(),
+            },
+            Some("\"0\""),
+        );
+        m.record(&Entry::new(0, &saved)).unwrap();
+        m.flush().unwrap();
+        let path = dir.path().join(manifest::FILE_NAME);
+        let whole = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("{whole}{{\"index\":0,\"sta")).unwrap();
+        let slice = Slice {
+            shard: Shard::WHOLE,
+            total: Some(1),
+        };
+        let batches = read_stored(dir.path(), slice).unwrap();
+        assert_eq!(batches.lines, 1);
+        assert_eq!(fs::read_to_string(&path).unwrap(), whole);
+        // A tidy manifest is left as it is.
+        let before = fs::metadata(&path).unwrap().ino();
+        assert_eq!(read_stored(dir.path(), slice).unwrap().lines, 1);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), before);
+    }
+
+    #[test]
     fn what_was_stored_comes_from_the_last_line_of_each_batch_and_old_lines_go() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("p0.json"), b"12345").unwrap();
@@ -251,6 +338,29 @@ mod tests {
             .map(|e| e.index)
             .collect();
         assert_eq!(indices, [1, 0], "one line a batch, the last");
+
+        // A refresh that reached batch 0 only: its old line goes, batch 1's stays.
+        let mut appended = batches.appended();
+        let refreshed = report(
+            0,
+            Outcome::Saved {
+                file: "p0.json".into(),
+            },
+            Some("\"3\""),
+        );
+        let mut m = manifest::Manifest::open(dir.path()).unwrap();
+        m.record(&Entry::new(1, &refreshed)).unwrap();
+        m.flush().unwrap();
+        appended.note(0);
+        appended.tidy(dir.path()).unwrap();
+        let lines: Vec<(u64, Option<String>)> = manifest::read(dir.path())
+            .unwrap()
+            .map(|e| (e.index, e.etag))
+            .collect();
+        assert_eq!(
+            lines,
+            [(1, Some("\"1\"".into())), (0, Some("\"3\"".into()))]
+        );
 
         // A batch with no line yet: the run is not finished.
         let three = Slice {

@@ -38,12 +38,16 @@ impl Dispatch {
         report: &JobReport,
         stored: Option<&Stored>,
     ) -> anyhow::Result<()> {
-        let recorded = match &mut self.sink {
-            Sink::Manifest(manifest) if self.refresh => {
+        let recorded = match (&mut self.sink, &mut self.refresh) {
+            (Sink::Manifest(manifest), Some(appended)) => {
                 let entry = refresh::line(Entry::new(slot as u32, report), report, stored);
-                manifest.record(&entry)
+                let recorded = manifest.record(&entry);
+                if recorded.is_ok() {
+                    appended.note(report.batch.index);
+                }
+                recorded
             }
-            sink => sink.record(slot as u32, report),
+            (sink, _) => sink.record(slot as u32, report),
         };
         match recorded {
             Err(e)

@@ -30,6 +30,7 @@ use crate::plan::{Output, RunLimits};
 use crate::pool::{Event, Next, WorkerId, WorkerPool};
 use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
+use crate::refresh::Appended;
 use crate::signals::StopCause;
 use crate::sink::Sink;
 use crate::source::{Filter, JobSource};
@@ -60,7 +61,10 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
     let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
-    let refresh = matches!(filter, Filter::Refresh(_));
+    let refresh = match &filter {
+        Filter::Refresh(stored) => Some(stored.appended()),
+        _ => None,
+    };
     // Declared first so that it is dropped last, after every worker has stopped.
     let (source, builtin) = open_source(target, shard, filter, &mut config, &pool)?;
     let sink = match &output {
@@ -85,8 +89,8 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     let progress = Progress::new(whole, before, quiet || json);
     let mut dispatch = Dispatch::new(pool, cpus, config, source, sink, progress, limits);
     dispatch.stats.set_plan(whole, before);
-    if refresh {
-        dispatch.refresh = true;
+    if refresh.is_some() {
+        dispatch.refresh = refresh;
         dispatch.stats.set_refresh();
     }
     dispatch.metrics = exporter.scrape(
@@ -109,12 +113,11 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         }
         _ => Ok(()),
     };
-    // A refresh appended a new line for each batch it reached: the old ones go, so
-    // that the manifest holds each batch once again.
-    let tidied = match &output {
-        Output::Dir(dir) if refresh => {
-            manifest::rewrite(dir, |_| true).context("tidying the manifest after the refresh")
-        }
+    // A refresh appended a new line for each batch it reached: the old ones go.
+    let tidied = match (&output, &dispatch.refresh) {
+        (Output::Dir(dir), Some(appended)) => appended
+            .tidy(dir)
+            .context("tidying the manifest after the refresh"),
         _ => Ok(()),
     };
     let stopped_by = result?;
@@ -200,8 +203,9 @@ struct Dispatch {
     stopping: Option<(StopCause, Instant)>,
     /// Whether the run's first batches all fail with one TLS error.
     tls_watch: TlsWatch,
-    /// Whether this is a `--refresh`, whose lines say what became of each batch.
-    refresh: bool,
+    /// On a `--refresh`, whose lines say what became of each batch: the batches that
+    /// have a new line.
+    refresh: Option<Appended>,
 }
 
 impl Dispatch {
@@ -253,7 +257,7 @@ impl Dispatch {
             last_stall_check: Instant::now(),
             stopping: None,
             tls_watch: TlsWatch::default(),
-            refresh: false,
+            refresh: None,
         }
     }
 
