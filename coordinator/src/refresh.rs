@@ -204,6 +204,12 @@ mod tests {
         }
     }
 
+    /// The report of batch `index` stored as `p{index}.json` with `etag`.
+    fn saved(index: u64, etag: &str) -> JobReport {
+        let file = format!("p{index}.json");
+        report(index, Outcome::Saved { file }, Some(etag))
+    }
+
     fn stored(etag: &str) -> Stored {
         Stored {
             file: "p0.json".into(),
@@ -258,14 +264,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("p0.json"), b"1234567").unwrap();
         let mut m = manifest::Manifest::open(dir.path()).unwrap();
-        let saved = report(
-            0,
-            Outcome::Saved {
-                file: "p0.json".into(),
-            },
-            Some("\"0\""),
-        );
-        m.record(&Entry::new(0, &saved)).unwrap();
+        m.record(&Entry::new(0, &saved(0, "\"0\""))).unwrap();
         m.flush().unwrap();
         let path = dir.path().join(manifest::FILE_NAME);
         let whole = fs::read_to_string(&path).unwrap();
@@ -289,24 +288,10 @@ mod tests {
         fs::write(dir.path().join("p0.json"), b"12345").unwrap();
         fs::write(dir.path().join("p1.json"), b"1234567").unwrap();
         let mut m = manifest::Manifest::open(dir.path()).unwrap();
-        let first = report(
-            0,
-            Outcome::Saved {
-                file: "p0.json".into(),
-            },
-            Some("\"old\""),
-        );
-        let mut first_line = Entry::new(0, &first);
+        let mut first_line = Entry::new(0, &saved(0, "\"old\""));
         first_line.bytes = 3;
         m.record(&first_line).unwrap();
-        let one = report(
-            1,
-            Outcome::Saved {
-                file: "p1.json".into(),
-            },
-            Some("\"1\""),
-        );
-        m.record(&Entry::new(0, &one)).unwrap();
+        m.record(&Entry::new(0, &saved(1, "\"1\""))).unwrap();
         let again = report(
             0,
             Outcome::Unchanged {
@@ -341,15 +326,8 @@ mod tests {
 
         // A refresh that reached batch 0 only: its old line goes, batch 1's stays.
         let mut appended = batches.appended();
-        let refreshed = report(
-            0,
-            Outcome::Saved {
-                file: "p0.json".into(),
-            },
-            Some("\"3\""),
-        );
         let mut m = manifest::Manifest::open(dir.path()).unwrap();
-        m.record(&Entry::new(1, &refreshed)).unwrap();
+        m.record(&Entry::new(1, &saved(0, "\"3\""))).unwrap();
         m.flush().unwrap();
         appended.note(0);
         appended.tidy(dir.path()).unwrap();

@@ -299,15 +299,21 @@ fn a_reset_before_the_first_byte_is_a_reset() {
     );
 }
 
+/// Reads one response from `wire`, keeping its body (up to `max` bytes).
+fn read_kept(wire: &[u8], max: u64) -> (Result<Head, ReadError>, Vec<u8>) {
+    let mut body = Vec::new();
+    let head = run(read_response(
+        &mut tokio_test_reader(wire),
+        &mut Vec::new(),
+        Keep::Into(&mut body, max, None),
+    ));
+    (head, body)
+}
+
 #[test]
 fn kept_bodies_come_with_their_validators_and_a_304_has_no_body() {
     let wire: &[u8] = b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nContent-Length: 2\r\n\r\nhi";
-    let mut body = Vec::new();
-    let r = run(async {
-        let mut io = tokio_test_reader(wire);
-        read_response(&mut io, &mut Vec::new(), Keep::Into(&mut body, 100, None)).await
-    })
-    .unwrap();
+    let r = read_kept(wire, 100).0.unwrap();
     assert_eq!(r.validators.etag.as_deref(), Some("\"v1\""));
     assert_eq!(
         r.validators.last_modified.as_deref(),
@@ -317,14 +323,11 @@ fn kept_bodies_come_with_their_validators_and_a_304_has_no_body() {
     let (counted, _) = run(read_all(wire));
     assert!(counted.unwrap().validators.is_empty());
     // A 304 ends with its head, whatever length it names, and the connection is kept.
-    let mut kept = Vec::new();
-    let r = run(async {
-        let mut io = tokio_test_reader(
-            b"HTTP/1.1 304 Not Modified\r\nETag: W/\"v1\"\r\nContent-Length: 2\r\n\r\n",
-        );
-        read_response(&mut io, &mut Vec::new(), Keep::Into(&mut kept, 100, None)).await
-    })
-    .unwrap();
+    let (r, kept) = read_kept(
+        b"HTTP/1.1 304 Not Modified\r\nETag: W/\"v1\"\r\nContent-Length: 2\r\n\r\n",
+        100,
+    );
+    let r = r.unwrap();
     assert_eq!((r.status, r.body, r.keep_alive), (304, 0, true));
     assert_eq!(r.validators.etag.as_deref(), Some("W/\"v1\""));
     assert!(kept.is_empty());
