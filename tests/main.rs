@@ -19,6 +19,7 @@ mod metrics;
 mod pipelines;
 mod politeness;
 mod proxy;
+mod refresh;
 mod report;
 mod resume;
 mod robots;

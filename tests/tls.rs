@@ -4,14 +4,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     date_time_ymd,
 };
 
-use crate::common::{self, Server, assert_exit, coordinator, output_of};
+use crate::common::{self, Nginx, Server, assert_exit, coordinator, output_of};
 
 /// The certificates of one test, as PEM files in a directory.
 pub struct Pki {
@@ -352,70 +352,6 @@ fn a_load_test_without_trust_counts_tls_errors() {
     assert_eq!(report["responses"], 0);
 }
 
-/// nginx serving `www` over TLS with the certificate `name` of `pki` (HTTP/2 and
-/// HTTP/1.1 by ALPN), on a free loopback port; stopped on drop.
-struct Nginx {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(pki: &Pki, name: &str, www: &Path, dir: &Path) -> Nginx {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("nginx.conf");
-        fs::write(
-            &conf,
-            format!(
-                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  log_format protocol '$server_protocol';\n  access_log {dir}/access.log protocol;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {www};\n  }}\n}}\n",
-                dir = dir.display(),
-                cert = pki.file(&format!("{name}.pem")),
-                key = pki.file(&format!("{name}.key")),
-                www = www.display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nginx (Debian's nginx-light; scripts/test installs it)");
-        let mut nginx = Nginx { child, port };
-        let up = common::eventually(std::time::Duration::from_secs(10), || {
-            matches!(nginx.child.try_wait(), Ok(None))
-                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(
-            up,
-            "nginx did not start: {:?}",
-            fs::read_to_string(dir.join("error.log"))
-        );
-        nginx.port = port;
-        nginx
-    }
-}
-
-impl Drop for Nginx {
-    /// SIGTERM, which nginx's master passes on to its workers before it exits (a
-    /// SIGKILL would leave them orphaned); SIGKILL only if it does not exit in time.
-    fn drop(&mut self) {
-        common::send_signal(self.child.id(), "TERM");
-        if common::wait_within(&mut self.child, std::time::Duration::from_secs(10)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
     use std::os::unix::fs::PermissionsExt;
@@ -432,7 +368,12 @@ fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
     for (i, page) in pages.iter().enumerate() {
         fs::write(www.join(format!("p{i}.json")), page).unwrap();
     }
-    let nginx = Nginx::start(&pki, "server", &www, dir.path());
+    let tls = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};",
+        pki.file("server.pem"),
+        pki.file("server.key")
+    );
+    let nginx = Nginx::start(dir.path(), &www, "ssl http2", &tls, "$server_protocol");
     let urls: String = (0..pages.len())
         .map(|i| format!("https://localhost:{}/p{i}.json\n", nginx.port))
         .collect();

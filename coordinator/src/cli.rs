@@ -53,8 +53,9 @@ pub enum Command {
     Worker(WorkerArgs),
 }
 
-/// A scrape run. With `--resume` or `--retry-failed` and none of --url, --urls,
-/// --range, --batch, --name and --shard, the plan is the one `run.json` in --out holds.
+/// A scrape run. With `--resume`, `--retry-failed` or `--refresh` and none of --url,
+/// --urls, --range, --batch, --name and --shard, the plan is the one `run.json` in
+/// --out holds.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// URL template with {start}, {end}, {limit} and {index} placeholders, e.g.
@@ -131,6 +132,12 @@ pub struct RunArgs {
     /// Fetch again only the batches the manifest in --out records as failed.
     #[arg(long, help_heading = "Output")]
     pub retry_failed: bool,
+
+    /// Fetch the finished run in --out again, each batch on the condition that it
+    /// changed (If-None-Match, If-Modified-Since from its ETag and Last-Modified in the
+    /// manifest): a 304 keeps the file, a 200 replaces it, a failure leaves it.
+    #[arg(long, conflicts_with_all = ["overwrite", "resume", "retry_failed"], help_heading = "Output")]
+    pub refresh: bool,
 
     /// No progress display and no summary; errors still go to stderr.
     #[arg(short, long, help_heading = "Output")]

@@ -27,6 +27,7 @@ mod pool;
 mod prepare;
 mod progress;
 mod proxy;
+mod refresh;
 mod report_file;
 mod request;
 mod resume;
@@ -94,7 +95,7 @@ fn scrape(args: cli::RunArgs) -> anyhow::Result<Exit> {
     };
     // What an earlier run recorded, for a --resume that names no plan of its own: a
     // read, before anything is written.
-    let earlier = (args.resume || args.retry_failed)
+    let earlier = (args.resume || args.retry_failed || args.refresh)
         .then(|| resume::read_record(&out.join(resume::RECORD_FILE)).ok())
         .flatten();
     let plan = plan::Plan::from_args(&args, &env, earlier.as_ref())?;

@@ -1,6 +1,7 @@
 //! `manifest.jsonl`: one JSON line per finished batch, written by the coordinator alone,
 //! after the batch's file is in place, so a line always stands for a whole file.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use shared::chain::ChainEnd;
 use shared::http_url::redact_password;
 use shared::protocol::{JobReport, Outcome};
 
+use crate::index_set::IndexSet;
 use crate::lines::{self, Line};
 use crate::messages;
 
@@ -44,7 +46,8 @@ pub struct Entry {
     /// File name inside the output directory, when stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    /// What went wrong, when not stored.
+    /// What went wrong, when not stored (or, on a refresh that failed, when the file
+    /// stored before is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Under `--follow-next`: the page's number in its chain, from 1 (the chain is
@@ -64,6 +67,27 @@ pub struct Entry {
     /// failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// The `ETag` the file came with, for the next `--refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The `Last-Modified` the file came with, for the next `--refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// What a `--refresh` made of the batch; lines of other runs have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
+}
+
+/// What a `--refresh` made of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Refresh {
+    /// A new body (200) replaced the file.
+    Changed,
+    /// 304 Not Modified: the file was kept as it is.
+    Unchanged,
+    /// No answer would do: the file stored before (if any) was kept as it is.
+    Failed,
 }
 
 impl Entry {
@@ -71,12 +95,19 @@ impl Entry {
     pub fn new(worker: u32, report: &JobReport) -> Entry {
         let (mut file, mut error, mut skipped) = (None, None, None);
         match &report.outcome {
-            Outcome::Saved { file: name } => file = Some(name.clone()),
+            Outcome::Saved { file: name } | Outcome::Unchanged { file: name } => {
+                file = Some(name.clone())
+            }
             Outcome::Fetched { .. } => {}
             Outcome::Failed { error: e } => error = Some(e.clone()),
             Outcome::Skipped { why } => skipped = Some(why.as_str().to_owned()),
         }
         let next = report.chain.as_ref().and_then(|c| c.next.as_ref());
+        // A failure's validators describe no file.
+        let validators = match &report.outcome {
+            Outcome::Failed { .. } => Default::default(),
+            _ => report.validators.clone(),
+        };
         Entry {
             index: report.batch.index,
             start: report.batch.start,
@@ -98,6 +129,9 @@ impl Entry {
             next_cursor: next.and_then(|n| n.cursor.clone()),
             chain_end: report.chain.as_ref().and_then(|c| c.end),
             skipped,
+            etag: validators.etag,
+            last_modified: validators.last_modified,
+            refresh: None,
         }
     }
 }
@@ -148,6 +182,8 @@ pub fn read(dir: &Path) -> io::Result<Entries> {
         skipped: 0,
         first_skipped: 0,
         ended: false,
+        warn: true,
+        untidy: false,
     })
 }
 
@@ -162,11 +198,33 @@ pub struct Entries {
     skipped: u64,
     first_skipped: u64,
     ended: bool,
+    /// Whether unreadable lines are told on stderr at the end.
+    warn: bool,
+    /// Whether the reading met a line with no end or a read error.
+    untidy: bool,
 }
 
 impl Entries {
+    /// These entries, read without a word about unreadable lines: for a reading that
+    /// another one, which tells, follows.
+    pub fn quietly(mut self) -> Entries {
+        self.warn = false;
+        self
+    }
+
+    /// The line number of the entry read last.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Whether every line read so far was a whole, readable entry: lines may be
+    /// appended to the manifest as it is.
+    pub fn is_tidy(&self) -> bool {
+        !self.untidy && self.skipped == 0
+    }
+
     fn end(&mut self) -> Option<Entry> {
-        if !self.ended && self.skipped > 0 {
+        if !self.ended && self.warn && self.skipped > 0 {
             messages::warn(format_args!(
                 "{}: skipped {} unreadable line{} (the first is line {}); their batches count as not done",
                 self.path.display(),
@@ -188,10 +246,16 @@ impl Iterator for Entries {
             // A read error ends the reading as the end of the file would.
             let read = lines::read_capped(&mut self.reader, MAX_LINE, &mut self.buf);
             let line = match read {
-                Ok(Line::End) | Err(_) => break,
+                Ok(Line::End) => break,
+                Err(_) => {
+                    self.untidy = true;
+                    break;
+                }
                 Ok(line) => line,
             };
             self.line += 1;
+            // A line with no end: what is appended next would join it.
+            self.untidy |= line == Line::Unended;
             let entry = match line {
                 Line::TooLong => None,
                 _ => std::str::from_utf8(&self.buf)
@@ -214,13 +278,23 @@ impl Iterator for Entries {
 }
 
 /// Rewrites the manifest with the entries `keep` accepts, through a temp file and a
-/// rename; unreadable lines (a torn last line) are dropped.
+/// rename; unreadable lines (a torn last line) are dropped, and so is every line of a
+/// batch that a later line stands for (a `--refresh` appends a batch's new line after
+/// its old one): `keep` sees the last line of each batch only.
 pub fn rewrite(dir: &Path, mut keep: impl FnMut(&Entry) -> bool) -> io::Result<()> {
+    let superseded = superseded_lines(dir)?;
+    rewrite_lines(dir, |line, entry| !superseded.contains(line) && keep(entry))
+}
+
+/// Rewrites the manifest with the entries `keep` accepts, given with their line
+/// numbers (from 1), through a temp file and a rename; unreadable lines are dropped.
+pub fn rewrite_lines(dir: &Path, mut keep: impl FnMut(u64, &Entry) -> bool) -> io::Result<()> {
     let temp = outdir::temp_path(dir, FILE_NAME);
     let result = (|| {
         let mut out = BufWriter::new(outdir::create_fresh(&temp)?);
-        for entry in read(dir)? {
-            if keep(&entry) {
+        let mut entries = read(dir)?;
+        while let Some(entry) = entries.next() {
+            if keep(entries.line(), &entry) {
                 serde_json::to_writer(&mut out, &entry)?;
                 out.write_all(b"\n")?;
             }
@@ -232,6 +306,47 @@ pub fn rewrite(dir: &Path, mut keep: impl FnMut(&Entry) -> bool) -> io::Result<(
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// The numbers of the lines of `dir`'s manifest whose batch has a later line. Only
+/// batches seen twice are held one by one: a manifest without such lines costs the runs
+/// of its indices.
+fn superseded_lines(dir: &Path) -> io::Result<IndexSet> {
+    let mut seen = IndexSet::default();
+    // The last line of each batch seen more than once.
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    let mut superseded = IndexSet::default();
+    let mut entries = read(dir)?.quietly();
+    while let Some(entry) = entries.next() {
+        if !seen.contains(entry.index) {
+            seen.insert(entry.index);
+        } else if let Some(earlier) = last.insert(entry.index, entries.line()) {
+            superseded.insert(earlier);
+        }
+    }
+    if last.is_empty() {
+        return Ok(superseded);
+    }
+    // The first lines of those batches, whose numbers were not kept.
+    let mut firsts = IndexSet::default();
+    let mut entries = read(dir)?.quietly();
+    while let Some(entry) = entries.next() {
+        if last.contains_key(&entry.index) && !firsts.contains(entry.index) {
+            firsts.insert(entry.index);
+            superseded.insert(entries.line());
+        }
+    }
+    Ok(superseded)
+}
+
+/// Whether the file of `entry` is in `dir`, whole: a plain file of the size its line
+/// says, under a plain name (a link is never one of ours).
+pub fn holds_file(dir: &Path, entry: &Entry) -> bool {
+    entry.file.as_deref().is_some_and(|file| {
+        is_plain_name(file)
+            && fs::symlink_metadata(dir.join(file))
+                .is_ok_and(|m| m.is_file() && m.len() == entry.bytes)
+    })
 }
 
 /// Whether `dir` holds the manifest of an earlier run (or anything else by that name).
@@ -305,6 +420,7 @@ mod tests {
                 }
             },
             chain: None,
+            validators: shared::refresh::Validators::new(Some("\"e1\""), None),
         }
     }
 
@@ -320,7 +436,19 @@ mod tests {
         let entries: Vec<_> = read(dir.path()).unwrap().collect();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].file.as_deref(), Some("b0.json"));
+        assert_eq!(entries[0].etag.as_deref(), Some("\"e1\""));
         assert_eq!(entries[1].error.as_deref(), Some("HTTP 404 Not Found"));
+        assert_eq!(
+            entries[1].etag, None,
+            "a failure's validators describe no file"
+        );
+        // A line written before validators were stored reads as one without them.
+        let old = r#"{"index":3,"start":0,"end":1,"url":"u","status":200,"bytes":1,"elapsed_ms":1.0,"attempts":1,"worker":0,"file":"f"}"#;
+        let old: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (old.etag, old.last_modified, old.refresh),
+            (None, None, None)
+        );
         assert_eq!(entries[1].worker, 1);
     }
 
@@ -377,6 +505,28 @@ mod tests {
         assert!(text.ends_with('\n'));
         let kept: Vec<u64> = read(dir.path()).unwrap().map(|e| e.index).collect();
         assert_eq!(kept, [0, 2]);
+    }
+
+    #[test]
+    fn the_rewrite_keeps_the_last_line_of_a_batch_recorded_more_than_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::open(dir.path()).unwrap();
+        for (i, worker) in [(0, 0), (1, 0), (0, 1), (2, 0), (0, 2), (1, 3)] {
+            m.record(&Entry::new(worker, &report(i, true))).unwrap();
+        }
+        m.flush().unwrap();
+        let mut seen = Vec::new();
+        rewrite(dir.path(), |e| {
+            seen.push((e.index, e.worker));
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, [(2, 0), (0, 2), (1, 3)]);
+        let kept: Vec<(u64, u32)> = read(dir.path())
+            .unwrap()
+            .map(|e| (e.index, e.worker))
+            .collect();
+        assert_eq!(kept, seen);
     }
 
     #[test]

@@ -181,6 +181,7 @@ mod tests {
                     Outcome::Saved { file: "f".into() }
                 },
                 chain: None,
+                validators: Default::default(),
             };
             stats.record((i % 2) as usize, &report);
         }

@@ -126,8 +126,8 @@ pub struct Plan {
 
 impl Plan {
     /// Checks every flag of a scrape. `earlier` is the plan recorded in `--out`'s
-    /// `run.json`, read by the caller for `--resume` and `--retry-failed`: when the
-    /// command line names no plan, that one is taken.
+    /// `run.json`, read by the caller for `--resume`, `--retry-failed` and `--refresh`:
+    /// when the command line names no plan, that one is taken.
     pub fn from_args(
         args: &RunArgs,
         env: &Env<'_>,
@@ -154,16 +154,17 @@ impl Plan {
         } else {
             Output::Dir(args.out.clone())
         };
-        let mode = match (args.overwrite, args.resume, args.retry_failed) {
-            (true, _, _) => Mode::Overwrite,
-            (_, true, _) => Mode::Resume,
-            (_, _, true) => Mode::RetryFailed,
+        let mode = match (args.overwrite, args.resume, args.retry_failed, args.refresh) {
+            (true, ..) => Mode::Overwrite,
+            (_, true, ..) => Mode::Resume,
+            (_, _, true, _) => Mode::RetryFailed,
+            (.., true) => Mode::Refresh,
             _ => Mode::Fresh,
         };
         if output == Output::Stdout && mode != Mode::Fresh {
             Err(usage(
                 "--out -",
-                "writes no manifest, so it cannot be combined with --resume, --retry-failed or --overwrite",
+                "writes no manifest, so it cannot be combined with --resume, --retry-failed, --refresh or --overwrite",
             ))?;
         }
         let (mut worker, limits) = worker_config(args, &request, env.var)?;
@@ -227,9 +228,10 @@ fn default_name(follow: &Option<FollowNext>) -> &'static str {
     }
 }
 
-/// The method and body of the run: as the flags give them, or, when a `--resume` or
-/// `--retry-failed` gives none of `-X`, `-d` and `--data-json`, as `earlier` recorded
-/// them. Given ones are checked against the record when the directory is prepared.
+/// The method and body of the run: as the flags give them, or, when a `--resume`,
+/// `--retry-failed` or `--refresh` gives none of `-X`, `-d` and `--data-json`, as
+/// `earlier` recorded them. Given ones are checked against the record when the
+/// directory is prepared.
 fn request_text(
     args: &RunArgs,
     env: &Env<'_>,
@@ -238,19 +240,19 @@ fn request_text(
     if let Some(given) = RequestText::from_args(&args.request, env.read)? {
         return Ok(given);
     }
-    let continuing = args.resume || args.retry_failed;
+    let continuing = args.resume || args.retry_failed || args.refresh;
     Ok(match earlier.filter(|_| continuing) {
         Some(record) => record.request(),
         None => RequestText::default(),
     })
 }
 
-/// `args`, with the plan of `earlier` filled in when `--resume` or `--retry-failed`
-/// names none of its own. A plan the command line does name is checked against the
-/// record when the output directory is prepared.
+/// `args`, with the plan of `earlier` filled in when `--resume`, `--retry-failed` or
+/// `--refresh` names none of its own. A plan the command line does name is checked
+/// against the record when the output directory is prepared.
 fn recorded_plan(args: &RunArgs, earlier: Option<&RunRecord>) -> Result<RunArgs, UsageError> {
     let mut args = args.clone();
-    let continuing = args.resume || args.retry_failed;
+    let continuing = args.resume || args.retry_failed || args.refresh;
     let named = args.url.is_some()
         || args.urls.is_some()
         || args.range.is_some()
@@ -266,10 +268,10 @@ fn recorded_plan(args: &RunArgs, earlier: Option<&RunRecord>) -> Result<RunArgs,
         "template" => {
             let url = record.source.clone().unwrap_or_default();
             if url.contains("***") {
-                let flag = if args.resume {
-                    "--resume"
-                } else {
-                    "--retry-failed"
+                let flag = match (args.resume, args.refresh) {
+                    (true, _) => "--resume",
+                    (_, true) => "--refresh",
+                    _ => "--retry-failed",
                 };
                 return Err(usage(
                     flag,

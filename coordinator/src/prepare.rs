@@ -14,6 +14,7 @@ use crate::cli::RobotsMode;
 use crate::error::{UsageError, usage};
 use crate::open_files;
 use crate::plan::{Output, Plan, RunLimits, TargetSpec};
+use crate::refresh;
 use crate::resume::{self, Mode, RunRecord};
 use crate::source::Filter;
 use crate::url_list::{UrlList, url_list};
@@ -97,7 +98,13 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
         check_open_files(&target, workers, worker.concurrency)?;
     }
     let (filter, open) = match &output {
-        Output::Dir(dir) => prepare_dir(dir, mode, &record, worker.url.as_ref())?,
+        Output::Dir(dir) => {
+            let slice = refresh::Slice {
+                shard,
+                total: plan_total(&target),
+            };
+            prepare_dir(dir, mode, &record, worker.url.as_ref(), slice)?
+        }
         Output::Stdout => (Filter::All, Vec::new()),
     };
     // A resume may leave fewer batches than the plan has (and chains to go on).
@@ -131,21 +138,20 @@ pub fn prepare(plan: Plan) -> Result<Settings, UsageError> {
 }
 
 /// Creates the output directory, checks it can be written and squares it with an
-/// earlier run there. This is the first thing a run writes.
+/// earlier run there (whose batches are `slice`). This is the first thing a run writes.
 fn prepare_dir(
     dir: &Path,
     mode: Mode,
     record: &RunRecord,
     template: Option<&shared::template::Template>,
+    slice: refresh::Slice,
 ) -> Result<(Filter, Vec<crate::chain::Open>), UsageError> {
     let shown = dir.display();
-    if matches!(mode, Mode::Resume | Mode::RetryFailed) && !dir.is_dir() {
-        let flag = if mode == Mode::Resume {
-            "--resume"
-        } else {
-            "--retry-failed"
-        };
-        Err(usage(flag, format!("{shown} holds no run to continue")))?;
+    if matches!(mode, Mode::Resume | Mode::RetryFailed | Mode::Refresh) && !dir.is_dir() {
+        Err(usage(
+            mode.flag(),
+            format!("{shown} holds no run to continue"),
+        ))?;
     }
     if dir.exists() && !dir.is_dir() {
         Err(usage(
@@ -158,18 +164,22 @@ fn prepare_dir(
     outdir::create_fresh(&probe)
         .and_then(|_| fs::remove_file(&probe))
         .map_err(|e| usage("--out", format!("{shown} is not writable: {e}")))?;
-    resume::prepare(dir, mode, record, template)
+    resume::prepare(dir, mode, record, template, slice)
+}
+
+/// Batches in the whole plan, when known up front.
+fn plan_total(target: &Target) -> Option<u64> {
+    match target {
+        Target::Template(plan) | Target::Builtin { plan, .. } => Some(plan.len()),
+        Target::UrlList(list) => list.total,
+    }
 }
 
 /// Most workers the batches of this run can keep busy: one per batch when their number
 /// is known up front (a plan, or a URL list in a file), and at least one. More would
 /// start only to stop again: `--workers 1024` for 200 batches starts 200.
 fn batch_bound(target: &Target, shard: Shard, filter: &Filter) -> u32 {
-    let total = match target {
-        Target::Template(plan) | Target::Builtin { plan, .. } => Some(plan.len()),
-        Target::UrlList(list) => list.total,
-    };
-    total.map_or(u32::MAX, |t| {
+    plan_total(target).map_or(u32::MAX, |t| {
         filter.count(shard.len_of(t)).clamp(1, u64::from(u32::MAX)) as u32
     })
 }
@@ -178,11 +188,7 @@ fn batch_bound(target: &Target, shard: Shard, filter: &Filter) -> u32 {
 /// as allowed; the built-in target also holds the server's end of every one of them.
 fn check_open_files(target: &Target, workers: u32, concurrency: u32) -> Result<(), UsageError> {
     let limit = open_files::raise();
-    let total = match target {
-        Target::Template(plan) | Target::Builtin { plan, .. } => Some(plan.len()),
-        Target::UrlList(list) => list.total,
-    };
-    let per_worker = total.map_or(concurrency as u64, |t| {
+    let per_worker = plan_total(target).map_or(concurrency as u64, |t| {
         t.div_ceil(workers as u64).min(concurrency as u64)
     });
     open_files::check("--concurrency", per_worker, limit)?;

@@ -16,6 +16,7 @@ use crate::chain::{self, Open};
 use crate::error::UsageError;
 use crate::index_set::IndexSet;
 use crate::manifest;
+use crate::refresh;
 use crate::request::{BodyFlag, RequestText};
 use crate::source::Filter;
 
@@ -110,16 +111,33 @@ pub enum Mode {
     Resume,
     /// Fetch only what it recorded as failed.
     RetryFailed,
+    /// Fetch all of it again, each batch on the condition that it changed.
+    Refresh,
 }
 
-/// Makes `dir` ready for this run and says which batches it fetches, and, for a
-/// `--follow-next` run, which chains an earlier run left open (their bare cursors
-/// rendered into `template`, the run's `--url`). `dir` exists and is writable.
+impl Mode {
+    /// The flag that asks for this mode (`--out` for a fresh run).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Mode::Fresh => "--out",
+            Mode::Overwrite => "--overwrite",
+            Mode::Resume => "--resume",
+            Mode::RetryFailed => "--retry-failed",
+            Mode::Refresh => "--refresh",
+        }
+    }
+}
+
+/// Makes `dir` ready for this run and says which batches it fetches (of `slice`, for
+/// a refresh), and, for a `--follow-next` run, which chains an earlier run left open
+/// (their bare cursors rendered into `template`, the run's `--url`). `dir` exists and
+/// is writable.
 pub fn prepare(
     dir: &Path,
     mode: Mode,
     record: &RunRecord,
     template: Option<&Template>,
+    slice: refresh::Slice,
 ) -> Result<(Filter, Vec<Open>), UsageError> {
     let shown = dir.display();
     let io_err =
@@ -154,12 +172,8 @@ pub fn prepare(
             }
             Filter::All
         }
-        Mode::Resume | Mode::RetryFailed => {
-            let flag = if mode == Mode::Resume {
-                "--resume"
-            } else {
-                "--retry-failed"
-            };
+        Mode::Resume | Mode::RetryFailed | Mode::Refresh => {
+            let flag = mode.flag();
             if !earlier {
                 return Err(UsageError::new(
                     flag,
@@ -167,19 +181,29 @@ pub fn prepare(
                 ));
             }
             check_same_plan(dir, record, flag)?;
-            if record.follow_next.is_some() {
-                let retry = mode == Mode::RetryFailed;
-                let (filter, chains) = chain::scan::sort_out(dir, retry, template)
-                    .map_err(|e| io_err("cannot read the manifest in", e))?;
-                open = chains;
-                filter
-            } else {
-                let (done, failed) =
-                    sort_out(dir, mode).map_err(|e| io_err("cannot read the manifest in", e))?;
-                if mode == Mode::Resume {
-                    Filter::Skip(done)
-                } else {
-                    Filter::Only(failed)
+            match mode {
+                Mode::Refresh if !manifest::holds_run(dir) => {
+                    return Err(UsageError::new(
+                        flag,
+                        format!("{shown} holds no finished run to refresh"),
+                    ));
+                }
+                Mode::Refresh => Filter::Refresh(refresh::read_stored(dir, slice)?),
+                _ if record.follow_next.is_some() => {
+                    let retry = mode == Mode::RetryFailed;
+                    let (filter, chains) = chain::scan::sort_out(dir, retry, template)
+                        .map_err(|e| io_err("cannot read the manifest in", e))?;
+                    open = chains;
+                    filter
+                }
+                _ => {
+                    let (done, failed) = sort_out(dir, mode)
+                        .map_err(|e| io_err("cannot read the manifest in", e))?;
+                    if mode == Mode::Resume {
+                        Filter::Skip(done)
+                    } else {
+                        Filter::Only(failed)
+                    }
                 }
             }
         }

@@ -10,6 +10,7 @@ use shared::plan::{Batch, BatchPlan, Shard};
 use shared::protocol::{Job, JobReport, Outcome};
 
 use crate::index_set::IndexSet;
+use crate::refresh::StoredBatches;
 use crate::url_input::{Listed, Refused};
 use crate::url_list::UrlList;
 
@@ -26,12 +27,15 @@ pub enum Filter {
     Skip(IndexSet),
     /// Only these (failed before, for `--retry-failed`).
     Only(IndexSet),
+    /// All of them again, each conditional on what the earlier run stored
+    /// (`--refresh`).
+    Refresh(StoredBatches),
 }
 
 impl Filter {
     fn admits(&self, index: u64) -> bool {
         match self {
-            Filter::All => true,
+            Filter::All | Filter::Refresh(_) => true,
             Filter::Skip(set) => !set.contains(index),
             Filter::Only(set) => set.contains(index),
         }
@@ -40,7 +44,7 @@ impl Filter {
     /// How many of `total` jobs pass.
     pub fn count(&self, total: u64) -> u64 {
         match self {
-            Filter::All => total,
+            Filter::All | Filter::Refresh(_) => total,
             Filter::Skip(set) => total.saturating_sub(set.len()),
             Filter::Only(set) => set.len(),
         }
@@ -70,7 +74,14 @@ pub const JOB_FRAME_OVERHEAD: usize = 64;
 
 /// Bytes one job adds to a `Jobs` frame, at most.
 pub fn frame_bytes(job: &Job) -> usize {
-    JOB_FRAME_OVERHEAD + job.url.as_ref().map_or(0, String::len)
+    let stored = job.stored.as_ref().map_or(0, |s| {
+        let text = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        JOB_FRAME_OVERHEAD
+            + s.file.len()
+            + text(&s.validators.etag)
+            + text(&s.validators.last_modified)
+    });
+    JOB_FRAME_OVERHEAD + job.url.as_ref().map_or(0, String::len) + stored
 }
 
 enum Kind {
@@ -186,6 +197,7 @@ impl JobSource {
                             batch,
                             url: None,
                             page: None,
+                            stored: None,
                         },
                         None => {
                             self.exhausted = true;
@@ -198,6 +210,7 @@ impl JobSource {
                         batch: Batch::single(self.next),
                         url: Some(url),
                         page: None,
+                        stored: None,
                     },
                     Ok(Ok(Listed::Bad(refused))) => {
                         let batch = Batch::single(self.next);
@@ -226,6 +239,10 @@ impl JobSource {
             self.next = self.next.saturating_add(step);
             let index = job.batch.index;
             if self.shard.contains(index) && self.filter.admits(index) {
+                let mut job = job;
+                if let Filter::Refresh(stored) = &mut self.filter {
+                    job.stored = stored.take(index);
+                }
                 // Cut by bytes as well as by count: a chunk of long URLs must still fit
                 // one frame, or it could never be sent.
                 let size = frame_bytes(&job);
@@ -258,6 +275,7 @@ fn refused_report(batch: Batch, refused: Refused) -> JobReport {
             error: refused.message(),
         },
         chain: None,
+        validators: Default::default(),
     }
 }
 
@@ -266,7 +284,7 @@ fn refused_report(batch: Batch, refused: Refused) -> JobReport {
 /// walk every index its manifest lists. `None` once no batch is left.
 fn skip_to_admitted(filter: &Filter, shard: Shard, next: &mut u64) -> Option<u64> {
     let at = match filter {
-        Filter::All => Some(*next),
+        Filter::All | Filter::Refresh(_) => Some(*next),
         Filter::Skip(done) => done.next_absent(*next),
         Filter::Only(failed) => failed.next_present(*next),
     }?;
@@ -457,6 +475,40 @@ mod tests {
                 error: "line 2: the URL holds a carriage return (CR)".into()
             }
         );
+    }
+
+    #[test]
+    fn a_refresh_hands_out_every_job_with_what_its_batch_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = BatchPlan::new(Span { start: 0, end: 30 }, 10).unwrap();
+        let line = |i: u64| {
+            let etag = format!("\"t{i}\"");
+            format!(
+                r#"{{"index":{i},"start":0,"end":1,"url":"u","status":200,"bytes":2,"elapsed_ms":1.0,"attempts":1,"worker":0,"file":"b{i}","etag":{}}}"#,
+                serde_json::Value::from(etag)
+            )
+        };
+        // Batch 1's file is gone: it is fetched unconditionally.
+        std::fs::write(dir.path().join("b0"), "ok").unwrap();
+        std::fs::write(dir.path().join("b2"), "ok").unwrap();
+        let lines: String = (0..3).map(|i| line(i) + "\n").collect();
+        std::fs::write(dir.path().join(crate::manifest::FILE_NAME), lines).unwrap();
+        let slice = crate::refresh::Slice {
+            shard: Shard::WHOLE,
+            total: Some(3),
+        };
+        let stored = crate::refresh::read_stored(dir.path(), slice).unwrap();
+        let mut source = JobSource::plan(plan, Shard::WHOLE, Filter::Refresh(stored));
+        assert_eq!(source.total(), Some(3));
+        let jobs = source.take(10, usize::MAX).unwrap();
+        let tags: Vec<Option<String>> = jobs
+            .iter()
+            .map(|j| j.stored.as_ref().and_then(|s| s.validators.etag.clone()))
+            .collect();
+        assert_eq!(tags, [Some("\"t0\"".into()), None, Some("\"t2\"".into())]);
+        assert!(frame_bytes(&jobs[0]) > frame_bytes(&jobs[1]));
+        let frame = shared::frame::encode(&shared::protocol::ToWorker::Jobs(jobs.clone())).unwrap();
+        assert!(frame.len() <= jobs.iter().map(frame_bytes).sum::<usize>());
     }
 
     #[test]

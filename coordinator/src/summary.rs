@@ -26,6 +26,9 @@ pub struct Tally {
     pub failed: u64,
     /// Batches not fetched on purpose (robots.txt disallows them).
     pub skipped: u64,
+    /// Of the batches stored, those a refresh found unchanged (304): their file was
+    /// kept.
+    pub unchanged: u64,
     /// Body bytes.
     pub bytes: u64,
     latency_us: Histogram<u64>,
@@ -37,6 +40,7 @@ impl Tally {
             ok: 0,
             failed: 0,
             skipped: 0,
+            unchanged: 0,
             bytes: 0,
             // 1 µs to 1 h at 3 significant digits; larger values saturate.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -47,6 +51,10 @@ impl Tally {
     fn record(&mut self, report: &JobReport) {
         match report.outcome {
             Outcome::Saved { .. } | Outcome::Fetched { .. } => self.ok += 1,
+            Outcome::Unchanged { .. } => {
+                self.ok += 1;
+                self.unchanged += 1;
+            }
             Outcome::Failed { .. } => self.failed += 1,
             // Took no time and no request: kept out of the latencies.
             Outcome::Skipped { .. } => {
@@ -94,6 +102,8 @@ pub struct RunStats {
     chains: Option<(ChainTally, u64)>,
     /// What robots.txt did (`None` under `--robots ignore`).
     robots: Option<RobotsTally>,
+    /// Whether the run is a `--refresh`: the summary then says what changed.
+    refresh: bool,
 }
 
 impl RunStats {
@@ -114,7 +124,21 @@ impl RunStats {
             failures: Vec::new(),
             chains: None,
             robots: None,
+            refresh: false,
         }
+    }
+
+    /// Notes that the run is a `--refresh`.
+    pub fn set_refresh(&mut self) {
+        self.refresh = true;
+    }
+
+    /// What a refresh made of its batches: changed (a new body), unchanged (304) and
+    /// failed (the old file kept); `None` for other runs.
+    fn refreshed(&self) -> Option<(u64, u64, u64)> {
+        let all = &self.all;
+        self.refresh
+            .then_some((all.ok - all.unchanged, all.unchanged, all.failed))
     }
 
     /// Notes how the chains of a `--follow-next` run ended, and how many are left
@@ -231,6 +255,11 @@ impl RunStats {
                 "failed": t.failed,
                 "unfinished": unfinished,
             })),
+            "refresh": self.refreshed().map(|(changed, unchanged, failed)| serde_json::json!({
+                "changed": changed,
+                "unchanged": unchanged,
+                "failed": failed,
+            })),
             "stopped_by": stopped_by,
             "exit_code": exit_code,
         })
@@ -297,6 +326,12 @@ impl RunStats {
                     0 => String::new(),
                     n => format!("; a Crawl-delay from {n}"),
                 }
+            );
+        }
+        if let Some((changed, unchanged, failed)) = self.refreshed() {
+            let _ = writeln!(
+                out,
+                "refresh: {changed} changed, {unchanged} unchanged, {failed} failed"
             );
         }
         if all.fetched() > 0 {
@@ -383,7 +418,31 @@ mod tests {
                 }
             },
             chain: None,
+            validators: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_refresh_says_what_changed() {
+        let mut stats = RunStats::new(1);
+        stats.set_refresh();
+        for i in 0..10 {
+            let mut r = report(i, 1000, i != 9);
+            if i < 6 {
+                r.outcome = Outcome::Unchanged { file: "f".into() };
+            }
+            stats.record(0, &r);
+        }
+        let text = stats.render("manifest: out/manifest.jsonl");
+        assert!(
+            text.contains("refresh: 3 changed, 6 unchanged, 1 failed"),
+            "{text}"
+        );
+        let json = stats.to_json(None, 1);
+        assert_eq!(json["refresh"]["changed"], 3);
+        assert_eq!(json["refresh"]["unchanged"], 6);
+        assert_eq!(json["refresh"]["failed"], 1);
+        assert!(RunStats::new(1).to_json(None, 0)["refresh"].is_null());
     }
 
     #[test]

@@ -85,11 +85,18 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
     let tls = serve_tls(args)?;
     // Every client connection is a descriptor here too.
     crate::open_files::raise();
-    let listeners = listen_on_every_core(addr, tls.is_some())?;
+    let (listeners, bound) = listen_on_every_core(addr)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
     let mut listeners = listeners.into_iter();
     let (main_runtime, main_listener) = listeners.next().context("no event loop")?;
+    // Caught before the address is out: a script may signal the server as soon as it
+    // has read it, and the other loops answer requests before this one runs.
+    let signals = {
+        let _inside = main_runtime.enter();
+        StopSignals::new().context("catching SIGINT and SIGTERM")?
+    };
+    announce(if tls.is_some() { "https" } else { "http" }, bound)?;
     let others = listeners
         .enumerate()
         .map(|(i, (runtime, listener))| {
@@ -107,7 +114,7 @@ pub fn serve_forever(args: &ServeArgs) -> anyhow::Result<Exit> {
         .context("starting the server threads")?;
     let signal_stop = Arc::clone(&stop);
     let served = main_runtime.block_on(tickers::serve(main_listener, options, tls, async move {
-        stop_signal().await;
+        signals.recv().await;
         let _ = signal_stop.send(true);
     }));
     // Also when this loop failed: the others must not serve on alone.
@@ -194,14 +201,14 @@ fn serve_tls(args: &ServeArgs) -> Result<Option<Arc<rustls::ServerConfig>>, Usag
         .map_err(|e| UsageError::new("--tls-cert", e))
 }
 
+/// The event loops of the server and where they listen.
+type Loops = Vec<(tokio::runtime::Runtime, tokio::net::TcpListener)>;
+
 /// One single-threaded event loop per core, all accepting from the one listening
 /// socket: like the workers, no work stealing between threads, and accepts in
 /// parallel. (Not SO_REUSEPORT: a second server on a taken port must still fail.)
-/// The bound address is printed once the socket listens.
-fn listen_on_every_core(
-    addr: SocketAddr,
-    tls: bool,
-) -> anyhow::Result<Vec<(tokio::runtime::Runtime, tokio::net::TcpListener)>> {
+/// Returns them with the bound address.
+fn listen_on_every_core(addr: SocketAddr) -> anyhow::Result<(Loops, SocketAddr)> {
     let loops = cpus::usable_cpus().len().max(1);
     let runtimes = (0..loops)
         .map(|_| {
@@ -227,24 +234,41 @@ fn listen_on_every_core(
         listeners.push((runtime, listener));
     }
     drop(socket);
-    let scheme = if tls { "https" } else { "http" };
+    Ok((listeners, bound))
+}
+
+/// Prints the address the server listens on: one line on stdout, for scripts, and one
+/// for people on stderr.
+fn announce(scheme: &str, bound: SocketAddr) -> io::Result<()> {
     let mut stdout = io::stdout();
     writeln!(stdout, "{scheme}://{bound}")?;
     stdout.flush()?;
     messages::line(format_args!(
         "serving the tickers API on {scheme}://{bound}/api/tickers/?start=0&limit=10 (Ctrl-C stops)"
     ));
-    Ok(listeners)
+    Ok(())
 }
 
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment this is made (within a runtime).
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for either.
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }

@@ -28,6 +28,7 @@ fn report(i: u64) -> FromWorker {
             file: format!("batch{}-{}.json", i * 10, i * 10 + 10),
         },
         chain: None,
+        validators: Default::default(),
     })
 }
 
@@ -62,6 +63,7 @@ fn frames(c: &mut Criterion) {
                 batch,
                 url: None,
                 page: None,
+                stored: None,
             })
             .collect(),
     );

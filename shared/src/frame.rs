@@ -151,6 +151,7 @@ mod tests {
                 file: format!("batch{i}.json"),
             },
             chain: None,
+            validators: Default::default(),
         })
     }
 

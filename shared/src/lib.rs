@@ -10,6 +10,7 @@ pub mod loadtest;
 pub mod plan;
 pub mod protocol;
 pub mod proxy;
+pub mod refresh;
 pub mod request;
 pub mod template;
 pub mod usage;

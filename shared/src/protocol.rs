@@ -14,6 +14,7 @@ use crate::chain::PageReport;
 use crate::config::WorkerConfig;
 use crate::loadtest::{LoadReport, LoadSpec, LoadStats};
 use crate::plan::Batch;
+use crate::refresh::{Stored, Validators};
 
 /// Bumped whenever a message changes shape; both sides must agree.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -29,6 +30,9 @@ pub struct Job {
     /// Under `--follow-next`, the page of the batch's chain, from 1: the worker reads
     /// the next page from it.
     pub page: Option<u64>,
+    /// What an earlier run stored for the batch, on a `--refresh`: the request is
+    /// conditional on its validators.
+    pub stored: Option<Box<Stored>>,
 }
 
 /// Coordinator → worker.
@@ -85,6 +89,12 @@ pub enum Outcome {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// A refresh's conditional request was answered 304 Not Modified: the file stored
+    /// before is kept as it is.
+    Unchanged {
+        /// File name, as stored before.
+        file: String,
+    },
     /// No file was written.
     Failed {
         /// What went wrong, for people.
@@ -134,6 +144,9 @@ pub struct JobReport {
     pub outcome: Outcome,
     /// Under `--follow-next`, the page and the next page it names.
     pub chain: Option<PageReport>,
+    /// The validators of the last response (`ETag`, `Last-Modified`), for the next
+    /// `--refresh`.
+    pub validators: Validators,
 }
 
 /// Totals a worker sends when it leaves.

@@ -500,3 +500,68 @@ pub fn assert_usage_error(url: &str, flags: &[&str], says: &str, dir: &Path) {
     assert!(stderr.contains(says), "{flags:?}: {stderr}");
     assert!(!dir.join("out").exists(), "{flags:?} wrote its --out");
 }
+
+/// nginx (Debian's nginx-light) serving the static files of `www` on a free loopback
+/// port, with these `listen` parameters (e.g. `ssl http2`) and extra `server`
+/// directives; each request is logged as `log_format` says to `dir/access.log`.
+/// Stopped on drop.
+pub struct Nginx {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx with its configuration, pid file and logs in `dir`.
+    pub fn start(dir: &Path, www: &Path, listen: &str, server: &str, log_format: &str) -> Nginx {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("nginx.conf");
+        fs::write(
+            &conf,
+            format!(
+                "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  log_format custom '{log_format}';\n  access_log {dir}/access.log custom;\n  server {{\n    listen 127.0.0.1:{port} {listen};\n    {server}\n    root {www};\n  }}\n}}\n",
+                dir = dir.display(),
+                www = www.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian's nginx-light; scripts/test installs it)");
+        let mut nginx = Nginx { child, port };
+        let up = eventually(Duration::from_secs(10), || {
+            matches!(nginx.child.try_wait(), Ok(None))
+                && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up,
+            "nginx did not start: {:?}",
+            fs::read_to_string(dir.join("error.log"))
+        );
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM, which nginx's master passes on to its workers before it exits (a
+    /// SIGKILL would leave them orphaned); SIGKILL only if it does not exit in time.
+    fn drop(&mut self) {
+        send_signal(self.child.id(), "TERM");
+        if wait_within(&mut self.child, Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

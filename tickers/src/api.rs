@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::conditional::{self, Conditions};
 use crate::pages::{tickers_csv, tickers_json};
 use crate::{Faults, MAX_LIMIT, Options, ROBOTS_PATH, cursor, echo, random_delay};
 
@@ -76,9 +77,24 @@ pub(crate) struct Pending {
     start: u64,
     limit: u64,
     csv: bool,
+    /// What the request's `If-None-Match` or `If-Modified-Since` ask, if it sent any.
+    conditions: Option<Box<Conditions>>,
 }
 
 impl Pending {
+    /// This page, for a request with these headers: conditional if they say so.
+    pub fn on_conditions(mut self, headers: &HeaderMap) -> Pending {
+        self.conditions = Conditions::of(headers);
+        self
+    }
+
+    /// Whether the request's conditions say the client holds the page tagged `etag`.
+    pub fn not_modified(&self, etag: &str) -> bool {
+        self.conditions
+            .as_ref()
+            .is_some_and(|c| c.not_modified(etag))
+    }
+
     /// The page's body and its content type.
     pub fn render(&self, coins: u64) -> (String, &'static str) {
         if self.csv {
@@ -152,6 +168,7 @@ pub(crate) fn answer(options: &Options, query: Option<&str>) -> Answer {
         start: page.start,
         limit: page.limit,
         csv,
+        conditions: None,
     })
 }
 
@@ -205,7 +222,11 @@ pub(crate) fn app(options: Options) -> Router {
     router
 }
 
-async fn tickers(State(options): State<Options>, RawQuery(query): RawQuery) -> Response {
+async fn tickers(
+    State(options): State<Options>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let pending = match answer(&options, query.as_deref()) {
         Answer::Now(reply) => {
             let mut response = (reply.status, reply.body).into_response();
@@ -216,7 +237,7 @@ async fn tickers(State(options): State<Options>, RawQuery(query): RawQuery) -> R
             }
             return response;
         }
-        Answer::Later(pending) => pending,
+        Answer::Later(pending) => pending.on_conditions(&headers),
     };
     if !pending.delay.is_zero() {
         tokio::time::sleep(pending.delay).await;
@@ -225,7 +246,15 @@ async fn tickers(State(options): State<Options>, RawQuery(query): RawQuery) -> R
     if pending.truncate {
         return truncated(body, kind);
     }
-    ([(header::CONTENT_TYPE, kind)], body).into_response()
+    let etag = conditional::etag(body.as_bytes());
+    let validators = [
+        (header::LAST_MODIFIED, conditional::LAST_MODIFIED.to_owned()),
+        (header::ETAG, etag),
+    ];
+    if pending.not_modified(&validators[1].1) {
+        return (StatusCode::NOT_MODIFIED, validators).into_response();
+    }
+    ([(header::CONTENT_TYPE, kind.to_owned())], validators, body).into_response()
 }
 
 /// `/echo`: what the request was, as JSON (413 for a body over the limit).

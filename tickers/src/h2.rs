@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::time::DelayQueue;
 
 use crate::api::{Answer, CUT_AFTER, Pending, Reply, answer, is_route};
-use crate::{Options, ROBOTS_PATH, coalesce, cursor, echo};
+use crate::{Options, ROBOTS_PATH, coalesce, conditional, cursor, echo};
 
 /// What a client sends first on an HTTP/2 connection with prior knowledge.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -144,10 +144,11 @@ fn begin(
             header,
             body,
         }) => reply(respond, status, header, body, head),
-        Answer::Later(page) if page.delay.is_zero() => {
-            send_page(respond, &page, options, head, due);
-        }
         Answer::Later(page) => {
+            let page = page.on_conditions(request.headers());
+            if page.delay.is_zero() {
+                return send_page(respond, &page, options, head, due);
+            }
             let delay = page.delay;
             due.insert(
                 Due::Page {
@@ -192,9 +193,18 @@ fn send_page(
     due: &mut DelayQueue<Due>,
 ) {
     let (body, kind) = page.render(options.coins);
-    let Some(response) = head_of(StatusCode::OK, Some(kind), None, body.len()) else {
+    let etag = conditional::etag(body.as_bytes());
+    if page.not_modified(&etag) {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        with_validators(&mut response, etag);
+        let _ = respond.send_response(response, true);
+        return;
+    }
+    let Some(mut response) = head_of(StatusCode::OK, Some(kind), None, body.len()) else {
         return;
     };
+    with_validators(&mut response, etag);
     let Ok(mut stream) = respond.send_response(response, head) else {
         return;
     };
@@ -229,6 +239,19 @@ fn reply(
         && !end
     {
         let _ = stream.send_data(Bytes::from(body), true);
+    }
+}
+
+/// Adds a page's `ETag` and `Last-Modified` to its response head.
+fn with_validators(response: &mut Response<()>, etag: String) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_static(conditional::LAST_MODIFIED),
+    );
+    // Quotes and hex digits: always a valid value.
+    if let Ok(etag) = HeaderValue::try_from(etag) {
+        headers.insert(header::ETAG, etag);
     }
 }
 
@@ -396,6 +419,55 @@ mod tests {
         let _ = stop.send(());
         drop(client);
         served.await.expect("server ends");
+    }
+
+    #[tokio::test]
+    async fn pages_carry_validators_and_a_conditional_request_for_one_gets_304() {
+        let (addr, _stop, _served) = start(delayed(5)).await;
+        let mut client = client(addr).await;
+        let path = "/api/tickers/?start=10&limit=4";
+        let (status, headers, body) = get(&mut client, Method::GET, path).await;
+        let page = tickers_json(10, 4, Options::default().coins);
+        assert_eq!(
+            (status, body.expect("body")),
+            (StatusCode::OK, page.clone().into_bytes())
+        );
+        let etag = headers[header::ETAG].to_str().expect("ASCII").to_owned();
+        assert_eq!(etag, conditional::etag(page.as_bytes()));
+        assert_eq!(headers[header::LAST_MODIFIED], conditional::LAST_MODIFIED);
+        for (name, value, status) in [
+            (
+                header::IF_NONE_MATCH,
+                etag.as_str(),
+                StatusCode::NOT_MODIFIED,
+            ),
+            (header::IF_NONE_MATCH, "\"other\"", StatusCode::OK),
+            (
+                header::IF_MODIFIED_SINCE,
+                conditional::LAST_MODIFIED,
+                StatusCode::NOT_MODIFIED,
+            ),
+        ] {
+            let request = Request::get(format!("http://{addr}{path}"))
+                .header(name.clone(), value)
+                .body(())
+                .expect("request");
+            let (response, _) = client.send_request(request, true).expect("send");
+            let response = response.await.expect("response");
+            assert_eq!(response.status(), status, "{name}: {value}");
+            assert_eq!(response.headers()[header::ETAG], etag.as_str());
+            let mut received = response.into_body();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = received.data().await {
+                bytes.extend_from_slice(&chunk.expect("chunk"));
+            }
+            let want = if status == StatusCode::OK {
+                page.len()
+            } else {
+                0
+            };
+            assert_eq!(bytes.len(), want, "{name}: {value}");
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,9 @@
 //! and error handling can be tested: 500s, 429 with `Retry-After`, dropped connections,
 //! truncated bodies and stalls.
 //!
+//! Every page carries validators (`ETag`, `Last-Modified`) and a conditional request
+//! for a page the client holds is answered 304 Not Modified (`conditional`).
+//!
 //! HTTP/1.1 connections are served by hyper and axum; connections that open with the
 //! HTTP/2 preface (h2c with prior knowledge) by a lean server on the h2 crate (`h2`),
 //! except when responses are compressed, which axum's layers do. Both deliver the
@@ -16,6 +19,7 @@
 
 mod api;
 mod coalesce;
+mod conditional;
 mod cursor;
 mod echo;
 mod h2;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 /// Fixed `info.time` so that responses are byte-for-byte reproducible.
-const EPOCH: u64 = 1_700_000_000;
+pub(crate) const EPOCH: u64 = 1_700_000_000;
 
 /// The exact body served for `?start=start&limit=limit` when `coins` coins exist.
 pub fn tickers_json(start: u64, limit: u64, coins: u64) -> String {

@@ -13,6 +13,7 @@ use shared::chain::PageReport;
 use shared::config::{RetryPolicy, WorkerConfig};
 use shared::plan::Batch;
 use shared::protocol::{Job, JobReport, Outcome};
+use shared::refresh::{Stored, Validators};
 use shared::template::{Template, Values};
 
 use crate::budget::{Budget, Charge};
@@ -132,14 +133,6 @@ pub struct Fetcher {
     throttles: OnceLock<mpsc::WeakUnboundedSender<Outgoing>>,
 }
 
-/// What a job's requests came to: the last status, the body or why there is none,
-/// and how many requests it took.
-struct Answer {
-    status: Option<u16>,
-    fetched: Result<Bytes, String>,
-    attempts: u32,
-}
-
 /// What a response said besides its status and body: its `Link` fields and, after
 /// redirects, the URL that answered. Read only for chain pages.
 type Meta = (Option<String>, Option<String>);
@@ -223,7 +216,12 @@ impl Fetcher {
     /// request, beside what is made of them, and ten thousand requests in flight each
     /// carry that state.
     fn run<C: Lean>(self: &Arc<Self>, job: Job) -> impl Future<Output = Fetched> + Send + 'static {
-        let Job { batch, url, page } = job;
+        let Job {
+            batch,
+            url,
+            page,
+            stored,
+        } = job;
         let url = match (url, &self.url) {
             (Some(url), _) => url,
             (None, Some(template)) => template.render(&batch.values()),
@@ -234,14 +232,28 @@ impl Fetcher {
             Some(template) => Payload::new(template.render(&batch.values()).into_bytes()),
             None => Payload::default(),
         };
+        // On a refresh, the request asks for the body only if it changed; a 304 keeps
+        // the file stored before, under its name.
+        let (body, kept) = match stored {
+            Some(stored) => {
+                let Stored {
+                    file, validators, ..
+                } = *stored;
+                (body.on_condition(Some(validators)), Some(file))
+            }
+            None => (body, None),
+        };
         let this = Arc::clone(self);
         async move {
             let started = Instant::now();
             let mut attempts = 0;
-            let (status, fetched, charge, meta): (_, _, _, Meta) = loop {
+            let (status, fetched, charge, meta, validators): (_, _, _, Meta, _) = loop {
                 attempts += 1;
                 let failure = match this.attempt::<C>(&url, &body).await {
-                    Ok(r) => break (Some(r.status), Ok(r.body), r.charge, (r.link, r.url)),
+                    Ok(r) => {
+                        let meta = (r.link, r.url);
+                        break (Some(r.status), Ok(r.body), r.charge, meta, r.validators);
+                    }
                     Err(failure) => failure,
                 };
                 let wait = retry::wait(
@@ -263,7 +275,16 @@ impl Fetcher {
                         })
                         .await;
                     }
-                    Err(error) => break (failure.status, Err(error), None, (None, None)),
+                    Err(error) => {
+                        let nothing = (None, None);
+                        break (
+                            failure.status,
+                            Err(error),
+                            None,
+                            nothing,
+                            Validators::default(),
+                        );
+                    }
                 }
             };
             let (fetched, chain) = match page {
@@ -271,13 +292,15 @@ impl Fetcher {
                 // Boxed, as the other rare paths are.
                 Some(page) => Box::pin(this.follow(batch, page, &url, fetched, meta)).await,
             };
-            let answer = Answer {
+            let ended = Ended {
                 status,
                 fetched,
+                validators,
+                kept,
                 attempts,
+                chain,
             };
-            let fetched = this.settle(batch, url, answer, started, chain);
-            match fetched {
+            match this.settle(batch, url, ended, started) {
                 (report, Some(body)) => Fetched::Store {
                     report,
                     body,
@@ -339,27 +362,33 @@ impl Fetcher {
         &self,
         batch: Batch,
         url: String,
-        answer: Answer,
+        ended: Ended,
         started: Instant,
-        chain: Option<PageReport>,
     ) -> (JobReport, Option<Bytes>) {
-        let Answer {
+        let Ended {
             status,
             fetched,
+            validators,
+            kept,
             attempts,
-        } = answer;
+            chain,
+        } = ended;
         let bytes = fetched.as_ref().map_or(0, |body| body.len() as u64);
-        let (outcome, to_store) = match fetched {
-            Ok(body) if self.out_dir.is_some() => {
+        let (outcome, to_store, validators) = match (fetched, kept) {
+            // Only a conditional request takes a 304 for an answer (see `attempt`).
+            (Ok(_), Some(file)) if status == Some(304) => {
+                (Outcome::Unchanged { file }, None, validators)
+            }
+            (Ok(body), _) if self.out_dir.is_some() => {
                 let values = Values {
                     page: chain.as_ref().map_or(1, |c| c.page),
                     ..batch.values()
                 };
                 let file = self.name.render(&values);
-                (Outcome::Saved { file }, Some(body))
+                (Outcome::Saved { file }, Some(body), validators)
             }
-            Ok(body) => (Outcome::Fetched { body: body.into() }, None),
-            Err(error) => (Outcome::Failed { error }, None),
+            (Ok(body), _) => (Outcome::Fetched { body: body.into() }, None, validators),
+            (Err(error), _) => (Outcome::Failed { error }, None, Validators::default()),
         };
         let report = JobReport {
             batch,
@@ -370,6 +399,7 @@ impl Fetcher {
             attempts,
             outcome,
             chain,
+            validators,
         };
         (report, to_store)
     }
@@ -427,9 +457,9 @@ impl Fetcher {
         }
     }
 
-    /// One request of `url` with `body`: the status and the whole response body. Plain
-    /// `http://` URLs go through the lean client `C` where there is one, the rest
-    /// through reqwest.
+    /// One request of `url` with `body`: a 2xx response, whole, or a 304 to a
+    /// conditional request. Plain `http://` URLs go through the lean client `C` where
+    /// there is one, the rest through reqwest.
     async fn attempt<C: Lean>(&self, url: &str, body: &Payload) -> Result<Response, Failure> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fetched = match C::of(self) {
@@ -472,12 +502,14 @@ impl Fetcher {
             fetched => fetched,
         }
         .map_err(|e| Failure::from_client(e, self.max_body))?;
-        if !(200..300).contains(&response.status) {
-            if matches!(response.status, 429 | 503) {
+        let status = response.status;
+        let not_modified = status == 304 && body.validators().is_some();
+        if !(200..300).contains(&status) && !not_modified {
+            if matches!(status, 429 | 503) {
                 self.throttled(url);
             }
             let retry_after = response.retry_after.as_deref();
-            return Err(Failure::status(response.status, retry_after, &self.retry));
+            return Err(Failure::status(status, retry_after, &self.retry));
         }
         Ok(response)
     }
@@ -506,4 +538,17 @@ impl Fetcher {
     pub fn hosts(&self) -> &Arc<HostGates> {
         &self.hosts
     }
+}
+
+/// How a job's attempts ended: the last status, the body (or the error) and its
+/// validators, the file a 304 keeps, how many attempts it took, and under
+/// `--follow-next` the page's place in its chain.
+struct Ended {
+    status: Option<u16>,
+    fetched: Result<Bytes, String>,
+    validators: Validators,
+    kept: Option<String>,
+    attempts: u32,
+    /// Under `--follow-next`, the page and the next page it names.
+    chain: Option<PageReport>,
 }

@@ -41,6 +41,7 @@ impl Open {
             batch: self.batch,
             url: Some(self.url.clone()),
             page: Some(self.page),
+            stored: None,
         }
     }
 }
@@ -158,6 +159,7 @@ impl Chains {
             batch: report.batch,
             url: Some(next.url.clone()),
             page: Some(chain.page + 1),
+            stored: None,
         })
     }
 
@@ -183,6 +185,7 @@ mod tests {
 
     fn report(index: u64, page: u64, url: &str, next: Option<&str>) -> JobReport {
         JobReport {
+            validators: Default::default(),
             batch: Batch::single(index),
             url: url.to_owned(),
             status: Some(200),
@@ -213,6 +216,7 @@ mod tests {
                 batch: Batch::single(i),
                 url: None,
                 page: None,
+                stored: None,
             };
             chains.start(&mut job);
             assert_eq!(job.page, Some(1));
@@ -290,6 +294,7 @@ mod tests {
             batch: Batch::single(0),
             url: None,
             page: None,
+            stored: None,
         };
         chains.start(&mut job);
         let mut r = report(0, 1, "http://h/0", None);

@@ -273,6 +273,7 @@ mod tests {
     /// or failed; naming `next`, or ending its chain with `end`.
     fn line(chain: u64, page: u64, next: Option<&str>, end: Option<ChainEnd>) -> Entry {
         let report = JobReport {
+            validators: Default::default(),
             batch: Batch::single(chain),
             url: format!("http://h/{chain}?p={page}"),
             status: Some(200),

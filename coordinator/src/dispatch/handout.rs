@@ -7,11 +7,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use shared::protocol::{Job, JobReport, ToWorker};
+use shared::refresh::Stored;
 
 use super::{Dispatch, MAX_CHUNK_BYTES};
 use crate::chain::Chains;
+use crate::manifest::Entry;
 use crate::messages;
 use crate::pool::Event;
+use crate::refresh;
 use crate::robots::Gate;
 use crate::signals::StopCause;
 use crate::sink::Sink;
@@ -30,18 +33,37 @@ impl Dispatch {
             ));
             return Ok(());
         }
-        held.remove(&index);
+        let Some(job) = held.remove(&index) else {
+            return Ok(());
+        };
         // The next page's job is made as its page is recorded, in one step: each page
         // of a chain is handed out, and recorded, once.
         let next = self.chains.as_mut().and_then(|c| c.on_report(report));
-        self.write_report(slot, report)?;
+        self.write_report(slot, report, job.stored.as_deref())?;
         self.retry.extend(next);
         Ok(())
     }
 
-    /// Writes a report to the manifest (or stdout) and counts it for `slot`.
-    fn write_report(&mut self, slot: usize, report: &JobReport) -> anyhow::Result<()> {
-        match self.sink.record(slot as u32, report) {
+    /// Writes a report to the manifest (or stdout) and counts it for `slot`; on a
+    /// refresh, its line says what became of the file `stored` before.
+    fn write_report(
+        &mut self,
+        slot: usize,
+        report: &JobReport,
+        stored: Option<&Stored>,
+    ) -> anyhow::Result<()> {
+        let recorded = match (&mut self.sink, &mut self.refresh) {
+            (Sink::Manifest(manifest), Some(appended)) => {
+                let entry = refresh::line(Entry::new(slot as u32, report), report, stored);
+                let recorded = manifest.record(&entry);
+                if recorded.is_ok() {
+                    appended.note(report.batch.index);
+                }
+                recorded
+            }
+            (sink, _) => sink.record(slot as u32, report),
+        };
+        match recorded {
             Err(e)
                 if e.kind() == io::ErrorKind::BrokenPipe
                     && matches!(self.sink, Sink::Stdout(_)) =>
@@ -150,7 +172,7 @@ impl Dispatch {
     /// fetched fail in place, and batches robots.txt disallows are skipped in place.
     fn record_unsent(&mut self, slot: usize) -> anyhow::Result<()> {
         for report in self.source.take_refused() {
-            self.write_report(slot, &report)?;
+            self.write_report(slot, &report, None)?;
         }
         let (skipped, more_now) = self
             .robots
@@ -158,7 +180,7 @@ impl Dispatch {
             .map(Gate::take_skipped)
             .unwrap_or_default();
         for report in skipped {
-            self.write_report(slot, &report)?;
+            self.write_report(slot, &report, None)?;
         }
         if more_now {
             // A slice of a plan robots.txt disallows was recorded; the rest follows

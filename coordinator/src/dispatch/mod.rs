@@ -36,6 +36,7 @@ use crate::plan::{Output, RunLimits};
 use crate::pool::{Event, Next, WorkerId, WorkerPool};
 use crate::prepare::{Settings, Target};
 use crate::progress::Progress;
+use crate::refresh::Appended;
 use crate::robots::Gate;
 use crate::signals::StopCause;
 use crate::sink::Sink;
@@ -69,6 +70,10 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
     } = settings;
     let pool = WorkerPool::new(workers as usize).context("setting up the workers")?;
     let skipped = crate::metrics::skipped_batches(&target, shard, &filter);
+    let refresh = match &filter {
+        Filter::Refresh(stored) => Some(stored.appended()),
+        _ => None,
+    };
     // Declared first so that it is dropped last, after every worker has stopped.
     let (source, builtin) = open_source(target, shard, filter, &mut config, &pool)?;
     let sink = match &output {
@@ -108,6 +113,10 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         dispatch.chains = Some(chains);
         dispatch.retry.extend(resumed);
     }
+    if refresh.is_some() {
+        dispatch.refresh = refresh;
+        dispatch.stats.set_refresh();
+    }
     dispatch.metrics = exporter.scrape(workers as usize, dispatch.config.concurrency, planned);
     dispatch.metrics.set_skipped(skipped);
     if robots == RobotsMode::Obey {
@@ -135,8 +144,16 @@ pub fn run(settings: Settings, exporter: &Exporter) -> anyhow::Result<Exit> {
         }
         _ => Ok(()),
     };
+    // A refresh appended a new line for each batch it reached: the old ones go.
+    let tidied = match (&output, &dispatch.refresh) {
+        (Output::Dir(dir), Some(appended)) => appended
+            .tidy(dir)
+            .context("tidying the manifest after the refresh"),
+        _ => Ok(()),
+    };
     let stopped_by = result?;
     cleaned?;
+    tidied?;
     if let Some(chains) = &dispatch.chains {
         dispatch.stats.set_chains(chains.tally, chains.unfinished());
     }
@@ -230,6 +247,9 @@ struct Dispatch {
     throttle: Option<Throttle>,
     /// With `--robots obey`, where fresh jobs wait for their host's robots.txt.
     robots: Option<Gate>,
+    /// On a `--refresh`, whose lines say what became of each batch: the batches that
+    /// have a new line.
+    refresh: Option<Appended>,
 }
 
 impl Dispatch {
@@ -286,6 +306,7 @@ impl Dispatch {
             routed: (0..workers).map(|_| VecDeque::new()).collect(),
             throttle: config.adaptive.then(|| Throttle::new(Instant::now())),
             robots: None,
+            refresh: None,
             config,
         }
     }

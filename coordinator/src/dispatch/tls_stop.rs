@@ -68,6 +68,7 @@ mod tests {
                 None => Outcome::Saved { file: "f".into() },
             },
             chain: None,
+            validators: Default::default(),
         }
     }
 

@@ -217,7 +217,7 @@ pub fn skipped_batches(target: &Target, shard: Shard, filter: &Filter) -> u64 {
         Target::UrlList(list) => list.total.map(|t| shard.len_of(t)),
     };
     match filter {
-        Filter::All => 0,
+        Filter::All | Filter::Refresh(_) => 0,
         Filter::Skip(done) => done.len(),
         Filter::Only(failed) => planned.map_or(0, |p| p.saturating_sub(failed.len())),
     }
@@ -403,6 +403,7 @@ mod tests {
                 None => Outcome::Saved { file: "f".into() },
             },
             chain: None,
+            validators: Default::default(),
         };
         m.record(0, &report(0, 1, None));
         assert_eq!(m.state.ok, 0);

@@ -48,6 +48,8 @@ pub enum Event {
 }
 
 /// What waiting for an event gave.
+// One `Next` is made per event and moved once: its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// An event.
     Event(Event),

@@ -105,6 +105,7 @@ async fn serve(
             batch: Batch::single(0),
             url: Some(format!("{origin}/robots.txt")),
             page: None,
+            stored: None,
         };
         let (answer, wake) = (answer.clone(), Arc::clone(&wake));
         fetcher.spawn(job, move |fetched| {

@@ -252,6 +252,7 @@ fn skipped(job: Job, url: String) -> JobReport {
         outcome: Outcome::Skipped { why: Skip::Robots },
         // Skipped before its chain started: the chain is not one.
         chain: None,
+        validators: Default::default(),
     }
 }
 

@@ -91,7 +91,7 @@ pub fn judge(report: &JobReport, token: &str) -> Verdict {
         }
         // "Unreachable": a server error or no answer disallows everything (§2.3.1.4).
         (Outcome::Failed { error }, _) => disallow(error.clone()),
-        (Outcome::Saved { .. } | Outcome::Skipped { .. }, _) => {
+        (Outcome::Saved { .. } | Outcome::Skipped { .. } | Outcome::Unchanged { .. }, _) => {
             disallow("robots.txt was not fetched".to_owned())
         }
     }
@@ -147,6 +147,7 @@ mod tests {
             attempts: 1,
             outcome,
             chain: None,
+            validators: Default::default(),
         }
     }
 

@@ -13,7 +13,9 @@ use reqwest::redirect::Policy;
 use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::ProxyConfig;
 
-use super::{Ask, ClientError, ConfigError, Response, Verb, header_map, one_line, redirect};
+use super::{
+    Ask, ClientError, ConfigError, Response, Verb, conditional, header_map, one_line, redirect,
+};
 use crate::budget::{Budget, Charge};
 use crate::hosts::HostGates;
 use crate::tls;
@@ -165,6 +167,7 @@ impl FullClient {
             ask = redirect::after(status, &self.verb.method, ask);
         };
         let status = response.status().as_u16();
+        let validators = conditional::of(response.headers());
         if !response.status().is_success() {
             let retry_after = response
                 .headers()
@@ -177,6 +180,7 @@ impl FullClient {
                 retry_after,
                 link: None,
                 url: None,
+                validators,
                 charge: None,
             });
         }
@@ -207,6 +211,7 @@ impl FullClient {
             retry_after: None,
             link,
             url: (at != original).then_some(at),
+            validators,
             charge: Some(charge),
         })
     }
@@ -224,6 +229,14 @@ impl FullClient {
         let request = self.accept(client.request(self.verb.method.clone(), url));
         let request = match &self.verb.content_type {
             Some(kind) => request.header(CONTENT_TYPE, kind.clone()),
+            None => request,
+        };
+        let request = match body.validators() {
+            Some(conditions) => {
+                let mut headers = HeaderMap::new();
+                conditional::insert(conditions, &mut headers);
+                request.headers(headers)
+            }
             None => request,
         };
         if self.verb.framed {

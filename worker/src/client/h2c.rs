@@ -20,11 +20,12 @@ use http::uri::Authority;
 use http::{HeaderMap, Request, Uri};
 use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::ProxyConfig;
+use shared::refresh::Validators;
 use tokio::io::BufReader;
 
 use super::headers::strip_connection_headers;
 use super::transport::{self, Connector};
-use super::{Ask, ClientError, Exchange, Response, Verb, one_line, redirect};
+use super::{Ask, ClientError, Exchange, Response, Verb, conditional, one_line, redirect};
 use crate::budget::{Budget, Charge};
 
 /// Flow-control windows: large, so that a thousand streams answering at once are not
@@ -252,6 +253,9 @@ impl H2cClient {
             if self.verb.framed {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(body.bytes().len()));
             }
+            if let Some(conditions) = body.validators() {
+                conditional::insert(conditions, headers);
+            }
         }
         Ok(request)
     }
@@ -434,6 +438,7 @@ impl Exchange for H2cClient {
             location,
             retry_after,
             link,
+            validators,
         } = read_head(head, announced_max, || {
             self.verb
                 .encoded_answer(format!("{}://{authority}{path}", scheme(tls)), ask)
@@ -447,6 +452,7 @@ impl Exchange for H2cClient {
             retry_after,
             link,
             url: None,
+            validators,
             charge: Some(charge),
         };
         Ok((fetched, location))
@@ -476,10 +482,12 @@ struct HeadFacts {
     retry_after: Option<String>,
     /// The `Link` fields, joined.
     link: Option<String>,
+    /// `ETag` and `Last-Modified`, for the next `--refresh`.
+    validators: Validators,
 }
 
-/// What a response head says: status, a redirect's `Location`, `Retry-After` and
-/// `Link`; an error for a compressed body (the full client decodes those) or a
+/// What a response head says: status, a redirect's `Location`, `Retry-After`, `Link`
+/// and the validators; an error for a compressed body (the full client decodes those) or a
 /// declared length over `max_body`.
 fn read_head(
     head: http::response::Parts,
@@ -514,6 +522,7 @@ fn read_head(
         location,
         retry_after: text(RETRY_AFTER).map(str::to_owned),
         link,
+        validators: conditional::of(&head.headers),
     })
 }
 

@@ -11,6 +11,7 @@
 //! `get` (reqwest); redirects are followed by hand for all of them ([`redirect`]), so
 //! that one rule decides which headers go where.
 
+pub mod conditional;
 mod error;
 pub mod full;
 pub mod h2c;
@@ -21,6 +22,7 @@ pub mod redirect;
 pub mod transport;
 
 use bytes::Bytes;
+use shared::refresh::Validators;
 
 use crate::budget::Charge;
 
@@ -40,6 +42,8 @@ pub struct Response {
     /// The URL that answered, when redirects led away from the one asked for: a
     /// relative next link is resolved against it.
     pub url: Option<String>,
+    /// Its `ETag` and `Last-Modified` (of a 2xx or a 304), for the next `--refresh`.
+    pub validators: Validators,
     /// What the body holds of the worker's budget: taken as the body arrived, given
     /// back when it is dropped (once stored). Requests that wait for an answer hold
     /// none, so that ten thousand in flight carry no charge in their state.
@@ -58,20 +62,40 @@ pub fn add_link(links: &mut Option<String>, value: &str) {
     }
 }
 
-/// A job's request body, rendered once for all its attempts: empty, and no
-/// allocation, when the run sends none.
+/// What a job's own request carries besides the run's headers, made once for all its
+/// attempts: its body (empty, and no allocation, when the run sends none) and, on a
+/// `--refresh`, the validators that make it conditional.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Payload(Box<[u8]>);
+pub struct Payload {
+    body: Box<[u8]>,
+    validators: Option<Box<Validators>>,
+}
 
 impl Payload {
     /// A body of these bytes.
     pub fn new(bytes: Vec<u8>) -> Payload {
-        Payload(bytes.into_boxed_slice())
+        Payload {
+            body: bytes.into_boxed_slice(),
+            validators: None,
+        }
+    }
+
+    /// This payload, asking for the body only if it is not the one these validators
+    /// describe (`If-None-Match`, `If-Modified-Since`); none, or empty ones, ask
+    /// unconditionally.
+    pub fn on_condition(mut self, validators: Option<Validators>) -> Payload {
+        self.validators = validators.filter(|v| !v.is_empty()).map(Box::new);
+        self
     }
 
     /// Its bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.body
+    }
+
+    /// The validators the request is conditional on, if it is.
+    pub fn validators(&self) -> Option<&Validators> {
+        self.validators.as_deref()
     }
 }
 

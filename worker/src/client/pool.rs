@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::h2c::H2cClient;
 use super::http1::{self, Content, Keep, ReadError};
 use super::transport::{Connector, Stream, host_of};
-use super::{Ask, ClientError, Exchange, Response, Verb, redirect};
+use super::{Ask, ClientError, Exchange, Response, Verb, conditional, redirect};
 use crate::budget::{Budget, Charge};
 use crate::tls;
 
@@ -100,7 +100,7 @@ impl Http1Client {
     }
 
     /// Writes the request `ask` says into `out`; through `proxy`, naming the whole URL
-    /// and carrying the proxy's credentials.
+    /// and carrying the proxy's credentials; conditional when its payload says so.
     fn write(
         &self,
         out: &mut Vec<u8>,
@@ -114,20 +114,34 @@ impl Http1Client {
         } else {
             &self.anonymous
         };
-        let (target, with_credentials);
-        let (path, headers) = match proxy {
+        let conditions = match ask {
+            Ask::Own(payload) => payload.validators(),
+            Ask::Get => None,
+        };
+        let target;
+        let (path, credentials) = match proxy {
             Some(proxy) => {
                 target = format!("http://{authority}{path}");
-                let mut lines = headers.clone();
-                if let Some(credentials) = &proxy.authorization {
-                    lines.extend_from_slice(b"Proxy-Authorization: ");
-                    lines.extend_from_slice(credentials.as_bytes());
-                    lines.extend_from_slice(b"\r\n");
-                }
-                with_credentials = lines;
-                (target.as_str(), &with_credentials)
+                (target.as_str(), proxy.authorization.as_deref())
             }
-            None => (path, headers),
+            None => (path, None),
+        };
+        // The prepared lines as they are, unless this request adds some of its own.
+        let with_more;
+        let headers = if credentials.is_some() || conditions.is_some() {
+            let mut lines = headers.clone();
+            if let Some(credentials) = credentials {
+                lines.extend_from_slice(b"Proxy-Authorization: ");
+                lines.extend_from_slice(credentials.as_bytes());
+                lines.extend_from_slice(b"\r\n");
+            }
+            if let Some(conditions) = conditions {
+                conditional::append_lines(conditions, &mut lines);
+            }
+            with_more = lines;
+            &with_more
+        } else {
+            headers
         };
         match ask {
             Ask::Get => http1::write_request(out, "GET", path, authority, headers, None),
@@ -175,7 +189,7 @@ impl Http1Client {
             let mut body = Vec::new();
             let mut charge = Charge::new(&self.budget);
             let head = if ask != Ask::Get && self.verb.is_head() {
-                http1::read_head_response(&mut *stream, &mut buf).await?
+                http1::read_head_response(&mut *stream, &mut buf, true).await?
             } else {
                 let keep = Keep::Into(&mut body, max_body, Some(&mut charge));
                 http1::read_response(&mut *stream, &mut buf, keep).await?
@@ -214,6 +228,7 @@ impl Http1Client {
             retry_after: response.retry_after,
             link: response.link,
             url: None,
+            validators: response.validators,
             charge: Some(charge),
         };
         Ok((fetched, location, response.keep_alive))

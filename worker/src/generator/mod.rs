@@ -515,7 +515,7 @@ async fn exchange(
         .await
         .map_err(|_| ErrorKind::Closed)?;
     let response = if state.verb.is_head() {
-        http1::read_head_response(&mut conn.stream, &mut conn.buf).await
+        http1::read_head_response(&mut conn.stream, &mut conn.buf, false).await
     } else {
         http1::read_response(&mut conn.stream, &mut conn.buf, http1::Keep::Count).await
     };

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use shared::refresh::Validators;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::budget::Charge;
@@ -50,6 +51,9 @@ pub struct Head {
     /// Whether the body came with a `Content-Encoding` (or a transfer coding) other
     /// than identity and chunked.
     pub encoded: bool,
+    /// Its `ETag` and `Last-Modified`, when they were asked for: a scrape keeps them
+    /// for the next `--refresh`; a load test, which only counts, reads past them.
+    pub validators: Validators,
 }
 
 /// How reading a response failed. After any of these the connection is closed.
@@ -96,13 +100,15 @@ pub enum Keep<'a> {
 }
 
 /// Reads one response from `io`, using `buf` (emptied first) as the read buffer.
-/// Interim responses (1xx but 101) before it are read and skipped.
+/// Interim responses (1xx but 101) before it are read and skipped. A body that is kept
+/// comes with its validators; one that is counted, without.
 pub async fn read_response(
     io: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     keep: Keep<'_>,
 ) -> Result<Head, ReadError> {
-    let (mut head, framing, head_end) = read_head(io, buf).await?;
+    let validators = matches!(keep, Keep::Into(..));
+    let (mut head, framing, head_end) = read_head(io, buf, validators).await?;
     if let (Keep::Into(_, max, _), Framing::Length(len)) = (&keep, &framing)
         && len > max
     {
@@ -143,22 +149,26 @@ pub async fn read_response(
 }
 
 /// Reads the response to a HEAD request from `io`, using `buf` (emptied first) as the
-/// read buffer: its head alone, whatever length it announces (RFC 9110 §9.3.2).
+/// read buffer: its head alone, whatever length it announces (RFC 9110 §9.3.2), with
+/// its validators when `validators` asks for them.
 pub async fn read_head_response(
     io: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
+    validators: bool,
 ) -> Result<Head, ReadError> {
-    let (mut head, _, head_end) = read_head(io, buf).await?;
+    let (mut head, _, head_end) = read_head(io, buf, validators).await?;
     // Bytes after the head were never asked for.
     head.keep_alive &= buf.len() == head_end;
     Ok(head)
 }
 
 /// Reads the head of the final response into `buf` (emptied first), skipping interim
-/// ones: what it says, how its body is framed, and where in `buf` the body starts.
+/// ones: what it says (its validators too when `validators`), how its body is framed,
+/// and where in `buf` the body starts.
 async fn read_head(
     io: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
+    validators: bool,
 ) -> Result<(Head, Framing, usize), ReadError> {
     buf.clear();
     let mut first_byte = None;
@@ -181,7 +191,7 @@ async fn read_head(
                         continue;
                     }
                     _ => {
-                        let (head, framing) = interpret(&parsed)?;
+                        let (head, framing) = interpret(&parsed, validators)?;
                         break (head, framing, start + len);
                     }
                 },
@@ -209,8 +219,12 @@ async fn read_head(
     Ok((head, framing, head_end))
 }
 
-/// What the head of a final response says, and how its body is framed.
-fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadError> {
+/// What the head of a final response says (with its validators when `validators`),
+/// and how its body is framed.
+fn interpret(
+    head: &httparse::Response<'_, '_>,
+    validators: bool,
+) -> Result<(Head, Framing), ReadError> {
     let status = head.code.ok_or(ReadError::Malformed("no status"))?;
     // HTTP/1.1 keeps a connection unless told otherwise, HTTP/1.0 only when asked.
     let (mut close, mut asked_to_keep) = (false, false);
@@ -219,6 +233,7 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadE
     let mut transfer: Option<bool> = None;
     let (mut location, mut retry_after, mut encoded) = (None, None, false);
     let mut link: Option<String> = None;
+    let (mut etag, mut last_modified) = (None, None);
     let text = |v: &[u8]| std::str::from_utf8(v).ok().map(|t| t.trim().to_owned());
     for h in head.headers.iter() {
         let name = h.name;
@@ -258,6 +273,10 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadE
             crate::client::add_link(&mut link, &value);
         } else if name.eq_ignore_ascii_case("content-encoding") {
             encoded |= !h.value.trim_ascii().eq_ignore_ascii_case(b"identity");
+        } else if validators && name.eq_ignore_ascii_case("etag") {
+            etag = std::str::from_utf8(h.value).ok();
+        } else if validators && name.eq_ignore_ascii_case("last-modified") {
+            last_modified = std::str::from_utf8(h.value).ok();
         }
     }
     if transfer.is_some() && length.is_some() {
@@ -286,6 +305,10 @@ fn interpret(head: &httparse::Response<'_, '_>) -> Result<(Head, Framing), ReadE
         retry_after,
         link,
         encoded,
+        validators: match validators {
+            true => Validators::new(etag, last_modified),
+            false => Validators::default(),
+        },
     };
     Ok((response, framing))
 }

@@ -168,11 +168,11 @@ fn a_request_with_content_says_its_type_and_length_and_ends_with_its_bytes() {
 fn the_answer_to_a_head_request_has_no_body_whatever_length_it_announces() {
     let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n";
     let mut io = wire;
-    let r = run(read_head_response(&mut io, &mut Vec::new())).unwrap();
+    let r = run(read_head_response(&mut io, &mut Vec::new(), false)).unwrap();
     assert_eq!((r.status, r.body, r.keep_alive), (200, 0, true));
     // Bytes after the head were not asked for: the connection is not reused.
     let mut io: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    let r = run(read_head_response(&mut io, &mut Vec::new())).unwrap();
+    let r = run(read_head_response(&mut io, &mut Vec::new(), false)).unwrap();
     assert!(!r.keep_alive);
 }
 
@@ -297,4 +297,38 @@ fn a_reset_before_the_first_byte_is_a_reset() {
         ReadError::Reset.describe(),
         "connection reset before the response"
     );
+}
+
+/// Reads one response from `wire`, keeping its body (up to `max` bytes).
+fn read_kept(wire: &[u8], max: u64) -> (Result<Head, ReadError>, Vec<u8>) {
+    let mut body = Vec::new();
+    let head = run(read_response(
+        &mut tokio_test_reader(wire),
+        &mut Vec::new(),
+        Keep::Into(&mut body, max, None),
+    ));
+    (head, body)
+}
+
+#[test]
+fn kept_bodies_come_with_their_validators_and_a_304_has_no_body() {
+    let wire: &[u8] = b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nContent-Length: 2\r\n\r\nhi";
+    let r = read_kept(wire, 100).0.unwrap();
+    assert_eq!(r.validators.etag.as_deref(), Some("\"v1\""));
+    assert_eq!(
+        r.validators.last_modified.as_deref(),
+        Some("Tue, 14 Nov 2023 22:13:20 GMT")
+    );
+    // Counted bodies (a load test) read past them.
+    let (counted, _) = run(read_all(wire));
+    assert!(counted.unwrap().validators.is_empty());
+    // A 304 ends with its head, whatever length it names, and the connection is kept.
+    let (r, kept) = read_kept(
+        b"HTTP/1.1 304 Not Modified\r\nETag: W/\"v1\"\r\nContent-Length: 2\r\n\r\n",
+        100,
+    );
+    let r = r.unwrap();
+    assert_eq!((r.status, r.body, r.keep_alive), (304, 0, true));
+    assert_eq!(r.validators.etag.as_deref(), Some("W/\"v1\""));
+    assert!(kept.is_empty());
 }
