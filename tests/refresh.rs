@@ -100,7 +100,17 @@ fn a_refresh_replaces_the_pages_that_changed_and_keeps_the_file_of_one_that_fail
     let same = Server::start(&["--coins", "1000"]);
     let pages: Vec<(&Server, u64)> = (0..6).map(|i| (&same, i * 10)).collect();
     fs::write(&list, url_list(&pages)).unwrap();
-    let scrape = ["--urls", "urls.txt", "--name", "p{index}.json", "-o", "out"];
+    // The servers' logs and stops concern the pages alone: no robots.txt.
+    let scrape = [
+        "--urls",
+        "urls.txt",
+        "--name",
+        "p{index}.json",
+        "-o",
+        "out",
+        "--robots",
+        "ignore",
+    ];
     assert_exit(&run(&scrape, dir.path()), 0);
     let out = dir.path().join("out");
     let before = snapshot(&out);
@@ -122,7 +132,16 @@ fn a_refresh_replaces_the_pages_that_changed_and_keeps_the_file_of_one_that_fail
         .map(|i| (if i < 3 { &same } else { &more }, i * 10))
         .collect();
     fs::write(&list, url_list(&pages)).unwrap();
-    let refresh = ["--refresh", "-o", "out", "--json", "--retries", "0"];
+    let refresh = [
+        "--refresh",
+        "-o",
+        "out",
+        "--json",
+        "--retries",
+        "0",
+        "--robots",
+        "ignore",
+    ];
     let again = run(&refresh, dir.path());
     assert_exit(&again, 0);
     assert_eq!(refreshed(&again.stdout), (3, 3, 0));
@@ -194,7 +213,17 @@ fn against_nginx_only_the_files_that_changed_are_fetched_again() {
         .map(|i| format!("http://127.0.0.1:{}/p{i}.json\n", nginx.port))
         .collect();
     fs::write(dir.path().join("urls.txt"), urls).unwrap();
-    let scrape = ["--urls", "urls.txt", "--name", "p{index}.json", "-o", "out"];
+    // The servers' logs and stops concern the pages alone: no robots.txt.
+    let scrape = [
+        "--urls",
+        "urls.txt",
+        "--name",
+        "p{index}.json",
+        "-o",
+        "out",
+        "--robots",
+        "ignore",
+    ];
     assert_exit(&run(&scrape, dir.path()), 0);
     let out = dir.path().join("out");
     let first = lines_by_index(&out);
@@ -216,7 +245,8 @@ fn against_nginx_only_the_files_that_changed_are_fetched_again() {
     let log = dir.path().join("access.log");
     let logged = || fs::read_to_string(&log).unwrap_or_default();
     let seen = logged().lines().count();
-    let again = run(&["--refresh", "-o", "out", "--json"], dir.path());
+    let refresh = ["--refresh", "-o", "out", "--json", "--robots", "ignore"];
+    let again = run(&refresh, dir.path());
     assert_exit(&again, 0);
     assert_eq!(refreshed(&again.stdout), (4, 8, 0));
     // nginx writes a log line once it has answered: waited for, not assumed.

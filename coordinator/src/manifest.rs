@@ -308,7 +308,8 @@ pub fn rewrite_lines(dir: &Path, mut keep: impl FnMut(u64, &Entry) -> bool) -> i
     result
 }
 
-/// The numbers of the lines of `dir`'s manifest whose batch has a later line. Only
+/// The numbers of the lines of `dir`'s manifest whose batch has a later line (chain
+/// pages, which share their chain's index, aside). Only
 /// batches seen twice are held one by one: a manifest without such lines costs the runs
 /// of its indices.
 fn superseded_lines(dir: &Path) -> io::Result<IndexSet> {
@@ -318,6 +319,10 @@ fn superseded_lines(dir: &Path) -> io::Result<IndexSet> {
     let mut superseded = IndexSet::default();
     let mut entries = read(dir)?.quietly();
     while let Some(entry) = entries.next() {
+        // A chain has a line per page under one index: its own scan sorts them out.
+        if entry.page.is_some() {
+            continue;
+        }
         if !seen.contains(entry.index) {
             seen.insert(entry.index);
         } else if let Some(earlier) = last.insert(entry.index, entries.line()) {
@@ -331,7 +336,8 @@ fn superseded_lines(dir: &Path) -> io::Result<IndexSet> {
     let mut firsts = IndexSet::default();
     let mut entries = read(dir)?.quietly();
     while let Some(entry) = entries.next() {
-        if last.contains_key(&entry.index) && !firsts.contains(entry.index) {
+        if entry.page.is_none() && last.contains_key(&entry.index) && !firsts.contains(entry.index)
+        {
             firsts.insert(entry.index);
             superseded.insert(entries.line());
         }
