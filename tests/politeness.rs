@@ -21,6 +21,11 @@ struct Counting {
 
 impl Counting {
     fn start(delay: Duration) -> Counting {
+        Counting::with_robots(delay, None)
+    }
+
+    /// One that answers `/robots.txt` with `robots` (not counted as a request).
+    fn with_robots(delay: Duration, robots: Option<&'static str>) -> Counting {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let arrivals = Arc::new(Mutex::new(Vec::new()));
@@ -31,7 +36,7 @@ impl Counting {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let (a, m, now) = (Arc::clone(&a), Arc::clone(&m), Arc::clone(&now));
-                thread::spawn(move || serve(stream, delay, &a, &m, &now));
+                thread::spawn(move || serve(stream, delay, robots, &a, &m, &now));
             }
         });
         Counting {
@@ -73,6 +78,7 @@ impl Counting {
 fn serve(
     stream: TcpStream,
     delay: Duration,
+    robots: Option<&str>,
     arrivals: &Mutex<Vec<Instant>>,
     most: &AtomicUsize,
     now: &AtomicUsize,
@@ -113,13 +119,28 @@ fn serve(
         if received == 0 {
             return;
         }
-        if pending.is_empty() {
+        let starts = pending.is_empty();
+        pending.extend_from_slice(&buf[..received]);
+        if let Some(text) = robots
+            && pending.starts_with(b"GET /robots.txt ")
+        {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                pending.drain(..end + 4);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len());
+                if writer.write_all(head.as_bytes()).is_err()
+                    || writer.write_all(text.as_bytes()).is_err()
+                {
+                    return;
+                }
+            }
+            continue;
+        }
+        if starts {
             arrivals
                 .lock()
                 .unwrap()
                 .push(stamp.map_or_else(Instant::now, wall));
         }
-        pending.extend_from_slice(&buf[..received]);
         // One request at a time per connection: answered once its head is whole.
         while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
             pending.drain(..end + 4);
@@ -177,6 +198,24 @@ fn a_per_host_rate_holds_for_all_workers_together_and_hosts_go_in_parallel() {
     let (a_first, a_last) = a.span();
     let (b_first, b_last) = b.span();
     assert!(b_first < a_last && a_first < b_last);
+}
+
+#[test]
+fn a_crawl_delay_in_robots_txt_becomes_the_hosts_rate_for_every_worker() {
+    let server = Counting::with_robots(Duration::ZERO, Some("User-agent: *\nCrawl-delay: 0.1\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let list = url_list(dir.path(), &[&server], 40);
+    let mut cmd = coordinator();
+    cmd.arg("--urls")
+        .arg(&list)
+        .args(["-w", "2", "-o", "out"])
+        .current_dir(dir.path());
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 0);
+    assert_eq!(server.requests(), 40);
+    // One request per 100 ms, both workers together (each keeps to its half).
+    let busiest = server.busiest_second();
+    assert!(busiest <= 12, "{busiest} requests within one second");
 }
 
 #[test]

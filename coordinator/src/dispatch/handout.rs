@@ -161,6 +161,9 @@ impl Dispatch {
             None => self.source.take(n, max_bytes),
         };
         let mut fresh = fresh.context("reading the URL list")?;
+        // The answers taken in may carry a Crawl-delay: the workers hear of it before
+        // they get the host's batches.
+        self.apply_crawl_delays();
         if let Some(chains) = &mut self.chains {
             // Each batch of the plan starts a chain.
             fresh.iter_mut().for_each(|job| chains.start(job));

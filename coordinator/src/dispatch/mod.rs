@@ -247,6 +247,8 @@ struct Dispatch {
     throttle: Option<Throttle>,
     /// With `--robots obey`, where fresh jobs wait for their host's robots.txt.
     robots: Option<Gate>,
+    /// The hosts whose `Crawl-delay` the workers were told.
+    delayed: std::collections::HashSet<String>,
     /// On a `--refresh`, whose lines say what became of each batch: the batches that
     /// have a new line.
     refresh: Option<Appended>,
@@ -306,6 +308,7 @@ impl Dispatch {
             routed: (0..workers).map(|_| VecDeque::new()).collect(),
             throttle: config.adaptive.then(|| Throttle::new(Instant::now())),
             robots: None,
+            delayed: std::collections::HashSet::new(),
             refresh: None,
             config,
         }
@@ -401,6 +404,30 @@ impl Dispatch {
             at = at.min(raise);
         }
         at
+    }
+
+    /// Makes each `Crawl-delay` robots.txt gave a host's rate, for every worker,
+    /// unless the run sets `--per-host-rate`: one request per delay, all workers
+    /// together. Applied once per host as its robots.txt comes in, before any of its
+    /// batches is handed out (they wait for it).
+    pub(super) fn apply_crawl_delays(&mut self) {
+        if self.config.per_host.rate.is_some() {
+            return;
+        }
+        let Some(gate) = &self.robots else {
+            return;
+        };
+        let new: Vec<(String, f64)> = gate
+            .crawl_delays()
+            .iter()
+            .filter(|(origin, _)| !self.delayed.contains(*origin))
+            .map(|(origin, delay)| (origin.clone(), 1.0 / delay.as_secs_f64().max(1e-3)))
+            .collect();
+        for (origin, rate) in new {
+            self.delayed.insert(origin.clone());
+            // The workers name hosts with their port spelled out.
+            self.send_rate(&origin_of(&format!("{origin}/")), Some(rate));
+        }
     }
 
     /// Tells every running worker its share of `origin`'s adaptive rate: all of it
