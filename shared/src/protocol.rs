@@ -56,6 +56,9 @@ pub enum ToWorker {
     /// Stop early: start no queued job (they go unreported), finish those in flight,
     /// say `Bye` and exit.
     Stop,
+    /// Nothing new will come, only jobs of a worker that died: connections that
+    /// finish from now on are closed rather than kept for jobs that will not come.
+    Drained,
     /// The rate at which this worker may send to a host that answered 429 or 503
     /// (adaptive throttling); `None` lifts it.
     HostRate {

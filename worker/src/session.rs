@@ -15,7 +15,6 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::client::ConfigError;
 use crate::fault::{FAULT_VAR, Fault, FaultKind};
 use crate::fetch::{Fetched, Fetcher};
-use crate::hosts::HostGates;
 use crate::ipc::{FrameReader, FrameWriter, Outgoing};
 use crate::lag::LagProbe;
 
@@ -83,7 +82,7 @@ pub async fn serve(
     let fault = Fault::from_env().map(Arc::new);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let jobs = read_jobs(input, stop_tx, Arc::clone(fetcher.hosts()));
+    let jobs = read_jobs(input, stop_tx, Arc::clone(&fetcher));
     let limit = config.concurrency.max(1) as usize;
     let slots = Arc::new(Semaphore::new(limit));
     let outcome = run_jobs(jobs, stop_rx, &fetcher, &slots, &report_tx, fault).await;
@@ -108,7 +107,7 @@ pub async fn serve(
 fn read_jobs(
     input: impl AsyncRead + Unpin + Send + 'static,
     stop: watch::Sender<bool>,
-    hosts: Arc<HostGates>,
+    fetcher: Arc<Fetcher>,
 ) -> mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -121,8 +120,16 @@ fn read_jobs(
                     let _ = stop.send(true);
                     break;
                 }
+                Ok(Some(ToWorker::Drained)) => {
+                    // Connections that finish now would only idle until exit. Until
+                    // then they are kept, also while the queue is empty for a moment
+                    // between two chunks: that must not cost every connection (over
+                    // TLS, every handshake).
+                    fetcher.expect_more_jobs(false);
+                    continue;
+                }
                 Ok(Some(ToWorker::HostRate { origin, rate })) => {
-                    hosts.set_rate(&origin, rate);
+                    fetcher.hosts().set_rate(&origin, rate);
                     continue;
                 }
                 Ok(Some(other)) => Err(WorkerError::Unexpected(format!("{other:?}"))),
@@ -146,8 +153,6 @@ async fn run_jobs(
     fault: Option<Arc<Fault>>,
 ) -> Result<(), WorkerError> {
     loop {
-        // Nothing queued: connections that finish now would only idle until exit.
-        fetcher.expect_more_jobs(!jobs.is_empty());
         let chunk = tokio::select! {
             chunk = jobs.recv() => match chunk {
                 Some(chunk) => chunk?,
@@ -155,7 +160,6 @@ async fn run_jobs(
             },
             _ = stopped(&mut stop) => return Ok(()),
         };
-        fetcher.expect_more_jobs(true);
         for job in chunk {
             let slot = tokio::select! {
                 slot = Arc::clone(slots).acquire_owned() => match slot {

@@ -247,6 +247,12 @@ impl Dispatch {
             && self.routed[slot].is_empty()
             && self.chains.as_ref().is_none_or(Chains::all_ended);
         let s = &mut self.slots[slot];
+        if drained && !s.drained && !s.finishing && self.pool.is_running(slot) {
+            s.drained = true;
+            if let Err(e) = self.pool.send(slot, &ToWorker::Drained) {
+                messages::warn(format_args!("telling worker {slot} it is drained: {e}"));
+            }
+        }
         if drained && s.held.is_empty() && !s.finishing && self.pool.is_running(slot) {
             s.finishing = true;
             if let Err(e) = self.pool.send(slot, &ToWorker::Finish) {

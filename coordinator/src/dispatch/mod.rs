@@ -205,6 +205,8 @@ struct Slot {
     last_report: Instant,
     /// Whether its current silence was already warned about.
     warned: bool,
+    /// `Drained` was sent: nothing new will come to it.
+    drained: bool,
 }
 
 struct Dispatch {
@@ -282,6 +284,7 @@ impl Dispatch {
                     done: false,
                     last_report: Instant::now(),
                     warned: false,
+                    drained: false,
                 })
                 .collect(),
             cpus,
@@ -338,6 +341,7 @@ impl Dispatch {
         s.done = false;
         s.last_report = Instant::now();
         s.warned = false;
+        s.drained = false;
         Ok(())
     }
 
