@@ -3,16 +3,18 @@
 # crates.io, aiohttp from PyPI), starts targets on loopback, runs this tool and its
 # peers on the same workloads in the same run, and writes BENCHMARKS.md.
 #
-#   scripts/bench.sh                   # full suite (about 20 minutes)
+#   scripts/bench.sh                   # full suite (about 27 minutes)
 #   BENCH_SECONDS=5 scripts/bench.sh   # shorter load runs
 #   BENCH_ONLY=scrape_rate BENCH_BIN=target/debug/coordinator BENCH_REPS=1 scripts/bench.sh
 #                                      # a smoke run of one group, into target/bench-partial.md
 #
 # BENCH_ONLY takes a comma-separated list of groups: load (against nginx and over
-# HTTP/2; needs nginx, wrk and oha), scrape, scrape_scaling, scrape_rate, inflight10k,
-# inflight100k, criterion. Only what the chosen groups need is installed. BENCH_BIN
-# runs that binary instead of building the release one; BENCH_OUT names the report
-# (default BENCHMARKS.md, or target/bench-partial.md with BENCH_ONLY).
+# HTTP/2; needs nginx, wrk and oha), scrape, tls (scrape and load over HTTPS against
+# nginx with a private CA made here; needs nginx, wrk, oha, openssl and aiohttp),
+# scrape_scaling, scrape_rate, inflight10k, inflight100k, criterion. Only what the
+# chosen groups need is installed. BENCH_BIN runs that binary instead of building the
+# release one; BENCH_OUT names the report (default BENCHMARKS.md, or
+# target/bench-partial.md with BENCH_ONLY).
 #
 # Every measured command is checked, not believed: rusage.py exits with the command's
 # exit code and records it, and scripts/bench/validate.py checks the output on its own
@@ -29,7 +31,7 @@ repo=$(pwd)
 secs=${BENCH_SECONDS:-10}
 reps=${BENCH_REPS:-3}
 only=${BENCH_ONLY:-}
-groups="load scrape scrape_scaling scrape_rate inflight10k inflight100k criterion"
+groups="load scrape tls scrape_scaling scrape_rate inflight10k inflight100k criterion"
 for g in ${only//,/ }; do
     case " $groups " in
     *" $g "*) ;;
@@ -47,13 +49,13 @@ else
 fi
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if selected load; then
-    if ! need nginx || ! need wrk; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk
+if selected load || selected tls; then
+    if ! need nginx || ! need wrk || ! need openssl; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk openssl
     fi
     need oha || cargo install oha --locked
 fi
-if selected scrape || selected inflight10k; then
+if selected scrape || selected tls || selected inflight10k; then
     python3 -c 'import aiohttp' 2>/dev/null || pip install -q aiohttp
 fi
 if [ -n "${BENCH_BIN:-}" ]; then
@@ -147,7 +149,7 @@ template="$tickers/api/tickers/?start={start}&limit={limit}"
 
 # ---- the pages every scrape must store, fetched once, apart from the tools --------
 ref_pages=0
-for g in scrape:10000 scrape_scaling:40000 scrape_rate:2000 inflight10k:10000 inflight100k:100000; do
+for g in scrape:10000 tls:10000 scrape_scaling:40000 scrape_rate:2000 inflight10k:10000 inflight100k:100000; do
     if selected "${g%%:*}" && [ "${g#*:}" -gt "$ref_pages" ]; then ref_pages=${g#*:}; fi
 done
 if [ "$ref_pages" -gt 0 ]; then
@@ -293,6 +295,214 @@ PY
     done
 fi
 
+# ---- HTTPS: scrape and load mode against nginx over TLS ----------------------------
+# A private CA made here signs a certificate for 127.0.0.1 and localhost (ECDSA P-256).
+# nginx (1 worker; TLS 1.2 and 1.3, session cache and tickets on, as a real server)
+# serves the same 10,000 tickers pages as the scrape group, as files, and the load
+# group's small JSON page, on two ports: one that offers HTTP/2 and HTTP/1.1 by ALPN,
+# and one that speaks HTTP/1.1 only (this tool's scrapes take HTTP/2 wherever the
+# server offers it, so that is where its HTTP/1.1 client over TLS is measured). Its
+# access log gives every request's protocol, connection and whether its TLS session
+# was resumed: load runs are checked against its count, each run's protocol against
+# the one asked for, and the tables show how many connections (and so handshakes) each
+# tool made. The worker's CPU time (from /proc) is recorded around each run as the
+# server's share.
+tls_static=
+tls_listen=
+if selected tls; then
+    t=$work/tls
+    mkdir -p "$t/www/t" "$t/nginx"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+        -subj /CN=bench-private-ca -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+        -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$t/san.ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 30 -extfile "$t/san.ext" -out "$t/server.pem" 2>/dev/null
+
+    # The pages nginx serves: page i (start=10i) as www/t/{10i}_10.json, fetched from the
+    # tickers API apart from the reference that the scrapes are checked against.
+    tls_pages=10000
+    python3 - "$tickers" "$tls_pages" "$t/fetch.cfg" <<'PY'
+import sys
+base, pages, cfg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(cfg, "w") as f:
+    for i in range(pages):
+        s = i * 10
+        f.write(f'url = "{base}/api/tickers/?start={s}&limit=10"\noutput = "{s}_10.json"\n')
+PY
+    if ! curl -sS --fail --parallel --parallel-max 16 --output-dir "$t/www/t" -K "$t/fetch.cfg" 2>"$t/fetch.err"; then
+        note "bench.sh: fetching the pages for nginx: $(tail -n 3 "$t/fetch.err")"
+        exit 1
+    fi
+    curl -sS --fail -o "$t/www/tickers.json" "$tickers/api/tickers/?start=0&limit=8"
+    # This tool fetches each host's robots.txt once by default: nginx answers as a site
+    # that allows everything (a 404 would too, but every status is checked to be a 200).
+    printf 'User-agent: *\nAllow: /\n' >"$t/www/robots.txt"
+
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    tls_port=$(free_port)
+    tls_port1=$(free_port)
+    while [ "$tls_port1" = "$tls_port" ]; do tls_port1=$(free_port); done
+    # HTTP/2 is switched on by `http2 on;` from nginx 1.25.1 on, by `listen ... http2` before.
+    ngx_version=$(nginx -v 2>&1 | sed -n 's|^nginx version: nginx/\([0-9.]*\).*|\1|p')
+    if [ "$(printf '%s\n' 1.25.1 "$ngx_version" | sort -V | head -n1)" = 1.25.1 ]; then
+        tls_listen="listen 127.0.0.1:$tls_port ssl; http2 on;"
+    else
+        tls_listen="listen 127.0.0.1:$tls_port ssl http2;"
+    fi
+    # What both servers serve.
+    tls_site="ssl_certificate $t/server.pem;
+        ssl_certificate_key $t/server.key;
+        root $t/www;
+        location = /robots.txt { default_type text/plain; }
+        location = /api/tickers/ {
+            if (\$args !~ \"^start=[0-9]+&limit=[0-9]+\$\") { return 404; }
+            try_files /t/\${arg_start}_\${arg_limit}.json =404;
+        }"
+    tls_log=$t/nginx/access.log
+    cat >"$t/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $t/nginx/nginx.pid;
+error_log $t/nginx/error.log;
+events { worker_connections 65536; }
+http {
+    default_type application/json;
+    log_format bench '\$status \$server_protocol \$ssl_protocol \$ssl_session_reused \$connection';
+    access_log $tls_log bench buffer=64k flush=1s;
+    keepalive_requests 1000000000;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    server {
+        $tls_listen
+        $tls_site
+    }
+    server {
+        listen 127.0.0.1:$tls_port1 ssl;
+        $tls_site
+    }
+}
+CONF
+    nginx -p "$t/nginx" -c "$t/nginx/nginx.conf" -g 'daemon off;' &
+    tls_nginx=$!
+    pids+=("$tls_nginx")
+    tls_base=https://127.0.0.1:$tls_port
+    tls_base1=https://127.0.0.1:$tls_port1
+    tls_static=$tls_base/tickers.json
+    for _ in $(seq 100); do curl -sf --cacert "$t/ca.pem" -o /dev/null "$tls_static" && break; sleep 0.05; done
+    curl -sS --fail --cacert "$t/ca.pem" -o /dev/null "$tls_static"
+    for base in "$tls_base" "$tls_base1"; do
+        curl -sS --fail --cacert "$t/ca.pem" -o "$t/page1.json" "$base/api/tickers/?start=10&limit=10"
+        if ! cmp -s "$t/page1.json" "$t/www/t/10_10.json"; then
+            note "bench.sh: nginx does not serve the tickers page it was given ($base)"
+            exit 1
+        fi
+    done
+    note "nginx $ngx_version on $tls_base ($tls_listen) and $tls_base1 (HTTP/1.1 only); tickers API on $tickers"
+
+    # nginx runs one worker: its user + system time in clock ticks (0 when it cannot be read).
+    tls_worker=$(cat "/proc/$tls_nginx/task/$tls_nginx/children" 2>/dev/null || true)
+    tls_worker=${tls_worker%% *}
+    hz=$(getconf CLK_TCK)
+    server_ticks() {
+        if [ -n "$tls_worker" ] && [ -r "/proc/$tls_worker/stat" ]; then
+            awk '{print $14 + $15}' "/proc/$tls_worker/stat"
+        else
+            echo 0
+        fi
+    }
+    # nginx writes its log through a 64 KiB buffer that it flushes within a second: a
+    # run's lines are all there 1.2 s after it ended (and the ones before it are too).
+    sleep 1.2
+    # One run: sets $usage and $status (measure), $log_from (where its lines start in
+    # the access log) and $server_cpu (the nginx worker's CPU seconds meanwhile).
+    tls_measure() { # cmd...
+        local ticks
+        log_from=$(stat -c %s "$tls_log")
+        ticks=$(server_ticks)
+        measure "$work/out" "$@"
+        sleep 1.2
+        server_cpu=$(awk -v a="$ticks" -v b="$(server_ticks)" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz}')
+    }
+    # A scrape of the 10,000 pages into dir: the files against the reference, nginx's
+    # log for the protocol (- for any), the statuses and at least one request a page.
+    tls_scrape_case() { # rep name dir protocol cmd...
+        local rep=$1 name=$2 dir=$3 protocol=$4 pages_check proto=()
+        shift 4
+        if [ "$protocol" != - ]; then proto=(--protocol "$protocol"); fi
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        tls_measure "$@"
+        check_with pages --ref "$work/ref.json" --dir "$dir" --pages "$tls_pages" --names range
+        pages_check=$check
+        check_with access-log --log "$tls_log" --offset "$log_from" --requests "$tls_pages" "${proto[@]}"
+        record tls_scrape "$name" "$usage" "$pages_check" "$check" "{\"rep\": $rep, \"server_cpu_s\": $server_cpu}"
+        rm -rf "$dir"
+    }
+    # A load run: the tool's statuses and errors, its count against nginx's log (in
+    # flight at the end of -z, up to 2 x 50 requests reach nginx that the tool does not
+    # count), and the protocol.
+    tls_load_case() { # group name tool protocol rep cmd...
+        local group=$1 name=$2 tool=$3 protocol=$4 rep=$5
+        shift 5
+        tls_measure "$@"
+        check_with load --tool "$tool" --report "$work/out" --access-log "$tls_log" --log-offset "$log_from" \
+            --protocol "$protocol" --slack 100
+        record "$group" "$name" "$usage" "$check" "{\"rep\": $rep, \"server_cpu_s\": $server_cpu}"
+    }
+
+    # Scrape mode: 100 requests in flight for every tool (this tool: 2 workers x 50).
+    # Against the first port this tool and curl both choose HTTP/2 by ALPN (the protocol
+    # is not asserted there: it is what nginx logs); against the HTTP/1.1-only port both
+    # keep a pool of HTTP/1.1 connections. aiohttp speaks HTTP/1.1 only.
+    for base in "$tls_base" "$tls_base1"; do
+        python3 - "$base" "$tls_pages" "$t/curl-${base##*:}.cfg" <<'PY'
+import sys
+base, pages, cfg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(cfg, "w") as f:
+    for i in range(pages):
+        s = i * 10
+        f.write(f'url = "{base}/api/tickers/?start={s}&limit=10"\noutput = "batch{s}-{s + 10}.json"\n')
+PY
+    done
+    tls_template="$tls_base/api/tickers/?start={start}&limit={limit}"
+    tls_template1="$tls_base1/api/tickers/?start={start}&limit={limit}"
+    tls_range=0..$((tls_pages * 10))
+    for rep in $(seq "$reps"); do
+        note "HTTPS scrape mode, rep $rep"
+        tls_scrape_case "$rep" coordinator "$work/s/ours" - \
+            "$bin" --workers 2 --concurrency 50 --cacert "$t/ca.pem" --url "$tls_template" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
+        tls_scrape_case "$rep" "coordinator --http2" "$work/s/ours" HTTP/2.0 \
+            "$bin" --workers 2 --concurrency 50 --http2 --cacert "$t/ca.pem" --url "$tls_template" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
+        tls_scrape_case "$rep" "coordinator, HTTP/1.1 server" "$work/s/ours" HTTP/1.1 \
+            "$bin" --workers 2 --concurrency 50 --cacert "$t/ca.pem" --url "$tls_template1" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
+        tls_scrape_case "$rep" "curl --parallel" "$work/s/curl" - \
+            curl -sS --fail --parallel --parallel-max 100 --cacert "$t/ca.pem" --output-dir "$work/s/curl" -K "$t/curl-$tls_port.cfg"
+        tls_scrape_case "$rep" "curl --parallel, HTTP/1.1 server" "$work/s/curl" HTTP/1.1 \
+            curl -sS --fail --parallel --parallel-max 100 --cacert "$t/ca.pem" --output-dir "$work/s/curl" -K "$t/curl-$tls_port1.cfg"
+        tls_scrape_case "$rep" "python asyncio+aiohttp" "$work/s/py" HTTP/1.1 \
+            python3 "$repo/scripts/bench/peer_asyncio.py" --url-template "$tls_template" --range "$tls_range" --batch 10 --concurrency 100 --cacert "$t/ca.pem" --out "$work/s/py"
+    done
+
+    # Load mode: 50 connections, against the small page. wrk cannot take a CA and does not
+    # verify; oha is told not to (--insecure); this tool verifies against the CA.
+    # HTTP/2 has no new-connection-per-request row: this tool refuses --http2 with
+    # --no-keepalive, and oha keeps its connections with --http2 --disable-keepalive.
+    for rep in $(seq "$reps"); do
+        note "HTTPS load mode, keep-alive, rep $rep"
+        tls_load_case tls_keepalive wrk wrk HTTP/1.1 "$rep" wrk -t2 -c50 -d"${secs}s" "$tls_static"
+        tls_load_case tls_keepalive oha oha HTTP/1.1 "$rep" oha --no-tui --output-format json -z "${secs}s" -c 50 --insecure "$tls_static"
+        tls_load_case tls_keepalive coordinator coordinator HTTP/1.1 "$rep" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" "$tls_static"
+        tls_load_case tls_keepalive "oha --http2" oha HTTP/2.0 "$rep" oha --no-tui --output-format json -z "${secs}s" -c 50 --insecure --http2 "$tls_static"
+        tls_load_case tls_keepalive "coordinator --http2" coordinator HTTP/2.0 "$rep" "$bin" load --http2 -w 2 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" "$tls_static"
+        note "HTTPS load mode, a new connection per request, rep $rep"
+        tls_load_case tls_close wrk wrk HTTP/1.1 "$rep" wrk -t2 -c50 -d"${secs}s" -H "Connection: close" "$tls_static"
+        tls_load_case tls_close oha oha HTTP/1.1 "$rep" oha --no-tui --output-format json -z "${secs}s" -c 50 --insecure --disable-keepalive "$tls_static"
+        tls_load_case tls_close coordinator coordinator HTTP/1.1 "$rep" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" --no-keepalive "$tls_static"
+    done
+fi
+
 # ---- scaling with workers against a server that is not the bottleneck ---------------
 # Each page is answered after 20 ms, so the server mostly waits: with 100 requests in
 # flight per worker, throughput should grow with the workers until CPU runs out.
@@ -389,6 +599,8 @@ if selected criterion; then
     fi
 fi
 
+mkdir -p -- "$(dirname -- "$report")"
 python3 "$repo/scripts/bench/report.py" "$results" "$work/criterion.txt" \
-    --seconds "$secs" --reps "$reps" --body-bytes "$body_bytes" --static-url "${static:-}" >"$report"
+    --seconds "$secs" --reps "$reps" --body-bytes "$body_bytes" --static-url "${static:-}" \
+    --tls-static-url "$tls_static" --tls-listen "$tls_listen" >"$report"
 note "wrote $report"

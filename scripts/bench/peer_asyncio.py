@@ -14,7 +14,9 @@ and reads "ok" from the JSON object this script prints on stdout.
 
 How it works:
 - one aiohttp.ClientSession whose connector keeps up to --concurrency keep-alive
-  connections;
+  connections; for https:// URLs, --cacert FILE gives it an ssl.SSLContext that trusts
+  exactly the CAs in FILE (ssl.create_default_context(cafile=FILE): certificate and
+  host name verified), else Python's default context over the system's store;
 - batches come from a generator; a task is created for a batch only after a slot of
   an asyncio.Semaphore(--concurrency) is acquired, so at most --concurrency requests
   (and tasks) exist at once, whatever the size of the range;
@@ -39,6 +41,7 @@ import asyncio
 import collections
 import json
 import os
+import ssl
 import sys
 import time
 
@@ -129,7 +132,10 @@ class Scraper:
             if not task.cancelled() and task.exception() is not None:
                 crashed.append(task.exception())
 
-        connector = aiohttp.TCPConnector(limit=a.concurrency)
+        # https:// trusts exactly --cacert when given (as curl's --cacert), else the
+        # system's store (aiohttp's default).
+        tls = ssl.create_default_context(cafile=a.cacert) if a.cacert else True
+        connector = aiohttp.TCPConnector(limit=a.concurrency, ssl=tls)
         timeout = aiohttp.ClientTimeout(total=a.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             for index, start, end in batches(*a.range, a.batch):
@@ -157,6 +163,8 @@ def main() -> int:
     ap.add_argument("--threaded-writes", action="store_true",
                     help="write files through asyncio.to_thread instead of on the loop")
     ap.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
+    ap.add_argument("--cacert", metavar="FILE",
+                    help="for https://: trust exactly the CAs in this PEM file (an ssl.SSLContext)")
     a = ap.parse_args()
     check_template(ap, "--url-template", a.url_template)
     loop_factory = peer_loop_factory(ap, a.uvloop)

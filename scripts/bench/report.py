@@ -84,14 +84,15 @@ def render(rows, criterion, a, machine=True):
       "the client left to the server; CPU time per request (user + system, all processes of the "
       "client, from `getrusage` of its children) is the figure to compare.\n")
 
-    p("## Load mode (client CPU per request, against nginx)\n")
-    p(f"Target: nginx 1 worker serving a {a.body_bytes}-byte JSON file at `{a.static_url}`; 50 connections, "
-      f"{a.seconds} s per run.\n")
-    p("```")
-    p(f"wrk -t2 -c50 -d{a.seconds}s [-H 'Connection: close'] URL")
-    p(f"oha --no-tui --output-format json -z {a.seconds}s -c 50 [--disable-keepalive] [-q R] URL")
-    p(f"coordinator load -w 2 -c 50 -z {a.seconds}s --json --quiet [--no-keepalive] [--rate R] URL")
-    p("```\n")
+    if any(everything(g) for g in ("keepalive", "close", "rate", "h2load", "scaling")):
+        p("## Load mode (client CPU per request, against nginx)\n")
+        p(f"Target: nginx 1 worker serving a {a.body_bytes}-byte JSON file at `{a.static_url}`; 50 connections, "
+          f"{a.seconds} s per run.\n")
+        p("```")
+        p(f"wrk -t2 -c50 -d{a.seconds}s [-H 'Connection: close'] URL")
+        p(f"oha --no-tui --output-format json -z {a.seconds}s -c 50 [--disable-keepalive] [-q R] URL")
+        p(f"coordinator load -w 2 -c 50 -z {a.seconds}s --json --quiet [--no-keepalive] [--rate R] URL")
+        p("```\n")
     verdicts = []
 
     def runs_of(g, name, failed_cells, title=None):
@@ -266,6 +267,9 @@ def render(rows, criterion, a, machine=True):
         else:
             verdicts.append(f"Scaling: {not_measured('scrape_scaling', '1' if not one else '2')}")
 
+    if everything("tls_scrape") or everything("tls_keepalive") or everything("tls_close"):
+        https_section(p, verdicts, group, everything, runs_of, not_measured, a, machine)
+
     if everything("inflight10k") or everything("inflight100k"):
         p("## The seed's experiment: requests in flight, each answered after 2-4 s\n")
         p("Target: `coordinator serve --delay 2000..4000` (the article's 2-4 s jobs, over real HTTP).\n")
@@ -353,12 +357,186 @@ def render(rows, criterion, a, machine=True):
     return "\n".join(out)
 
 
+def https_section(p, verdicts, group, everything, runs_of, not_measured, a, machine):
+    """The "HTTPS" section: scrape and load mode against nginx over TLS (the tls group)."""
+
+    def share(rs):
+        """The median share of connections with a resumed TLS session."""
+        return median(rs, lambda r: r.get("resumed_connections", 0) / max(r.get("connections", 0), 1))
+
+    def protocol(rs):
+        """What nginx logged: HTTP protocol(s) and TLS version(s) of the runs."""
+        protos, tls = set(), set()
+        for r in rs:
+            protos.update((r.get("protocols") or {}).keys())
+            tls.update((r.get("tls_versions") or {}).keys())
+        return ", ".join(sorted(protos)) + (" over " + ", ".join(sorted(tls)) if tls else "")
+
+    def server_cpu(rs, count_key):
+        """nginx's worker CPU per page or request, or None when it could not be read."""
+        if not all(r.get("server_cpu_s") for r in rs):
+            return None
+        return median(rs, lambda r: r["server_cpu_s"] * 1e6 / max(r[count_key], 1))
+
+    def fmt(x, spec=".1f", none="?"):
+        return none if x is None else format(x, spec)
+
+    def ratio(x, y, spec=".2f"):
+        """x / y as `1.23x`, or blank when y was not measured."""
+        return "" if y != y else f"{x / y:{spec}}x"
+
+    p("## HTTPS (against nginx over TLS, with a private CA)\n")
+    nginx = sh("nginx -v 2>&1 | sed 's/^nginx version: //'") if machine else "nginx"
+    p(f"Target: {nginx}, 1 worker, `{a.tls_listen}` (HTTP/2 and HTTP/1.1 by ALPN) and a second server "
+      "on another port with `listen ... ssl;` alone (HTTP/1.1 only), TLS 1.2 and 1.3 with its session cache and "
+      "session tickets on (as a real server), an ECDSA P-256 certificate for 127.0.0.1 and localhost "
+      "signed by a private CA that `scripts/bench.sh` makes with openssl. The tools that verify "
+      "trust exactly that CA (`--cacert`; for aiohttp an `ssl.SSLContext` from "
+      "`ssl.create_default_context(cafile=...)`); wrk cannot take a CA and does not verify, and oha "
+      "is run with `--insecure`. The protocol, the connections and the share of them whose TLS "
+      "session was resumed are what nginx's access log says of each run; server CPU is nginx's "
+      "worker's user + system time during the run (from /proc). wrk and curl use OpenSSL, oha and "
+      "this tool rustls, aiohttp Python's ssl (OpenSSL).\n")
+
+    if everything("tls_scrape"):
+        p("### Scrape mode: 10,000 pages to files over HTTPS\n")
+        p("nginx serves the same pages as the scrape group (the tickers API's pages, fetched once and "
+          "served as files) on two ports: PORT offers HTTP/2 and HTTP/1.1 by ALPN, PORT1 (the rows "
+          "\"HTTP/1.1 server\") HTTP/1.1 only. Every tool keeps 100 requests in flight and writes each "
+          "page to its own file, checked byte for byte against the tickers server's pages. nginx "
+          "also serves a robots.txt that allows everything, which this tool fetches once per host "
+          "(its `--robots obey` default; that request and its connection are counted in its rows).\n")
+        p("```")
+        p("coordinator --workers 2 --concurrency 50 [--http2] --cacert ca.pem --url 'https://127.0.0.1:PORT[1]/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --json --quiet")
+        p("curl -sS --fail --parallel --parallel-max 100 --cacert ca.pem --output-dir DIR -K urls.cfg   # url/output pairs, https://127.0.0.1:PORT[1]/...")
+        p("python3 scripts/bench/peer_asyncio.py --url-template 'https://...' --range 0..100000 --batch 10 --concurrency 100 --cacert ca.pem --out DIR")
+        p("```\n")
+        p("| tool | protocol | connections | resumed | pages/s | CPU µs/page | server CPU µs/page | pages/s vs curl | CPU/page vs curl | pages/s vs Python |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        curl, py = "curl --parallel", "python asyncio+aiohttp"
+        curl_rate = median(group("tls_scrape", curl), lambda r: r["pages"] / r["wall_s"])
+        curl_cpu = median(group("tls_scrape", curl), lambda r: cpu_per(r, "pages"))
+        py_rate = median(group("tls_scrape", py), lambda r: r["pages"] / r["wall_s"])
+        figures = {}
+        curl1 = "curl --parallel, HTTP/1.1 server"
+        scrapers = ("coordinator", "coordinator --http2", "coordinator, HTTP/1.1 server", curl, curl1, py)
+        for name in scrapers:
+            if not everything("tls_scrape", name):
+                continue
+            rs = runs_of("tls_scrape", name, f"| {name} | | | | failed | | | | | |",
+                         name.startswith("coordinator") and f"HTTPS scrape, `{name}`")
+            if not rs:
+                continue
+            rate = median(rs, lambda r: r["pages"] / r["wall_s"])
+            cpu = median(rs, lambda r: cpu_per(r, "pages"))
+            conns = median(rs, lambda r: r.get("connections", 0))
+            figures[name] = (rate, cpu)
+            p(f"| {name} | {protocol(rs)} | {conns:,.0f} | {share(rs):.0%} | {rate:,.0f} | {cpu:.1f} | "
+              f"{fmt(server_cpu(rs, 'pages'))} | {ratio(rate, curl_rate)} | {ratio(cpu, curl_cpu)} | "
+              f"{ratio(rate, py_rate, '.1f')} |")
+        p("\nConnections: those nginx saw requests on during the run (median of the runs); each is "
+          "a TLS handshake, and resumed is the share of them that resumed a TLS session (the others "
+          "were full handshakes: certificate sent and verified). Where the server offers HTTP/2, "
+          "curl and this tool (with or without `--http2`) choose it and multiplex their requests "
+          "on one connection (per worker for this tool); against the HTTP/1.1-only server both keep "
+          "a pool of HTTP/1.1 connections.\n")
+        for name in ("coordinator", "coordinator --http2", "coordinator, HTTP/1.1 server"):
+            if name not in figures:
+                continue
+            rate, cpu = figures[name]
+            missing = [n for n in (curl, py) if not group("tls_scrape", n)]
+            if missing:
+                verdicts.append(f"HTTPS scrape, `{name}`: {not_measured('tls_scrape', missing[0])}")
+                continue
+            parts = [(rate / curl_rate, rate >= 1.5 * curl_rate, "{:.2f}x curl's pages/s (target ≥ 1.5x)"),
+                     (rate / py_rate, rate >= 8 * py_rate, "{:.2f}x the Python peer's (target ≥ 8x)"),
+                     (cpu / curl_cpu, cpu <= 0.7 * curl_cpu, "{:.2f}x curl's CPU/page (target ≤ 0.7x)")]
+            text = ", ".join(f.format(x) + ("" if ok else " (missed)") for x, ok, f in parts)
+            ok = all(ok for _, ok, _ in parts)
+            if name.endswith("HTTP/1.1 server") and curl1 in figures:
+                text += (f" (against curl on the same HTTP/1.1 server: {rate / figures[curl1][0]:.2f}x its "
+                         f"pages/s, {cpu / figures[curl1][1]:.2f}x its CPU/page)")
+            verdicts.append(f"HTTPS scrape, `{name}`: {rate:,.0f} pages/s at {cpu:.1f} µs CPU/page: {text}: "
+                            f"**{'met' if ok else 'missed'}**")
+
+    load_names = {"tls_keepalive": ("wrk", "oha", "coordinator", "oha --http2", "coordinator --http2"),
+                  "tls_close": ("wrk", "oha", "coordinator")}
+    if everything("tls_keepalive") or everything("tls_close"):
+        p("### Load mode over TLS, 50 connections\n")
+        p(f"Against the load group's small JSON page, served by the same nginx (`{a.tls_static_url}`); "
+          f"{a.seconds} s per run.\n")
+        p("```")
+        p(f"wrk -t2 -c50 -d{a.seconds}s [-H 'Connection: close'] URL")
+        p(f"oha --no-tui --output-format json -z {a.seconds}s -c 50 --insecure [--http2 | --disable-keepalive] URL")
+        p(f"coordinator load -w 2 -c 50 -z {a.seconds}s --json --quiet --cacert ca.pem [--http2 | --no-keepalive] URL")
+        p("```\n")
+    for g, title in (("tls_keepalive", "keep-alive"), ("tls_close", "a new connection per request")):
+        if not everything(g):
+            continue
+        p(f"#### {title}\n")
+        p("| tool | protocol | requests/s | client CPU µs/request | vs wrk | vs oha (same protocol) | "
+          "server CPU µs/request | connections | resumed | peak RSS (all processes) |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        per = {}
+        for name in load_names[g]:
+            if group(g, name):
+                per[name] = median(group(g, name), lambda r: cpu_per(r, "requests"))
+        wrk = per.get("wrk", float("nan"))
+        for name in load_names[g]:
+            if not everything(g, name):
+                continue
+            rs = runs_of(g, name, f"| {name} | | failed | | | | | | | |")
+            if not rs:
+                continue
+            cpu = per[name]
+            oha = per.get("oha --http2" if name.endswith("--http2") else "oha", float("nan"))
+            rps = median(rs, lambda r: r["requests"] / r["wall_s"])
+            rss = median(rs, lambda r: r.get("peak_rss_kib_tree") or r["max_rss_kib_single"])
+            conns = median(rs, lambda r: r.get("connections", 0))
+            p(f"| {name} | {protocol(rs)} | {rps:,.0f} | {cpu:.1f} | {ratio(cpu, wrk)} | {ratio(cpu, oha)} | "
+              f"{fmt(server_cpu(rs, 'requests'))} | {conns:,.0f} | {share(rs):.0%} | {rss / 1024:.1f} MiB |")
+        p("")
+        targets = [("coordinator", "HTTP/1.1", "oha")]
+        if g == "tls_keepalive":
+            targets.append(("coordinator --http2", "HTTP/2", "oha --http2"))
+        limit = 1.1 if g == "tls_keepalive" else 1.2
+        for name, proto, oha_name in targets:
+            if not everything(g, name):
+                continue
+            label = f"HTTPS load, {title}, {proto}"
+            if name not in per or "wrk" not in per:
+                verdicts.append(f"{label}: {not_measured(g, name if name not in per else 'wrk')}")
+                continue
+            cpu = per[name]
+            ok = cpu <= limit * per["wrk"]
+            text = (f"{label}: CPU/request {cpu:.1f} µs vs wrk{' (HTTP/1.1)' if proto == 'HTTP/2' else ''} "
+                    f"{per['wrk']:.1f} ({cpu / per['wrk']:.2f}x, target ≤ {limit}x)")
+            if g == "tls_keepalive":
+                if oha_name in per:
+                    ok = ok and cpu < per[oha_name]
+                    text += f" and `{oha_name}` {per[oha_name]:.1f} (target: below)"
+                else:
+                    ok = False
+                    text += f" and `{oha_name}` not measured (target: below)"
+            verdicts.append(f"{text}: **{'met' if ok else 'missed'}**")
+    if everything("tls_keepalive") or everything("tls_close"):
+        p("Resumed: the share of the connections whose TLS session nginx resumed (a TLS 1.3 "
+          "pre-shared key from a session ticket: no certificate sent or verified, the key exchange "
+          "still made). With a new connection per request every tool resumes its sessions, so those "
+          "handshakes are resumed ones, not full ones; a full handshake would need nginx's session "
+          "cache and tickets off, which no real server does. Neither this tool nor oha opens a new "
+          "HTTP/2 connection per request (this tool refuses `--http2 --no-keepalive`; oha's "
+          "`--http2 --disable-keepalive` keeps its connections), so HTTP/2 has a keep-alive row only. "
+          "wrk has no HTTP/2: the HTTP/2 rows are compared with its HTTP/1.1 figure.\n")
+
+
 def self_test():
     """Renders made-up rows and checks that failed runs never enter a figure."""
-    a = argparse.Namespace(seconds=10, reps=3, body_bytes=2146, static_url="http://127.0.0.1:1/tickers.json")
+    a = argparse.Namespace(seconds=10, reps=3, body_bytes=2146, static_url="http://127.0.0.1:1/tickers.json",
+                           tls_static_url="https://127.0.0.1:2/tickers.json", tls_listen="listen 127.0.0.1:2 ssl http2;")
 
     def row(group, name, rep, cpu_s, count, exit_code=0, ok=True, **extra):
-        key = "pages" if group.startswith(("scrape", "inflight")) else "requests"
+        key = "pages" if group.startswith(("scrape", "inflight", "tls_scrape")) else "requests"
         return {"group": group, "name": name, "rep": rep, "wall_s": 1.0, "cpu_s": cpu_s, key: count,
                 "peak_rss_kib_tree": 10240, "max_rss_kib_single": 10240, "exit_code": exit_code,
                 "valid": ok, "why": None if ok else "checked and wrong", **extra}
@@ -375,6 +553,22 @@ def self_test():
         row("scrape", "coordinator", 1, 0.2, 10_000), row("scrape", "coordinator", 2, 0.2, 7_000, exit_code=1),
         row("scrape_rate", "coordinator", 1, 0.5, 2000, span_s=9.99, max_window=200, min_window=200,
             requests=2000),
+    ]
+    h2 = {"protocols": {"HTTP/2.0": 10_000}, "tls_versions": {"TLSv1.3": 10_000}}
+    h1 = {"protocols": {"HTTP/1.1": 10_000}, "tls_versions": {"TLSv1.3": 10_000}}
+    rows += [
+        row("tls_scrape", "curl --parallel", 1, 0.6, 10_000, connections=1, server_cpu_s=0.3, **h2),
+        row("tls_scrape", "python asyncio+aiohttp", 1, 2.4, 10_000, connections=100, server_cpu_s=0.5, **h1),
+        row("tls_scrape", "coordinator", 1, 0.3, 10_000, connections=100, server_cpu_s=0.4, **h1),
+        row("tls_scrape", "coordinator --http2", 1, 0.3, 10_000, exit_code=1, **h2),
+        row("tls_scrape", "coordinator, HTTP/1.1 server", 1, 0.3, 10_000, connections=100, **h1),
+        row("tls_scrape", "curl --parallel, HTTP/1.1 server", 1, 0.6, 10_000, connections=100, **h1),
+        row("tls_keepalive", "wrk", 1, 1.2, 100_000, connections=50, resumed_connections=0, **h1),
+        row("tls_keepalive", "oha", 1, 1.3, 100_000, connections=50, **h1),
+        row("tls_keepalive", "coordinator", 1, 1.0, 100_000, connections=50, **h1),
+        row("tls_keepalive", "coordinator --http2", 1, 1.0, 100_000, connections=50, **h2),
+        row("tls_close", "wrk", 1, 50.0, 100_000, connections=100_000, resumed_connections=99_000, **h1),
+        row("tls_close", "coordinator", 1, 61.0, 100_000, connections=100_000, resumed_connections=100_000, **h1),
     ]
     text = render(rows, "", a, machine=False)
     failures = []
@@ -394,7 +588,25 @@ def self_test():
     expect("failed runs are listed", text.count("| keepalive |") == 2 and "| close | coordinator | 1 | 3 |" in text
            and "| scrape | coordinator | 2 | 1 | exited with 1 |" in text)
     expect("the rate verdict", "2,000 requests over 9.99 s (target 10 s ± 2%), busiest second 200 (target ≤ 220): **met**" in text)
+    expect("an HTTPS scrape row", "| coordinator | HTTP/1.1 over TLSv1.3 | 100 | 0% | 10,000 | 30.0 | 40.0 | 1.00x | 0.50x | 1.0x |"
+           in text)
+    expect("an HTTPS scrape verdict", "HTTPS scrape, `coordinator`: 10,000 pages/s at 30.0 µs CPU/page: 1.00x curl's "
+           "pages/s (target ≥ 1.5x) (missed), 1.00x the Python peer's (target ≥ 8x) (missed), 0.50x curl's CPU/page "
+           "(target ≤ 0.7x): **missed**" in text)
+    expect("the HTTP/1.1 server against curl on it", "0.50x curl's CPU/page (target ≤ 0.7x) (against curl on the "
+           "same HTTP/1.1 server: 1.00x its pages/s, 0.50x its CPU/page): **missed**" in text)
+    expect("a failed HTTPS scrape", "HTTPS scrape, `coordinator --http2`: **not measured**" in text)
+    expect("HTTPS keep-alive verdict", "HTTPS load, keep-alive, HTTP/1.1: CPU/request 10.0 µs vs wrk 12.0 (0.83x, "
+           "target ≤ 1.1x) and `oha` 13.0 (target: below): **met**" in text)
+    expect("HTTPS keep-alive HTTP/2 without oha --http2", "HTTPS load, keep-alive, HTTP/2: CPU/request 10.0 µs vs wrk "
+           "(HTTP/1.1) 12.0 (0.83x, target ≤ 1.1x) and `oha --http2` not measured (target: below): **missed**" in text)
+    expect("HTTPS close verdict", "HTTPS load, a new connection per request, HTTP/1.1: CPU/request 610.0 µs vs wrk "
+           "500.0 (1.22x, target ≤ 1.2x): **missed**" in text)
+    expect("resumed share", "| 100,000 | 99% |" in text)
     expect("no nan anywhere", "nan" not in text)
+    tls_only = render([r for r in rows if r["group"].startswith("tls_")], "", a, machine=False)
+    expect("no load section without load rows", "## Load mode (client CPU" not in tls_only
+           and "## HTTPS" in tls_only)
     every_valid = render([r for r in rows if valid(r)], "", a, machine=False)
     expect("no failed run: said so", "None: every run exited 0" in every_valid)
     for f in failures:
@@ -415,6 +627,8 @@ def main():
     ap.add_argument("--reps", type=int)
     ap.add_argument("--body-bytes", type=int)
     ap.add_argument("--static-url")
+    ap.add_argument("--tls-static-url", default="")
+    ap.add_argument("--tls-listen", default="")
     a = ap.parse_args()
     rows = [json.loads(line) for line in open(a.results)]
     print(render(rows, open(a.criterion).read(), a))

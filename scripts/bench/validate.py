@@ -18,11 +18,21 @@ takes a row into a figure only when its command exited 0 and the check says vali
         error page) makes the run invalid.
 
     validate.py load --tool wrk|oha|coordinator --report FILE
-                     [--server-requests N --slack S]
+                     [--server-requests N | --access-log LOG --log-offset B] [--slack S]
+                     [--protocol P]
         Reads the tool's own report and checks that every response was a 2xx and that
         no request failed (oha's requests aborted at the end of -z excepted).
         With --server-requests (the count of requests the server itself saw, from
-        nginx's stub_status), the tool's count must lie within [N - S, N].
+        nginx's stub_status), the tool's count must lie within [N - S, N]. With
+        --access-log the server's count is that of the lines of nginx's access log
+        written from byte B on, checked as `access-log` does (with --protocol).
+
+    validate.py access-log --log LOG --offset B [--protocol P] [--requests N]
+        The lines of nginx's access log written from byte B on, in the format
+        bench.sh gives it: `$status $server_protocol $ssl_protocol $ssl_session_reused
+        $connection`. Counts the requests, the connections they came on and those of
+        them whose TLS session was resumed. Every status must be 200, every request
+        of protocol P (HTTP/1.1, HTTP/2.0) when given, and at least N when given.
 
     validate.py rate --dir DIR --pages N --seconds S
         The scrape --rate run: one-second windows of the manifest's at_ms.
@@ -173,6 +183,56 @@ def check_load(tool: str, text: str, server_requests: int | None, slack: int) ->
     return out
 
 
+def read_access_log(path: str, offset: int) -> dict:
+    """What nginx logged from byte `offset` on: requests, connections, resumed ones, the
+    protocols and TLS versions, and the statuses other than 200."""
+    statuses: collections.Counter[str] = collections.Counter()
+    protocols: collections.Counter[str] = collections.Counter()
+    tls: collections.Counter[str] = collections.Counter()
+    connections: set[str] = set()
+    resumed: set[str] = set()
+    requests, unreadable = 0, None
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for raw in f:
+            fields = raw.decode("ascii", "replace").split()
+            if len(fields) != 5:
+                unreadable = unreadable or f"unreadable lines (e.g. {raw[:60]!r})"
+                statuses[unreadable] += 1
+                continue
+            status, protocol, version, reused, connection = fields
+            requests += 1
+            statuses[status] += 1
+            protocols[protocol] += 1
+            tls[version] += 1
+            connections.add(connection)
+            if reused == "r":
+                resumed.add(connection)
+    return {"server_requests": requests, "connections": len(connections),
+            "resumed_connections": len(resumed), "protocols": dict(protocols),
+            "tls_versions": dict(tls), "bad_statuses": {k: v for k, v in statuses.items() if k != "200"}}
+
+
+def check_access_log(path: str, offset: int, protocol: str | None, requests: int | None) -> dict:
+    try:
+        out = read_access_log(path, offset)
+    except OSError as e:
+        return {"server_requests": 0, "valid": False, "why": f"cannot read {path}: {e}"}
+    why = []
+    if out["bad_statuses"]:
+        why.append(f"nginx logged statuses {out['bad_statuses']}")
+    other = {k: v for k, v in out["protocols"].items() if protocol is not None and k != protocol}
+    if other:
+        why.append(f"nginx logged {other} requests, not {protocol}")
+    if requests is not None and out["server_requests"] < requests:
+        why.append(f"nginx logged {out['server_requests']} requests for {requests} pages")
+    if out["server_requests"] == 0:
+        why.append("nginx logged no request")
+    del out["bad_statuses"]
+    out.update(valid=not why, why="; ".join(why) or None)
+    return out
+
+
 def check_rate(directory: str, pages: int, seconds: int) -> dict:
     try:
         at = [json.loads(line)["at_ms"] for line in open(os.path.join(directory, "manifest.jsonl"))]
@@ -236,6 +296,28 @@ def self_test() -> int:
     expect("ours unreadable", check_load("coordinator", "error: ...", None, 0)["valid"], False)
 
     with tempfile.TemporaryDirectory() as d:
+        log = os.path.join(d, "access.log")
+        with open(log, "w") as f:
+            f.write("200 HTTP/1.1 TLSv1.3 . 1\n")  # before the offset
+            offset = f.tell()
+            f.write("200 HTTP/2.0 TLSv1.3 . 2\n200 HTTP/2.0 TLSv1.3 . 2\n200 HTTP/2.0 TLSv1.3 r 3\n")
+        r = check_access_log(log, offset, "HTTP/2.0", 3)
+        expect("access log", (r["valid"], r["server_requests"], r["connections"], r["resumed_connections"]),
+               (True, 3, 2, 1))
+        expect("access log, another protocol", check_access_log(log, offset, "HTTP/1.1", None)["valid"], False)
+        expect("access log, too few", check_access_log(log, offset, None, 4)["valid"], False)
+        expect("access log, from the start", check_access_log(log, 0, "HTTP/2.0", None)["valid"], False)
+        r = check_load("wrk", wrk_ok.replace("1000 requests", "3 requests"), r["server_requests"], 0)
+        expect("load against the log's count", r["valid"], True)
+        with open(log, "a") as f:
+            f.write("200 HTTP/2.0 TLSv1.3 . 4 1\n")
+        r = check_access_log(log, offset, None, None)
+        expect("access log, a line of another format", (r["valid"], r["server_requests"]), (False, 3))
+        with open(log, "a") as f:
+            f.write("404 HTTP/2.0 TLSv1.3 . 4\n")
+        expect("access log, a 404", check_access_log(log, offset, None, None)["valid"], False)
+
+    with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, "manifest.jsonl"), "w") as f:
             for k in range(40):
                 f.write(json.dumps({"at_ms": 1_000_000 + k * 50}) + "\n")
@@ -267,7 +349,15 @@ def main() -> int:
     lo.add_argument("--tool", choices=("wrk", "oha", "coordinator"), required=True)
     lo.add_argument("--report", required=True)
     lo.add_argument("--server-requests", type=int)
+    lo.add_argument("--access-log")
+    lo.add_argument("--log-offset", type=int, default=0)
+    lo.add_argument("--protocol")
     lo.add_argument("--slack", type=int, default=0)
+    al = sub.add_parser("access-log")
+    al.add_argument("--log", required=True)
+    al.add_argument("--offset", type=int, default=0)
+    al.add_argument("--protocol")
+    al.add_argument("--requests", type=int)
     ra = sub.add_parser("rate")
     ra.add_argument("--dir", required=True)
     ra.add_argument("--pages", type=int, required=True)
@@ -293,7 +383,16 @@ def main() -> int:
         except OSError as e:
             text = ""
             print(f"validate.py: {e}", file=sys.stderr)
-        result = check_load(a.tool, text, a.server_requests, a.slack)
+        if a.access_log is None:
+            result = check_load(a.tool, text, a.server_requests, a.slack)
+        else:
+            logged = check_access_log(a.access_log, a.log_offset, a.protocol, None)
+            result = check_load(a.tool, text, logged["server_requests"], a.slack)
+            why = [w for w in (logged["why"], result["why"]) if w]
+            result = {**logged, **result, "valid": logged["valid"] and result["valid"],
+                      "why": "; ".join(why) or None}
+    elif a.what == "access-log":
+        result = check_access_log(a.log, a.offset, a.protocol, a.requests)
     else:
         result = check_rate(a.dir, a.pages, a.seconds)
     print(json.dumps(result))
