@@ -200,7 +200,7 @@ mkdir -p "$work/bin"
 if [ -z "${COORDINATOR:-}" ]; then
     say "cargo build -p coordinator"
     (cd "$here" && timeout 900 cargo build -q -p coordinator) || fail "cargo build -p coordinator"
-    COORDINATOR=$here/target/debug/coordinator
+    COORDINATOR=${CARGO_TARGET_DIR:-$here/target}/debug/coordinator
 fi
 # A copy, so that a rebuild in the tree during the run changes nothing here; and the
 # only `coordinator` on PATH, for the scripts, Slurm's jobs and the ssh sessions.
