@@ -85,6 +85,19 @@ fn a_refresh_where_nothing_changed_keeps_every_file_untouched_on_every_client_pa
     assert_exit(&run(&["verify", "out"], dir.path()), 0);
 }
 
+/// A scrape of `urls.txt` into `out` as `p{index}.json`. The servers' logs and stops
+/// concern the pages alone: no robots.txt.
+const SCRAPE_LIST: [&str; 8] = [
+    "--urls",
+    "urls.txt",
+    "--name",
+    "p{index}.json",
+    "-o",
+    "out",
+    "--robots",
+    "ignore",
+];
+
 /// A URL list of pages of 10 coins: `(server, first coin)` a line.
 fn url_list(pages: &[(&Server, u64)]) -> String {
     pages
@@ -100,17 +113,7 @@ fn a_refresh_replaces_the_pages_that_changed_and_keeps_the_file_of_one_that_fail
     let same = Server::start(&["--coins", "1000"]);
     let pages: Vec<(&Server, u64)> = (0..6).map(|i| (&same, i * 10)).collect();
     fs::write(&list, url_list(&pages)).unwrap();
-    // The servers' logs and stops concern the pages alone: no robots.txt.
-    let scrape = [
-        "--urls",
-        "urls.txt",
-        "--name",
-        "p{index}.json",
-        "-o",
-        "out",
-        "--robots",
-        "ignore",
-    ];
+    let scrape = SCRAPE_LIST;
     assert_exit(&run(&scrape, dir.path()), 0);
     let out = dir.path().join("out");
     let before = snapshot(&out);
@@ -213,17 +216,7 @@ fn against_nginx_only_the_files_that_changed_are_fetched_again() {
         .map(|i| format!("http://127.0.0.1:{}/p{i}.json\n", nginx.port))
         .collect();
     fs::write(dir.path().join("urls.txt"), urls).unwrap();
-    // The servers' logs and stops concern the pages alone: no robots.txt.
-    let scrape = [
-        "--urls",
-        "urls.txt",
-        "--name",
-        "p{index}.json",
-        "-o",
-        "out",
-        "--robots",
-        "ignore",
-    ];
+    let scrape = SCRAPE_LIST;
     assert_exit(&run(&scrape, dir.path()), 0);
     let out = dir.path().join("out");
     let first = lines_by_index(&out);
