@@ -106,14 +106,7 @@ fn roots(options: &TlsOptions) -> Result<RootCertStore, TlsError> {
             path: path.clone(),
             reason,
         };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_error(pem_reason(&e)))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ca_error(pem_reason(&e)))?;
-        if certs.is_empty() {
-            return Err(ca_error("no PEM certificate in it".into()));
-        }
-        for cert in certs {
+        for cert in certificates(path).map_err(ca_error)? {
             roots
                 .add(cert)
                 .map_err(|e| ca_error(format!("not a usable CA certificate: {e}")))?;
@@ -141,18 +134,22 @@ fn roots(options: &TlsOptions) -> Result<RootCertStore, TlsError> {
 }
 
 fn client_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let cert_error = |reason: String| TlsError::ClientCert {
+    certificates(path).map_err(|reason| TlsError::ClientCert {
         path: path.to_owned(),
         reason,
-    };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| cert_error(pem_reason(&e)))?
+    })
+}
+
+/// The PEM certificates in `path`, at least one; else why there are none.
+fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_reason(&e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_error(pem_reason(&e)))?;
-    if chain.is_empty() {
-        return Err(cert_error("no PEM certificate in it".into()));
+        .map_err(|e| pem_reason(&e))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
     }
-    Ok(chain)
+    Ok(certs)
 }
 
 fn client_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
