@@ -305,3 +305,143 @@ fn bad_politeness_flags_are_usage_errors() {
     ]));
     assert_exit(&server, 2);
 }
+
+#[test]
+fn a_new_hosts_first_requests_ramp_up_instead_of_going_all_at_once() {
+    let server = Counting::start(Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let list = url_list(dir.path(), &[&server], 600);
+    let mut cmd = coordinator();
+    cmd.arg("--urls")
+        .arg(&list)
+        .args(["--robots", "ignore", "-w", "1", "-o", "out"])
+        .current_dir(dir.path());
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 0);
+    let mut times = server.arrivals.lock().unwrap().clone();
+    assert_eq!(times.len(), 600);
+    times.sort();
+    // 256 may be in flight (the default -c), but after a burst of 64 the rate starts at
+    // 2,000/s and doubles every 10 ms: the 400th request goes 36 ms after the first.
+    let spread = times[399] - times[0];
+    assert!(
+        spread >= Duration::from_millis(20),
+        "400 requests within {spread:?}"
+    );
+}
+
+/// A server whose first answer is `429` with `Retry-After: 2`, sent at once; every other
+/// request is answered `ok` 300 ms after it came. Records when each came, and when the
+/// 429 went.
+struct Refusing {
+    port: u16,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    refused_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Refusing {
+    fn start() -> Refusing {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let refused_at = Arc::new(Mutex::new(None));
+        let (a, r) = (Arc::clone(&arrivals), Arc::clone(&refused_at));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (a, r) = (Arc::clone(&a), Arc::clone(&r));
+                thread::spawn(move || {
+                    let mut pending = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = stream.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            pending.drain(..end + 4);
+                            let first = {
+                                let mut refused = r.lock().unwrap();
+                                let first = refused.is_none();
+                                if first {
+                                    *refused = Some(Instant::now());
+                                } else {
+                                    a.lock().unwrap().push(Instant::now());
+                                }
+                                first
+                            };
+                            let answer: &[u8] = if first {
+                                b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n"
+                            } else {
+                                thread::sleep(Duration::from_millis(300));
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                            };
+                            if stream.write_all(answer).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Refusing {
+            port,
+            arrivals,
+            refused_at,
+        }
+    }
+
+    /// How long after the 429 went each later request came, in order.
+    fn after_refusal(&self) -> Vec<Duration> {
+        let refused = self.refused_at.lock().unwrap().unwrap();
+        let mut times: Vec<Duration> = self
+            .arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.saturating_duration_since(refused))
+            .collect();
+        times.sort();
+        times
+    }
+}
+
+/// Scrapes 24 URLs from a fresh [`Refusing`] with 8 in flight and `extra`.
+fn refused_run(extra: &[&str]) -> Refusing {
+    let server = Refusing::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list: String = (0..24)
+        .map(|i| format!("http://127.0.0.1:{}/p{i}\n", server.port))
+        .collect();
+    std::fs::write(dir.path().join("urls.txt"), list).unwrap();
+    let mut cmd = coordinator();
+    cmd.args(["--urls", "urls.txt", "--robots", "ignore"])
+        .args(["-w", "1", "-c", "8", "-o", "out"])
+        .args(extra)
+        .current_dir(dir.path());
+    let out = output_of(&mut cmd);
+    assert_exit(&out, 0);
+    assert_eq!(common::manifest_lines(&dir.path().join("out")), 24);
+    server
+}
+
+#[test]
+fn retry_after_holds_every_request_to_the_host_not_only_the_retry() {
+    // The 7 other requests of the first 8 were sent with the refused one; every later
+    // request waits out the host's Retry-After: 2.
+    let held = refused_run(&[]).after_refusal();
+    assert_eq!(held.len(), 24);
+    assert!(
+        held[7..].iter().all(|t| *t >= Duration::from_secs(2)),
+        "requests came during the host's Retry-After: {held:?}"
+    );
+    // Without the adaptive control only the refused request waits.
+    let blind = refused_run(&["--adaptive", "off"]).after_refusal();
+    assert!(
+        blind[7] < Duration::from_millis(1500),
+        "the 8th request waited {:?}",
+        blind[7]
+    );
+}

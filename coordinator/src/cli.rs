@@ -253,7 +253,9 @@ pub struct RunArgs {
     pub per_host_concurrency: Option<u32>,
 
     /// Slow a host down, for every worker, when it answers 429 or 503, and speed it up
-    /// again while it answers well (AIMD).
+    /// again while it answers well (AIMD); hold every request to a host for the
+    /// Retry-After it sends; ramp each host's first requests up over 100 ms (after 64
+    /// at once).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"], help_heading = "Politeness")]
     pub adaptive: String,
     /// Whether each host's robots.txt is fetched (once per run, by the coordinator) and

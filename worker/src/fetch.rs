@@ -188,7 +188,7 @@ impl Fetcher {
                 .as_ref()
                 .and_then(|follow| NextRule::new(follow, config.url.as_ref())),
             requests: AtomicU64::new(0),
-            hosts: Arc::new(HostGates::new(config.per_host)),
+            hosts: Arc::new(HostGates::new(config.per_host, config.adaptive)),
             adaptive: config.adaptive,
             throttles: OnceLock::new(),
         })
@@ -505,18 +505,20 @@ impl Fetcher {
         let status = response.status;
         let not_modified = status == 304 && body.validators().is_some();
         if !(200..300).contains(&status) && !not_modified {
+            let failure = Failure::status(status, response.retry_after.as_deref(), &self.retry);
             if matches!(status, 429 | 503) {
-                self.throttled(url);
+                self.throttled(url, failure.retry_after);
             }
-            let retry_after = response.retry_after.as_deref();
-            return Err(Failure::status(status, retry_after, &self.retry));
+            return Err(failure);
         }
         Ok(response)
     }
 
-    /// Tells the coordinator that the host of `url` asked for fewer requests, under
-    /// `--adaptive on`.
-    fn throttled(&self, url: &str) {
+    /// Under `--adaptive on`, tells the coordinator that the host of `url` asked for
+    /// fewer requests, and holds this worker's requests to it for the `Retry-After` it
+    /// sent (up to `--retry-after-max`): the header asks for no new request before
+    /// then, not only for no retry of this one.
+    fn throttled(&self, url: &str, retry_after: Option<Duration>) {
         let Some(reports) = self.throttles.get().and_then(|weak| weak.upgrade()) else {
             return;
         };
@@ -524,6 +526,10 @@ impl Fetcher {
             return;
         };
         let origin = crate::hosts::origin(split.tls, &split.authority);
+        if let Some(wait) = retry_after.filter(|w| !w.is_zero()) {
+            let wait = wait.min(Duration::from_millis(self.retry.retry_after_max_ms));
+            self.hosts.hold(&origin, tokio::time::Instant::now() + wait);
+        }
         let _ = reports.send(Outgoing::Message(FromWorker::Throttled { origin }));
     }
 

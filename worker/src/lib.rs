@@ -18,6 +18,7 @@ mod pace;
 mod process;
 mod retry;
 mod session;
+mod slow_start;
 mod store;
 pub mod tls;
 

@@ -49,6 +49,20 @@ impl Pacer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// No request goes before `until`, those already waiting for their turn included;
+    /// after it they go one interval apart again.
+    pub fn hold_until(&self, until: Instant) {
+        let mut state = self.lock();
+        state.next = state.next.max(until);
+        let before = until.checked_sub(state.interval).unwrap_or(until);
+        state.last = Some(state.last.map_or(before, |last| last.max(before)));
+    }
+
+    /// Whether no request is waiting for its turn and the next may go at once.
+    pub fn is_idle(&self) -> bool {
+        self.lock().next <= Instant::now()
+    }
+
     /// Waits for this request's send time.
     pub async fn wait(&self) {
         let at = {

@@ -4,22 +4,34 @@
 //! AIMD on each host's request rate, decided here and sent to the workers: on a
 //! throttle the rate is cut to 90% of what the host actually served in the last
 //! second (at most one cut a second: a cut shows only in requests sent after it); each
-//! second without one it grows by 5% of the rate of the cut, and once it is four times the rate of its last
-//! cut the limit is lifted. AIMD because it is what converges when many clients share
-//! one server (each cut frees room for the others, each raise probes for more), and
-//! because a rate, unlike a window of requests in flight, is what servers count
-//! (`429` above R requests a second).
+//! second without one it grows, by 5% of the rate of the cut in the first second and
+//! twice as much as the second before in each next one (a probe that stays close to
+//! the rate the host refused, yet finds its way back within seconds from a cut that
+//! counted a bad second), and once it is four times the rate of its last cut the limit
+//! is lifted. AIMD because it is what converges when many clients share one server
+//! (each cut frees room for the others, each raise probes for more), and because a
+//! rate, unlike a window of requests in flight, is what servers count (`429` above R
+//! requests a second).
+//!
+//! A cut is settled [`SETTLE`] after it: reports of batches served before the `429`
+//! may come after it (a worker reports a throttle at once, a batch once its file is
+//! written), so a cut made on the spot can count too few; if the last second then
+//! shows more served, the rate is set from that. Before any cut, each worker ramps a
+//! new host's first requests up (`worker/src/slow_start.rs`), so that the first `429`
+//! comes before hundreds more are on their way.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How much of the served rate a cut keeps.
 const CUT: f64 = 0.9;
-/// Growth per second without a throttle, as a share of the rate of the last cut
-/// (additive).
+/// Growth in the first second without a throttle, as a share of the rate of the last
+/// cut; it doubles each next second.
 const RAISE: f64 = 0.05;
 /// A rate this many times its last cut lifts the limit.
 const LIFT: f64 = 4.0;
+/// How long after a cut the reports of what the host served before it are all in.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// The adaptive rates of a run's hosts.
 pub struct Throttle {
@@ -34,9 +46,10 @@ struct HostRate {
     rate: f64,
     cut_at: Instant,
     cut_to: f64,
-    /// The most the host served in a second lately (decaying by 5% a second): a rate
-    /// below it grows halfway to it each second, as a known good rate.
-    peak: f64,
+    /// Whether the cut was checked against the reports that came after it.
+    settled: bool,
+    /// Raises since the cut.
+    raises: i32,
 }
 
 /// Counts over the last second, in ten slots of 100 ms.
@@ -90,9 +103,6 @@ impl Throttle {
         let tenth = self.tenth(now);
         if let Some(ring) = self.served.get_mut(origin) {
             ring.add(tenth);
-            if let Some(host) = self.hosts.get_mut(origin) {
-                host.peak = host.peak.max(ring.last_second(tenth) as f64);
-            }
         } else if self.served.len() < 10_000 {
             let mut ring = Ring {
                 slots: [0; 10],
@@ -118,33 +128,33 @@ impl Throttle {
             return None;
         }
         let rate = (served as f64 * CUT).max(1.0);
-        let peak = self.hosts.get(origin).map_or(served as f64, |h| h.peak);
         self.hosts.insert(
             origin.to_owned(),
             HostRate {
                 rate,
                 cut_at: now,
                 cut_to: rate,
-                peak,
+                settled: false,
+                raises: 0,
             },
         );
         Some(rate)
     }
 
-    /// Once a second: the hosts whose rate grows (`Some`) or is lifted (`None`).
+    /// The hosts whose rate changes: cuts settled [`SETTLE`] after them, and once a
+    /// second the rates that grow (`Some`) or are lifted (`None`).
     pub fn tick(&mut self, now: Instant) -> Vec<(String, Option<f64>)> {
+        let mut changes = self.settle(now);
         if now.duration_since(self.last_raise) < Duration::from_secs(1) {
-            return Vec::new();
+            return changes;
         }
         self.last_raise = now;
-        let mut changes = Vec::new();
         self.hosts.retain(|origin, host| {
             if now.duration_since(host.cut_at) < Duration::from_secs(1) {
                 return true;
             }
-            let recover = (host.peak * CUT - host.rate) / 2.0;
-            host.rate += (host.cut_to * RAISE).max(recover);
-            host.peak *= 0.95;
+            host.rate += host.cut_to * RAISE * 2f64.powi(host.raises.min(10));
+            host.raises += 1;
             if host.rate >= host.cut_to * LIFT {
                 changes.push((origin.clone(), None));
                 return false;
@@ -155,9 +165,39 @@ impl Throttle {
         changes
     }
 
+    /// Raises cuts that counted too few: what the host served in the second up to
+    /// [`SETTLE`] after the cut, with every report of it in.
+    fn settle(&mut self, now: Instant) -> Vec<(String, Option<f64>)> {
+        let tenth = self.tenth(now);
+        let mut changes = Vec::new();
+        for (origin, host) in &mut self.hosts {
+            if host.settled || now.duration_since(host.cut_at) < SETTLE {
+                continue;
+            }
+            host.settled = true;
+            let Some(ring) = self.served.get_mut(origin) else {
+                continue;
+            };
+            let rate = ring.last_second(tenth) as f64 * CUT;
+            if rate > host.rate {
+                host.rate = rate;
+                host.cut_to = rate;
+                changes.push((origin.clone(), Some(rate)));
+            }
+        }
+        changes
+    }
+
     /// The next time [`Throttle::tick`] has something to do.
     pub fn wake_at(&self) -> Option<Instant> {
-        (!self.hosts.is_empty()).then(|| self.last_raise + Duration::from_secs(1))
+        let settle = self
+            .hosts
+            .values()
+            .filter(|host| !host.settled)
+            .map(|host| host.cut_at + SETTLE)
+            .min();
+        let raise = (!self.hosts.is_empty()).then(|| self.last_raise + Duration::from_secs(1));
+        settle.into_iter().chain(raise).min()
     }
 }
 
@@ -191,5 +231,28 @@ mod tests {
         }
         assert!(rates.windows(2).all(|w| w[1] > w[0]));
         assert!(t.wake_at().is_none());
+    }
+
+    #[test]
+    fn a_cut_made_before_the_reports_came_is_raised_once_they_are_in() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(t0);
+        for _ in 0..100 {
+            t.served("http://h:80", t0);
+        }
+        assert_eq!(t.throttled("http://h:80", t0), Some(90.0));
+        // Batches served before the 429 are reported after it.
+        for _ in 0..100 {
+            t.served("http://h:80", t0 + Duration::from_millis(50));
+        }
+        assert_eq!(t.wake_at(), Some(t0 + SETTLE));
+        assert!(t.tick(t0 + Duration::from_millis(100)).is_empty());
+        assert_eq!(
+            t.tick(t0 + SETTLE),
+            [("http://h:80".to_owned(), Some(180.0))]
+        );
+        // Settled once: the next change is the raise a second on.
+        assert!(t.tick(t0 + SETTLE + Duration::from_millis(100)).is_empty());
+        assert_eq!(t.wake_at(), Some(t0 + Duration::from_secs(1)));
     }
 }

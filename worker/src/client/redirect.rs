@@ -84,7 +84,7 @@ pub async fn follow_redirects(
                 as_get: ask == Ask::Get,
             })
         })?;
-        // Boxed: only runs with per-host limits wait here.
+        // Boxed: only runs with per-host limits or --adaptive on (the default) wait here.
         let _permit = match gates.is_active() {
             true => Some(Box::pin(gates.enter(split.tls, &split.authority)).await),
             false => None,
