@@ -435,3 +435,72 @@ fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_burst_to_a_new_tls_host_makes_one_connection_for_http2_and_a_full_pool_for_http1() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    fs::set_permissions(&pki.path, fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let www = dir.path().join("www");
+    fs::create_dir(&www).unwrap();
+    for i in 0..300 {
+        fs::write(www.join(format!("p{i}.json")), format!("{{\"page\":{i}}}")).unwrap();
+    }
+    let tls = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};",
+        pki.file("server.pem"),
+        pki.file("server.key")
+    );
+    let ca = pki.file("ca.pem");
+    // ALPN offers h2 and http/1.1: the first connection's answer decides for the 40
+    // requests that wait for it.
+    for (listen, http2) in [("ssl http2", true), ("ssl", false)] {
+        let home = dir.path().join(if http2 { "h2" } else { "h1" });
+        fs::create_dir(&home).unwrap();
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
+        // $connection numbers every connection nginx accepts, used or not.
+        let nginx = Nginx::start(&home, &www, listen, &tls, "$connection");
+        let scrape = |count: usize| {
+            let urls: String = (0..count)
+                .map(|i| format!("https://localhost:{}/p{i}.json\n", nginx.port))
+                .collect();
+            let run = tempfile::tempdir().unwrap();
+            fs::write(run.path().join("urls.txt"), urls).unwrap();
+            let mut cmd = coordinator();
+            cmd.args(["--urls", "urls.txt", "-o", "out", "--cacert", &ca])
+                .args(["--robots", "ignore", "-w", "1", "-c", "40"])
+                .current_dir(run.path());
+            assert_exit(&output_of(&mut cmd), 0);
+        };
+        let log = home.join("access.log");
+        let ids = || -> Vec<u64> {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            text.lines().filter_map(|l| l.parse().ok()).collect()
+        };
+        scrape(300);
+        // nginx logs a request once answered: waited for, not assumed.
+        assert!(common::eventually(
+            std::time::Duration::from_secs(10),
+            || ids().len() == 300
+        ));
+        let run_ids: std::collections::BTreeSet<u64> = ids().into_iter().collect();
+        // The next connection anyone makes shows how many the run opened in all.
+        scrape(1);
+        assert!(common::eventually(
+            std::time::Duration::from_secs(10),
+            || ids().len() == 301
+        ));
+        let next = *ids().last().unwrap();
+        let first = *run_ids.first().unwrap();
+        let opened = next - first;
+        if http2 {
+            assert_eq!((run_ids.len(), opened), (1, 1), "{run_ids:?}, next {next}");
+        } else {
+            // One per request in flight, each used to the end of the run.
+            assert!(run_ids.len() <= 40, "{} connections", run_ids.len());
+            assert_eq!(opened, run_ids.len() as u64, "{run_ids:?}, next {next}");
+        }
+    }
+}

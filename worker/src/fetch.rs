@@ -200,7 +200,8 @@ impl Fetcher {
     /// HTTP/2 job's task carries no room for an HTTP/1.1 exchange nor for reqwest's,
     /// and needs no second allocation for its own.
     pub fn spawn(self: &Arc<Self>, job: Job, done: impl FnOnce(Fetched) + Send + 'static) {
-        if self.plain.is_some() {
+        if let Some(plain) = &self.plain {
+            plain.job_coming();
             tokio::spawn(self.run::<Http1Client>(job).map(done));
         } else if self.h2c.is_some() {
             tokio::spawn(self.run::<H2cClient>(job).map(done));

@@ -108,25 +108,19 @@ fn read_jobs(
     input: impl AsyncRead + Unpin + Send + 'static,
     stop: watch::Sender<bool>,
     fetcher: Arc<Fetcher>,
-) -> mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>> {
+) -> mpsc::UnboundedReceiver<Result<Incoming, WorkerError>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut reader = FrameReader::new(input);
         loop {
             let item = match reader.next::<ToWorker>().await {
-                Ok(Some(ToWorker::Jobs(jobs))) => Ok(jobs),
+                Ok(Some(ToWorker::Jobs(jobs))) => Ok(Incoming::Jobs(jobs)),
+                // After the last jobs: acted on once they have all started.
+                Ok(Some(ToWorker::Drained)) => Ok(Incoming::Drained),
                 Ok(Some(ToWorker::Finish) | None) => break,
                 Ok(Some(ToWorker::Stop)) => {
                     let _ = stop.send(true);
                     break;
-                }
-                Ok(Some(ToWorker::Drained)) => {
-                    // Connections that finish now would only idle until exit. Until
-                    // then they are kept, also while the queue is empty for a moment
-                    // between two chunks: that must not cost every connection (over
-                    // TLS, every handshake).
-                    fetcher.expect_more_jobs(false);
-                    continue;
                 }
                 Ok(Some(ToWorker::HostRate { origin, rate })) => {
                     fetcher.hosts().set_rate(&origin, rate);
@@ -144,8 +138,15 @@ fn read_jobs(
     rx
 }
 
+/// What the coordinator's frames bring to the job loop, in their order.
+enum Incoming {
+    Jobs(Vec<Job>),
+    /// No job will come after these.
+    Drained,
+}
+
 async fn run_jobs(
-    mut jobs: mpsc::UnboundedReceiver<Result<Vec<Job>, WorkerError>>,
+    mut jobs: mpsc::UnboundedReceiver<Result<Incoming, WorkerError>>,
     mut stop: watch::Receiver<bool>,
     fetcher: &Arc<Fetcher>,
     slots: &Arc<Semaphore>,
@@ -159,6 +160,18 @@ async fn run_jobs(
                 None => return Ok(()),
             },
             _ = stopped(&mut stop) => return Ok(()),
+        };
+        let chunk = match chunk {
+            Incoming::Jobs(chunk) => chunk,
+            Incoming::Drained => {
+                // Every job has started: a connection that finishes once the last of
+                // them has taken one would only idle until exit. Until then they are
+                // kept, also while the queue is empty for a moment between two chunks:
+                // each job would otherwise make a connection of its own (over TLS, a
+                // handshake).
+                fetcher.expect_more_jobs(false);
+                continue;
+            }
         };
         for job in chunk {
             let slot = tokio::select! {

@@ -2,8 +2,8 @@
 //! [`super::http1`]: a keep-alive pool per worker, and no read buffer while a response
 //! is awaited (ten thousand requests in flight cost their sockets, not 16 KiB each).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use shared::config::{TlsOptions, WorkerConfig};
 use shared::proxy::{Proxy, ProxyConfig};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
 
 use super::h2c::H2cClient;
 use super::http1::{self, Content, Keep, ReadError};
@@ -18,6 +19,10 @@ use super::transport::{Connector, Stream, host_of};
 use super::{Ask, ClientError, Exchange, Response, Verb, conditional, redirect};
 use crate::budget::{Budget, Charge};
 use crate::tls;
+
+/// TLS hosts remembered to have answered ALPN with HTTP/1.1; past this many the list
+/// starts again (a forgotten host costs its next burst one handshake's wait).
+const KNOWN_HTTP1: usize = 10_000;
 
 /// The HTTP/1.1 client of one worker.
 pub struct Http1Client {
@@ -31,8 +36,12 @@ pub struct Http1Client {
     tls: OnceLock<Result<Connector, String>>,
     /// The forward proxies.
     proxy: ProxyConfig,
-    /// Whether connections are worth keeping: only while more jobs are waiting.
+    /// Whether connections are worth keeping: while more jobs may come, and after that
+    /// while some job has not asked for its connection yet (`unstarted`).
     retain: AtomicBool,
+    /// Jobs handed to the worker's fetcher that have not asked this client for a
+    /// connection yet.
+    unstarted: AtomicUsize,
     /// Header lines sent to the job's own origin (`User-Agent`, `--header`s).
     extra: Vec<u8>,
     /// Header lines sent after a redirect to another origin (`User-Agent`, and the
@@ -49,6 +58,41 @@ pub struct Http1Client {
     budget: Arc<Budget>,
     /// The HTTP/2 client of the TLS hosts that choose HTTP/2 by ALPN.
     h2: Option<H2cClient>,
+    /// TLS hosts whose first connection is being made while HTTP/2 may be chosen: the
+    /// requests that come meanwhile wait for its ALPN answer instead of each making a
+    /// connection (and a handshake) that HTTP/2 would not need. Each semaphore is
+    /// closed once the answer is in.
+    probing: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// TLS hosts that answered ALPN with HTTP/1.1: their requests connect side by side.
+    http1_hosts: Mutex<HashSet<String>>,
+}
+
+/// A request's part in finding out what a TLS host speaks.
+enum Probe<'a> {
+    /// This request makes the first connection; others wait until it drops.
+    Mine(ProbeGuard<'a>),
+    /// Another request's connection will tell: wait until the semaphore is closed.
+    Wait(Arc<Semaphore>),
+}
+
+/// Ends a probe when dropped: what the connection said (HTTP/2 adopted, or HTTP/1.1
+/// remembered) is in place by then, or it failed and the waiters connect on their own.
+struct ProbeGuard<'a> {
+    client: &'a Http1Client,
+    authority: String,
+    done: Arc<Semaphore>,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        let mut probing = self
+            .client
+            .probing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        probing.remove(&self.authority);
+        self.done.close();
+    }
 }
 
 impl Http1Client {
@@ -74,6 +118,7 @@ impl Http1Client {
             tls: OnceLock::new(),
             proxy: config.proxy.clone(),
             retain: AtomicBool::new(true),
+            unstarted: AtomicUsize::new(0),
             extra,
             anonymous: http1::header_lines(everywhere, true),
             content_lines: http1::header_lines(content_type.map(|t| ("Content-Type", t)), true),
@@ -83,7 +128,38 @@ impl Http1Client {
             max_idle: config.concurrency as usize,
             budget,
             h2,
+            probing: Mutex::default(),
+            http1_hosts: Mutex::default(),
         }
+    }
+
+    /// Whether this request connects to TLS host `authority` at once, or first waits
+    /// for another request's connection to say whether the host speaks HTTP/2.
+    fn probe(&self, authority: &str) -> Probe<'_> {
+        let mut probing = self.probing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = probing.get(authority) {
+            return Probe::Wait(Arc::clone(done));
+        }
+        let done = Arc::new(Semaphore::new(0));
+        probing.insert(authority.to_owned(), Arc::clone(&done));
+        Probe::Mine(ProbeGuard {
+            client: self,
+            authority: authority.to_owned(),
+            done,
+        })
+    }
+
+    fn speaks_http1(&self, authority: &str) -> bool {
+        let known = self.http1_hosts.lock().unwrap_or_else(|e| e.into_inner());
+        known.contains(authority)
+    }
+
+    fn remember_http1(&self, authority: &str) {
+        let mut known = self.http1_hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_HTTP1 {
+            known.clear();
+        }
+        known.insert(authority.to_owned());
     }
 
     fn settle(
@@ -266,11 +342,35 @@ impl Http1Client {
         }
     }
 
-    /// Keeps finished connections for reuse (`true`), or closes them (`false`, which
-    /// also closes the idle ones). Ten thousand connections left idle at the end of a
-    /// run would otherwise all be closed at once when the worker exits.
+    /// Keeps finished connections for reuse (`true`), or closes them (`false`) once
+    /// every job the worker has started has asked for its connection (the idle ones
+    /// too, then). Ten thousand connections left idle at the end of a run would
+    /// otherwise all be closed at once when the worker exits.
     pub fn retain_connections(&self, retain: bool) {
-        if self.retain.swap(retain, Ordering::Relaxed) != retain && !retain {
+        self.retain.store(retain, Ordering::Relaxed);
+        self.close_idle_if_done();
+    }
+
+    /// A job that may ask for a connection has been handed to the worker.
+    pub fn job_coming(&self) {
+        self.unstarted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A job asks for a connection (retries and redirects ask again: counted down to
+    /// 0 at most, which can only close a connection a little early).
+    fn job_started(&self) {
+        let _ = self
+            .unstarted
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Whether a connection that finishes now is kept.
+    fn keeps(&self) -> bool {
+        self.retain.load(Ordering::Relaxed) || self.unstarted.load(Ordering::Relaxed) > 0
+    }
+
+    fn close_idle_if_done(&self) {
+        if !self.keeps() {
             for idle in &self.idle {
                 idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
             }
@@ -293,7 +393,7 @@ impl Http1Client {
     }
 
     fn put_idle(&self, authority: &str, stream: Stream) {
-        if !self.retain.load(Ordering::Relaxed) {
+        if !self.keeps() {
             return;
         }
         let tls = matches!(stream, Stream::Tls(_));
@@ -320,6 +420,7 @@ impl Exchange for Http1Client {
         max_body: u64,
         trusted: bool,
     ) -> Result<(Response, Option<String>), ClientError> {
+        self.job_started();
         if tls
             && let Some(h2) = &self.h2
             && h2.serves(authority)
@@ -327,7 +428,10 @@ impl Exchange for Http1Client {
             // Boxed: only hosts that chose HTTP/2 come here.
             return Box::pin(h2.exchange(tls, authority, path, ask, max_body, trusted)).await;
         }
-        if let Some(mut stream) = self.take_idle(authority, tls) {
+        let idle = self.take_idle(authority, tls);
+        // The last job to ask took what it needs: the others only wait for exit.
+        self.close_idle_if_done();
+        if let Some(mut stream) = idle {
             let result = self
                 .once(&mut stream, authority, path, ask, max_body, trusted)
                 .await;
@@ -337,10 +441,31 @@ impl Exchange for Http1Client {
                 result => return self.settle(authority, stream, result),
             }
         }
+        let mut probe = None;
+        if tls
+            && let Some(h2) = &self.h2
+            && !self.speaks_http1(authority)
+        {
+            match self.probe(authority) {
+                Probe::Mine(guard) => probe = Some(guard),
+                Probe::Wait(done) => {
+                    // An error once the semaphore is closed: the answer is in.
+                    let _ = done.acquire().await;
+                    if h2.serves(authority) {
+                        let exchange = h2.exchange(tls, authority, path, ask, max_body, trusted);
+                        return Box::pin(exchange).await;
+                    }
+                }
+            }
+        }
         let mut stream = Box::pin(self.connect(authority, tls)).await?;
         if let (true, Some(h2)) = (stream.is_h2(), &self.h2) {
             Box::pin(h2.adopt(authority, stream)).await?;
+            drop(probe);
             return Box::pin(h2.exchange(tls, authority, path, ask, max_body, trusted)).await;
+        }
+        if probe.take().is_some() {
+            self.remember_http1(authority);
         }
         let result = self
             .once(&mut stream, authority, path, ask, max_body, trusted)
