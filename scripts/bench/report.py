@@ -329,6 +329,9 @@ def render(rows, criterion, a, machine=True):
           "for most of the run, which is what sets its length here. Over HTTP/2 (`--http2 "
           "--http2-streams 10000`, one server, 2 workers x 50,000) the same 100,000 requests share "
           f"ten connections; that row is the median of {a.reps} runs, the HTTP/1.1 row one run.\n")
+    if everything("adaptive"):
+        adaptive_section(p, verdicts, group, everything, runs_of, a)
+
     p("## Targets\n")
     for v in verdicts:
         p(f"- {v}")
@@ -355,6 +358,61 @@ def render(rows, criterion, a, machine=True):
     p(text if text else "(not run)")
     p("```")
     return "\n".join(out)
+
+
+def adaptive_section(p, verdicts, group, everything, runs_of, a):
+    """The "Adaptive throttling" section: scrapes against `serve --max-rate 200` (the adaptive group)."""
+    ideal = 10.0  # 2,000 requests at 200 a second
+    p("## Adaptive throttling\n")
+    p("Target: `coordinator serve --max-rate 200`, which answers 429 with `Retry-After: 1` to every "
+      "request of the API past the 200th of a second of the clock (counted over the whole server). "
+      "2,000 batches of one request each, so the ideal run takes 10 s (a run can take a little "
+      "less: one that starts late in a second of the clock gets that second's 200 in what is left of "
+      "it, and 2,000 in just over 9 s); 2 workers, adaptive "
+      "throttling on (the default) or off, at the default concurrency (256 per worker: 512 "
+      "requests can go before the first answer) and at `-c 64`. Because the server counts per "
+      "second of the clock, each run starts at least 1.1 s after the previous one ended (a run "
+      "starting in the same second would find part of that second's budget used). Every run's "
+      "pages are counted and compared byte for byte with the server's, and its summary's request "
+      "count with the attempts its manifest lists.\n")
+    p("```")
+    p("coordinator --workers 2 [-c 64] [--adaptive off] --url 'http://127.0.0.1:PORT/api/tickers/?start={start}&limit={limit}' "
+      "--range 0..20000 --batch 10 --retries 20 --robots ignore --out DIR --json --quiet")
+    p("```\n")
+    p(f"| configuration | wall s | ok batches | requests | 429s | answered 429 | wall / ideal {ideal:.0f} s | most attempts of a batch |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|")
+    figures = {}
+    names = ("coordinator", "coordinator --adaptive off", "coordinator -c 64", "coordinator -c 64 --adaptive off")
+    for name in names:
+        if not everything("adaptive", name):
+            continue
+        rs = runs_of("adaptive", name, f"| `{name}` | failed | | | | | | |",
+                     name == "coordinator" and "Adaptive throttling, `coordinator`")
+        if not rs:
+            continue
+        wall = median(rs, lambda r: r["wall_s"])
+        okc = median(rs, lambda r: r["ok"])
+        requests = median(rs, lambda r: r["requests"])
+        throttled = median(rs, lambda r: r["throttled"])
+        share = median(rs, lambda r: r["throttled"] / max(r["requests"], 1))
+        attempts = max(r["max_attempts"] for r in rs)
+        figures[name] = (wall, share)
+        p(f"| `{name}` | {wall:.2f} | {okc:,.0f} | {requests:,.0f} | {throttled:,.0f} | {share:.1%} | "
+          f"{wall / ideal:.2f}x | {attempts} |")
+    p("\n429s: requests (the `requests` of the `--json` summary) minus ok batches. The server "
+      "answers only 200 or 429 here, so every request but the final successful attempt of each "
+      "batch was answered 429 (the attempts of a failed batch would all count). Each figure is "
+      "the median over the runs; the last column is the most attempts any batch took in any of "
+      "them. `--retries 20`, not 10: with `--adaptive off` a batch can use up its attempts and "
+      "the run then exits 1, which this suite counts as a failed run and keeps out of every "
+      "figure; with 20 those runs complete and stay comparable, and the attempts a run needed "
+      "show in the last column.\n")
+    if "coordinator" in figures:
+        wall, share = figures["coordinator"]
+        ok = share < 0.10 and wall <= 1.3 * ideal
+        verdicts.append(f"Adaptive throttling, `coordinator` at the default concurrency against `serve --max-rate 200`: "
+                        f"{share:.1%} of the requests answered 429 (target < 10%), {wall:.2f} s wall = "
+                        f"{wall / ideal:.2f}x the ideal {ideal:.0f} s (target ≤ 1.3x): **{'met' if ok else 'missed'}**")
 
 
 def https_section(p, verdicts, group, everything, runs_of, not_measured, a, machine):
@@ -570,6 +628,17 @@ def self_test():
         row("tls_close", "wrk", 1, 50.0, 100_000, connections=100_000, resumed_connections=99_000, **h1),
         row("tls_close", "coordinator", 1, 61.0, 100_000, connections=100_000, resumed_connections=100_000, **h1),
     ]
+
+    def throttled(name, rep, wall_s, requests, ok=2000, exit_code=0, valid=True):
+        r = row("adaptive", name, rep, 0.3, requests, exit_code=exit_code, ok=valid)
+        return {**r, "wall_s": wall_s, "ok": ok, "failed": 2000 - ok, "throttled": requests - ok, "max_attempts": 3}
+
+    rows += [
+        throttled("coordinator", 1, 10.4, 2100), throttled("coordinator", 2, 10.6, 2300),
+        throttled("coordinator", 3, 30.0, 9000, valid=False),
+        throttled("coordinator --adaptive off", 1, 22.0, 5600, ok=1990, exit_code=1, valid=False),
+        throttled("coordinator -c 64", 1, 10.2, 2050),
+    ]
     text = render(rows, "", a, machine=False)
     failures = []
 
@@ -603,6 +672,11 @@ def self_test():
     expect("HTTPS close verdict", "HTTPS load, a new connection per request, HTTP/1.1: CPU/request 610.0 µs vs wrk "
            "500.0 (1.22x, target ≤ 1.2x): **missed**" in text)
     expect("resumed share", "| 100,000 | 99% |" in text)
+    expect("an adaptive row, the failed run left out",
+           "| `coordinator` | 10.50 | 2,000 | 2,200 | 200 | 8.9% | 1.05x | 3 |" in text)
+    expect("an adaptive run that exited 1 is failed", "| `coordinator --adaptive off` | failed |" in text)
+    expect("the adaptive verdict", "8.9% of the requests answered 429 (target < 10%), 10.50 s wall = 1.05x the "
+           "ideal 10 s (target ≤ 1.3x): **met**" in text)
     expect("no nan anywhere", "nan" not in text)
     tls_only = render([r for r in rows if r["group"].startswith("tls_")], "", a, machine=False)
     expect("no load section without load rows", "## Load mode (client CPU" not in tls_only

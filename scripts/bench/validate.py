@@ -37,6 +37,15 @@ takes a row into a figure only when its command exited 0 and the check says vali
     validate.py rate --dir DIR --pages N --seconds S
         The scrape --rate run: one-second windows of the manifest's at_ms.
 
+    validate.py throttled --summary FILE --dir DIR --pages N
+        A scrape against a server that answers 429 (the adaptive group): the tool's
+        --json summary (FILE) against its manifest in DIR. The summary's `requests`
+        must be the sum of the manifest's `attempts`, its `ok` the manifest's lines
+        with status 200, ok + failed the N batches of the plan. Gives requests, ok,
+        failed, throttled (requests - ok: every attempt but the last successful one
+        of each batch) and the most attempts one batch took. Failed batches do not
+        make it invalid (the pages check counts the files).
+
 Each prints one JSON object on stdout: the figures plus "valid" (true or false) and
 "why" (what failed, or null); the exit code is 0 when valid, 1 when not, 2 on a usage
 error. `validate.py --self-test` runs the checks on made-up inputs.
@@ -248,6 +257,29 @@ def check_rate(directory: str, pages: int, seconds: int) -> dict:
             "why": None if len(at) == pages else f"{len(at)} manifest lines for {pages} pages"}
 
 
+def check_throttled(summary_text: str, directory: str, pages: int) -> dict:
+    try:
+        summary = json.loads(summary_text)
+        requests, ok, failed = int(summary["requests"]), int(summary["ok"]), int(summary["failed"])
+    except (ValueError, KeyError, TypeError) as e:
+        return {"requests": 0, "valid": False, "why": f"unreadable summary: {type(e).__name__}: {e}"}
+    try:
+        lines = [json.loads(line) for line in open(os.path.join(directory, "manifest.jsonl"))]
+        attempts = [int(x["attempts"]) for x in lines]
+        ok_lines = sum(1 for x in lines if x.get("status") == 200)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {"requests": requests, "valid": False, "why": f"unreadable manifest: {type(e).__name__}: {e}"}
+    why = []
+    if sum(attempts) != requests:
+        why.append(f"the summary counts {requests} requests, the manifest {sum(attempts)} attempts")
+    if ok_lines != ok:
+        why.append(f"the summary counts {ok} ok batches, the manifest {ok_lines} with status 200")
+    if ok + failed != pages:
+        why.append(f"{ok} ok and {failed} failed batches for {pages}")
+    return {"requests": requests, "ok": ok, "failed": failed, "throttled": requests - ok,
+            "max_attempts": max(attempts, default=0), "valid": not why, "why": "; ".join(why) or None}
+
+
 def self_test() -> int:
     failures = []
 
@@ -325,6 +357,18 @@ def self_test() -> int:
         expect("rate", (r["valid"], r["max_window"], r["min_window"]), (True, 20, 20))
         expect("rate short", check_rate(d, 41, 2)["valid"], False)
 
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "manifest.jsonl"), "w") as f:
+            for k, (status, attempts) in enumerate([(200, 1), (200, 3), (429, 4)]):
+                f.write(json.dumps({"index": k, "status": status, "attempts": attempts}) + "\n")
+        summary = {"requests": 8, "ok": 2, "failed": 1}
+        r = check_throttled(json.dumps(summary), d, 3)
+        expect("throttled", (r["valid"], r["throttled"], r["max_attempts"]), (True, 6, 4))
+        expect("throttled, requests off", check_throttled(json.dumps({**summary, "requests": 9}), d, 3)["valid"], False)
+        expect("throttled, ok off", check_throttled(json.dumps({**summary, "ok": 3, "failed": 0}), d, 3)["valid"], False)
+        expect("throttled, a batch missing", check_throttled(json.dumps(summary), d, 4)["valid"], False)
+        expect("throttled, no summary", check_throttled("error: ...", d, 3)["valid"], False)
+
     for f in failures:
         print(f"validate.py self-test: {f}", file=sys.stderr)
     print(f"validate.py self-test: {'FAILED' if failures else 'ok'}", file=sys.stderr)
@@ -362,6 +406,10 @@ def main() -> int:
     ra.add_argument("--dir", required=True)
     ra.add_argument("--pages", type=int, required=True)
     ra.add_argument("--seconds", type=int, required=True)
+    th = sub.add_parser("throttled")
+    th.add_argument("--summary", required=True)
+    th.add_argument("--dir", required=True)
+    th.add_argument("--pages", type=int, required=True)
     a = ap.parse_args()
 
     if a.what == "reference":
@@ -393,6 +441,14 @@ def main() -> int:
                       "why": "; ".join(why) or None}
     elif a.what == "access-log":
         result = check_access_log(a.log, a.offset, a.protocol, a.requests)
+    elif a.what == "throttled":
+        try:
+            with open(a.summary) as f:
+                text = f.read()
+        except OSError as e:
+            text = ""
+            print(f"validate.py: {e}", file=sys.stderr)
+        result = check_throttled(text, a.dir, a.pages)
     else:
         result = check_rate(a.dir, a.pages, a.seconds)
     print(json.dumps(result))
