@@ -15,7 +15,7 @@
 mod fetch;
 mod rules;
 
-use std::collections::hash_map::Entry;
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::time::Duration;
@@ -69,6 +69,10 @@ pub struct Gate {
     token: String,
     /// The URL template of plan jobs, which carry no URL of their own.
     template: Option<Template>,
+    /// The origin of every URL of the template, when no placeholder is in its scheme,
+    /// host or port: then a batch of a host whose rules allow everything goes out
+    /// without its URL being made and read here.
+    fixed_origin: Option<String>,
     fetcher: RobotsFetcher,
     hosts: HashMap<String, Host>,
     /// Jobs that may go out.
@@ -95,6 +99,7 @@ impl Gate {
         Ok(Gate {
             token: product_token(&config.user_agent).to_owned(),
             template: config.url.clone(),
+            fixed_origin: config.url.as_ref().and_then(fixed_origin),
             fetcher: RobotsFetcher::start(config, wake)?,
             hosts: HashMap::new(),
             ready: VecDeque::new(),
@@ -173,33 +178,38 @@ impl Gate {
 
     /// Sends `job` on its way: ready, skipped, or held until its host's answer.
     fn admit(&mut self, job: Job) {
-        let url = match (&job.url, &self.template) {
-            (Some(url), _) => url.clone(),
-            (None, Some(template)) => template.render(&job.batch.values()),
-            (None, None) => String::new(),
+        // Made only when needed: a plan job carries no URL.
+        let mut url = job.url.clone();
+        let origin = match (&url, &self.fixed_origin) {
+            (None, Some(fixed)) => Some(Cow::Borrowed(fixed.as_str())),
+            _ => origin(url.get_or_insert_with(|| render(&self.template, &job))).map(Cow::Owned),
         };
         // A URL with no origin cannot be fetched at all: its worker says why.
-        let Some(origin) = origin(&url) else {
+        let Some(origin) = origin else {
             self.ready.push_back(job);
             return;
         };
-        match self.hosts.entry(origin) {
-            Entry::Occupied(mut host) => match host.get_mut() {
-                Host::Known(rules) => {
-                    if rules.allows(&url) {
-                        self.ready.push_back(job);
-                    } else {
-                        self.skipped.push(skipped(job, url));
-                    }
+        match self.hosts.get_mut(origin.as_ref()) {
+            Some(Host::Known(rules)) => {
+                if rules.allows_all() {
+                    self.ready.push_back(job);
+                    return;
                 }
-                Host::Asked(held) => {
-                    held.push(job);
-                    self.waiting += 1;
+                let url = url.unwrap_or_else(|| render(&self.template, &job));
+                if rules.allows(&url) {
+                    self.ready.push_back(job);
+                } else {
+                    self.skipped.push(skipped(job, url));
                 }
-            },
-            Entry::Vacant(host) => {
-                self.fetcher.ask(host.key().clone());
-                host.insert(Host::Asked(vec![job]));
+            }
+            Some(Host::Asked(held)) => {
+                held.push(job);
+                self.waiting += 1;
+            }
+            None => {
+                let origin = origin.into_owned();
+                self.fetcher.ask(origin.clone());
+                self.hosts.insert(origin, Host::Asked(vec![job]));
                 self.waiting += 1;
                 self.tally.hosts += 1;
             }
@@ -222,7 +232,7 @@ impl Gate {
                 }
                 (Rules::DisallowAll, None) => self.tally.disallow_all += 1,
                 (Rules::AllowAll, _) => self.tally.allow_all += 1,
-                (Rules::Parsed(_), _) => self.tally.with_rules += 1,
+                (Rules::Parsed(_) | Rules::NothingDisallowed, _) => self.tally.with_rules += 1,
             }
             if let Some(delay) = verdict.crawl_delay {
                 self.crawl_delays.insert(origin.clone(), delay);
@@ -238,6 +248,28 @@ impl Gate {
             }
         }
     }
+}
+
+/// The URL of a plan job (empty without a template: its worker says why).
+fn render(template: &Option<Template>, job: &Job) -> String {
+    template
+        .as_ref()
+        .map_or_else(String::new, |t| t.render(&job.batch.values()))
+}
+
+/// The origin every URL of `template` has, when no placeholder is in its scheme, host
+/// or port.
+fn fixed_origin(template: &Template) -> Option<String> {
+    let source = template.as_str();
+    let after = source.find("://")? + 3;
+    let end = source[after..]
+        .find(['/', '?', '#'])
+        .map_or(source.len(), |i| after + i);
+    let head = &source[..end];
+    if head.contains('{') {
+        return None;
+    }
+    origin(head)
 }
 
 /// The report of a job robots.txt disallows.
@@ -267,6 +299,18 @@ fn origin(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_has_a_fixed_origin_unless_a_placeholder_is_in_it() {
+        let fixed = |source: &str| fixed_origin(&Template::parse(source).unwrap());
+        assert_eq!(
+            fixed("https://H.example:443/a?start={start}").as_deref(),
+            Some("https://h.example")
+        );
+        assert_eq!(fixed("http://h:8080?q={start}").as_deref(), Some("http://h:8080"));
+        assert_eq!(fixed("http://h{start}.example/a"), None);
+        assert_eq!(fixed("http://h:{start}/a"), None);
+    }
 
     #[test]
     fn an_origin_is_scheme_host_and_a_port_that_is_not_the_default() {

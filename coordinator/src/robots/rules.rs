@@ -26,6 +26,10 @@ pub enum Rules {
     DisallowAll,
     /// What the file says to this run's product token.
     Parsed(Box<Robot>),
+    /// A file with no `Disallow` rule that is not empty: nothing it says can forbid
+    /// a URL, whichever group applies (RFC 9309 §2.2.2: a URL that no rule matches
+    /// may be fetched).
+    NothingDisallowed,
 }
 
 impl Rules {
@@ -35,7 +39,13 @@ impl Rules {
             Rules::AllowAll => true,
             Rules::DisallowAll => false,
             Rules::Parsed(robot) => robot.allowed(url),
+            Rules::NothingDisallowed => true,
         }
+    }
+
+    /// Whether every URL of the host may be fetched: no URL needs to be read.
+    pub fn allows_all(&self) -> bool {
+        matches!(self, Rules::AllowAll | Rules::NothingDisallowed)
     }
 }
 
@@ -108,7 +118,10 @@ fn parse(body: &[u8], token: &str) -> Verdict {
                     .map(|d| d.min(MAX_CRAWL_DELAY))
                     .filter(|d| !d.is_zero())
             }),
-            rules: Rules::Parsed(Box::new(robot)),
+            rules: match disallows_something(cut(body)) {
+                true => Rules::Parsed(Box::new(robot)),
+                false => Rules::NothingDisallowed,
+            },
             trouble: None,
         },
         Err(e) => Verdict {
@@ -117,6 +130,32 @@ fn parse(body: &[u8], token: &str) -> Verdict {
             trouble: Some(format!("robots.txt cannot be parsed ({e:#})")),
         },
     }
+}
+
+/// Whether a robots.txt may hold a `Disallow` rule with a path (an empty one disallows
+/// nothing, RFC 9309 §2.2.2). Errs towards yes: every spelling the parser takes as
+/// `Disallow` ("disalow", "diasllow", ...) starts with `di`, so any such line with a
+/// value counts.
+fn disallows_something(body: &[u8]) -> bool {
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
+    body.split(|&b| b == b'\n' || b == b'\r').any(|line| {
+        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
+        let line = line.trim_ascii();
+        if line.len() < 2 || !line[..2].eq_ignore_ascii_case(b"di") {
+            return false;
+        }
+        // The value: after the key and a colon, or after spaces.
+        let key_end = line
+            .iter()
+            .position(|&b| b == b':' || b.is_ascii_whitespace())
+            .unwrap_or(line.len());
+        let rest = line[key_end..].trim_ascii();
+        !rest
+            .strip_prefix(b":")
+            .unwrap_or(rest)
+            .trim_ascii()
+            .is_empty()
+    })
 }
 
 /// The first [`PARSED_BYTES`] of `body`, ended at a line's end so that no rule is
@@ -135,6 +174,33 @@ fn cut(body: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_without_a_disallow_rule_allows_all_without_reading_urls() {
+        for body in [
+            "User-agent: *\nAllow: /\n",
+            "User-agent: *\nDisallow:\nCrawl-delay: 1\n",
+            "# Disallow: /commented\nUser-agent: x\nAllow: /a # Disallow: /b\n",
+        ] {
+            let verdict = parse(body.as_bytes(), "coordinator");
+            assert!(verdict.rules.allows_all(), "{body:?}");
+        }
+        // Any spelling the parser reads as Disallow, with a value, keeps the rules.
+        for body in [
+            "User-agent: *\nDisallow: /private\n",
+            "User-agent: *\ndisalow: /private\n",
+            "User-agent: *\nDISALLOW /private\n",
+            "User-agent: *\r\nDiasllow : /private\r\n",
+            "\u{feff}Disallow: /private\n",
+        ] {
+            let verdict = parse(body.as_bytes(), "coordinator");
+            assert!(!verdict.rules.allows_all(), "{body:?}");
+            assert!(
+                !verdict.rules.allows("http://h/private/x"),
+                "{body:?}: the parser disallows it"
+            );
+        }
+    }
     use shared::plan::Batch;
 
     fn report(status: Option<u16>, outcome: Outcome) -> JobReport {
