@@ -179,7 +179,7 @@ impl Fetcher {
             max_body: config.max_body,
             location_trusted: config.location_trusted,
             retry,
-            pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::new),
+            pacer: config.rate.filter(|r| *r > 0.0).map(Pacer::catching_up),
             plain,
             h2c,
             timeout: Duration::from_millis(config.timeout_ms),

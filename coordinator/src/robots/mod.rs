@@ -307,7 +307,10 @@ mod tests {
             fixed("https://H.example:443/a?start={start}").as_deref(),
             Some("https://h.example")
         );
-        assert_eq!(fixed("http://h:8080?q={start}").as_deref(), Some("http://h:8080"));
+        assert_eq!(
+            fixed("http://h:8080?q={start}").as_deref(),
+            Some("http://h:8080")
+        );
         assert_eq!(fixed("http://h{start}.example/a"), None);
         assert_eq!(fixed("http://h:{start}/a"), None);
     }
