@@ -352,27 +352,34 @@ fn a_load_test_without_trust_counts_tls_errors() {
     assert_eq!(report["responses"], 0);
 }
 
-#[test]
-fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
+/// What nginx over TLS needs: the certificates, a directory for its files and its
+/// `www`, all readable by its workers (they run as nobody), and the `server` lines
+/// that name the certificate and key.
+fn nginx_tls_setup() -> (Pki, tempfile::TempDir, PathBuf, String) {
     use std::os::unix::fs::PermissionsExt;
     let pki = Pki::new();
-    // nginx's workers run as nobody: what they read must be readable by all.
     fs::set_permissions(&pki.path, fs::Permissions::from_mode(0o755)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let www = dir.path().join("www");
     fs::create_dir(&www).unwrap();
+    let tls = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};",
+        pki.file("server.pem"),
+        pki.file("server.key")
+    );
+    (pki, dir, www, tls)
+}
+
+#[test]
+fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
+    let (pki, dir, www, tls) = nginx_tls_setup();
     let pages: Vec<String> = (0..20)
         .map(|i| format!("{{\"page\":{i},\"text\":\"{}\"}}", "x".repeat(i * 500)))
         .collect();
     for (i, page) in pages.iter().enumerate() {
         fs::write(www.join(format!("p{i}.json")), page).unwrap();
     }
-    let tls = format!(
-        "ssl_certificate {};\n    ssl_certificate_key {};",
-        pki.file("server.pem"),
-        pki.file("server.key")
-    );
     let nginx = Nginx::start(dir.path(), &www, "ssl http2", &tls, "$server_protocol");
     let urls: String = (0..pages.len())
         .map(|i| format!("https://localhost:{}/p{i}.json\n", nginx.port))
@@ -439,20 +446,10 @@ fn nginx_over_tls_with_a_private_ca_serves_every_client_path() {
 #[test]
 fn a_burst_to_a_new_tls_host_makes_one_connection_for_http2_and_a_full_pool_for_http1() {
     use std::os::unix::fs::PermissionsExt;
-    let pki = Pki::new();
-    fs::set_permissions(&pki.path, fs::Permissions::from_mode(0o755)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let www = dir.path().join("www");
-    fs::create_dir(&www).unwrap();
+    let (pki, dir, www, tls) = nginx_tls_setup();
     for i in 0..300 {
         fs::write(www.join(format!("p{i}.json")), format!("{{\"page\":{i}}}")).unwrap();
     }
-    let tls = format!(
-        "ssl_certificate {};\n    ssl_certificate_key {};",
-        pki.file("server.pem"),
-        pki.file("server.key")
-    );
     let ca = pki.file("ca.pem");
     // ALPN offers h2 and http/1.1: the first connection's answer decides for the 40
     // requests that wait for it.
