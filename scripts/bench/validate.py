@@ -375,6 +375,17 @@ def self_test() -> int:
     return 1 if failures else 0
 
 
+def read_or_empty(path: str) -> str:
+    """The text of `path`, or nothing (said on stderr) when it cannot be read: the check
+    then fails on its own terms."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        print(f"validate.py: {e}", file=sys.stderr)
+        return ""
+
+
 def main() -> int:
     if sys.argv[1:] == ["--self-test"]:
         return self_test()
@@ -425,12 +436,7 @@ def main() -> int:
         with open(a.ref) as f:
             result = check_pages(json.load(f), a.dir, a.pages, a.names)
     elif a.what == "load":
-        try:
-            with open(a.report) as f:
-                text = f.read()
-        except OSError as e:
-            text = ""
-            print(f"validate.py: {e}", file=sys.stderr)
+        text = read_or_empty(a.report)
         if a.access_log is None:
             result = check_load(a.tool, text, a.server_requests, a.slack)
         else:
@@ -442,12 +448,7 @@ def main() -> int:
     elif a.what == "access-log":
         result = check_access_log(a.log, a.offset, a.protocol, a.requests)
     elif a.what == "throttled":
-        try:
-            with open(a.summary) as f:
-                text = f.read()
-        except OSError as e:
-            text = ""
-            print(f"validate.py: {e}", file=sys.stderr)
+        text = read_or_empty(a.summary)
         result = check_throttled(text, a.dir, a.pages)
     else:
         result = check_rate(a.dir, a.pages, a.seconds)

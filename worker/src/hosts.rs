@@ -10,7 +10,7 @@
 //! ramp up (see [`crate::slow_start`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shared::config::PerHostLimits;
@@ -30,6 +30,10 @@ pub struct HostGates {
     /// Whether a host's first requests ramp up (`--adaptive on`).
     slow_start: bool,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// The size at which the map is next pruned of idle gates: [`KEEP_IDLE`], or twice
+    /// what the last pruning left when more hosts than that are busy (each new host
+    /// would otherwise walk the whole map: with `--adaptive on` every host has a gate).
+    prune_at: AtomicUsize,
     /// Whether a host ever got a gate: until then every request passes without a
     /// lock (the hot path of a run with no limits).
     any: AtomicBool,
@@ -62,6 +66,7 @@ impl HostGates {
             limits,
             slow_start: adaptive,
             gates: Mutex::new(HashMap::new()),
+            prune_at: AtomicUsize::new(KEEP_IDLE),
             any: AtomicBool::new(false),
         }
     }
@@ -71,9 +76,11 @@ impl HostGates {
         if let Some(gate) = gates.get(origin) {
             return Arc::clone(gate);
         }
-        if gates.len() >= KEEP_IDLE {
+        if gates.len() >= self.prune_at.load(Ordering::Relaxed) {
             // Only this map holds an idle gate, and its slots are all free.
             gates.retain(|_, gate| Arc::strong_count(gate) > 1 || !gate.is_idle());
+            let next = KEEP_IDLE.max(2 * gates.len());
+            self.prune_at.store(next, Ordering::Relaxed);
         }
         let gate = Arc::new(Gate {
             slots: self
@@ -222,6 +229,31 @@ mod tests {
         let _a3 = waiting.await.unwrap();
         // At 10/s, a's second request went 100 ms after its first.
         assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn idle_gates_are_dropped_and_busy_ones_do_not_make_every_new_host_walk_the_map() {
+        let gates = HostGates::new(
+            PerHostLimits {
+                rate: None,
+                concurrency: Some(1),
+            },
+            true,
+        );
+        // More busy hosts than KEEP_IDLE: each holds its one slot.
+        let mut busy = Vec::new();
+        for i in 0..KEEP_IDLE + 10 {
+            busy.push(gates.enter(false, &format!("busy{i}:80")).await);
+        }
+        let pruned_at = gates.prune_at.load(Ordering::Relaxed);
+        assert!(pruned_at >= 2 * KEEP_IDLE, "{pruned_at}");
+        // Once they are done, the next pruning drops them.
+        drop(busy);
+        for i in 0..pruned_at {
+            let _idle = gates.enter(false, &format!("idle{i}:80")).await;
+        }
+        let left = gates.gates.lock().unwrap().len();
+        assert!(left < KEEP_IDLE + 10, "{left} gates kept");
     }
 
     #[tokio::test(start_paused = true)]
