@@ -461,58 +461,87 @@ impl Fetcher {
     /// One request of `url` with `body`: a 2xx response, whole, or a 304 to a
     /// conditional request. Plain `http://` URLs go through the lean client `C` where
     /// there is one, the rest through reqwest.
-    async fn attempt<C: Lean>(&self, url: &str, body: &Payload) -> Result<Response, Failure> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let fetched = match C::of(self) {
-            Some(client) => {
-                let ask = Ask::Own(body);
-                let gates = &self.hosts;
-                let trusted = self.location_trusted;
-                let fetch = follow_redirects(client, gates, url, ask, self.max_body, trusted);
-                match tokio::time::timeout(self.timeout, fetch).await {
-                    Ok(fetched) => fetched,
-                    Err(_) => {
-                        return Err(Failure::retryable(format!(
-                            "no whole response within --timeout {:?}",
-                            self.timeout
-                        )));
+    ///
+    /// Not an `async fn`: its arguments would be kept twice in the future's state.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn attempt<C: Lean>(
+        &self,
+        url: &str,
+        body: &Payload,
+    ) -> impl Future<Output = Result<Response, Failure>> {
+        async move {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let fetched = match C::of(self) {
+                Some(client) => {
+                    let ask = Ask::Own(body);
+                    let gates = &self.hosts;
+                    let trusted = self.location_trusted;
+                    let fetch = follow_redirects(client, gates, url, ask, self.max_body, trusted);
+                    match tokio::time::timeout(self.timeout, fetch).await {
+                        Ok(fetched) => fetched,
+                        Err(_) => {
+                            return Err(Failure::retryable(format!(
+                                "no whole response within --timeout {:?}",
+                                self.timeout
+                            )));
+                        }
                     }
                 }
+                // Boxed: in a run with a lean client this is the rare path, and its state
+                // should not size every task.
+                _ => {
+                    let fetch =
+                        self.full
+                            .fetch(&self.hosts, url, url, 0, Ask::Own(body), self.max_body);
+                    Box::pin(fetch).await
+                }
+            };
+            let response = match fetched {
+                // Moved whole into its own boxed future: a result kept in this one across
+                // the wait would size every request in flight.
+                handed @ Err(ClientError::NeedsFullClient(_)) => {
+                    Box::pin(self.hand_off(url, handed, body)).await
+                }
+                fetched => fetched,
             }
-            // Boxed: in a run with a lean client this is the rare path, and its state
-            // should not size every task.
-            _ => {
-                let fetch =
-                    self.full
-                        .fetch(&self.hosts, url, url, 0, Ask::Own(body), self.max_body);
-                Box::pin(fetch).await
+            .map_err(|e| Failure::from_client(e, self.max_body))?;
+            let status = response.status;
+            let not_modified = status == 304 && body.validators().is_some();
+            if !(200..300).contains(&status) && !not_modified {
+                let failure = Failure::status(status, response.retry_after.as_deref(), &self.retry);
+                if matches!(status, 429 | 503) {
+                    self.throttled(url, failure.retry_after);
+                }
+                return Err(failure);
             }
+            Ok(response)
+        }
+    }
+
+    /// Fetches with reqwest what a lean client handed over (`handed`, a
+    /// `NeedsFullClient`): a compressed answer, or a redirect to a URL it cannot take.
+    async fn hand_off(
+        &self,
+        url: &str,
+        handed: Result<Response, ClientError>,
+        body: &Payload,
+    ) -> Result<Response, ClientError> {
+        let next = match handed {
+            Err(ClientError::NeedsFullClient(next)) => next,
+            other => return other,
         };
-        let response = match fetched {
-            Err(ClientError::NeedsFullClient(next)) => {
-                let ask = if next.as_get {
-                    Ask::Get
-                } else {
-                    Ask::Own(body)
-                };
-                let fetch =
-                    self.full
-                        .fetch(&self.hosts, url, &next.url, next.hops, ask, self.max_body);
-                Box::pin(fetch).await
-            }
-            fetched => fetched,
-        }
-        .map_err(|e| Failure::from_client(e, self.max_body))?;
-        let status = response.status;
-        let not_modified = status == 304 && body.validators().is_some();
-        if !(200..300).contains(&status) && !not_modified {
-            let failure = Failure::status(status, response.retry_after.as_deref(), &self.retry);
-            if matches!(status, 429 | 503) {
-                self.throttled(url, failure.retry_after);
-            }
-            return Err(failure);
-        }
-        Ok(response)
+        let ask = if next.as_get {
+            Ask::Get
+        } else {
+            Ask::Own(body)
+        };
+        let fetch = self
+            .full
+            .fetch(&self.hosts, url, &next.url, next.hops, ask, self.max_body);
+        fetch.await
     }
 
     /// Under `--adaptive on`, tells the coordinator that the host of `url` asked for

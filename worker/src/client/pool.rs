@@ -67,6 +67,13 @@ pub struct Http1Client {
     http1_hosts: Mutex<HashSet<String>>,
 }
 
+/// What [`Http1Client::open_tls`] made: an HTTP/1.1 connection, or one that the HTTP/2
+/// client now holds (the host chose HTTP/2).
+enum Opened<'a> {
+    Http1(Stream),
+    Http2(&'a H2cClient),
+}
+
 /// A request's part in finding out what a TLS host speaks.
 enum Probe<'a> {
     /// This request makes the first connection; others wait until it drops.
@@ -333,6 +340,36 @@ impl Http1Client {
         Ok(connected.stream)
     }
 
+    /// A new TLS connection to `authority` for one request. The first connection to a
+    /// host decides by ALPN whether it speaks HTTP/2 (then the connection goes to the
+    /// HTTP/2 client, and so do the requests that waited for the answer).
+    async fn open_tls(&self, authority: &str) -> Result<Opened<'_>, ClientError> {
+        let mut probe = None;
+        if let Some(h2) = &self.h2
+            && !self.speaks_http1(authority)
+        {
+            match self.probe(authority) {
+                Probe::Mine(guard) => probe = Some(guard),
+                Probe::Wait(done) => {
+                    // An error once the semaphore is closed: the answer is in.
+                    let _ = done.acquire().await;
+                    if h2.serves(authority) {
+                        return Ok(Opened::Http2(h2));
+                    }
+                }
+            }
+        }
+        let stream = self.connect(authority, true).await?;
+        if let (true, Some(h2)) = (stream.is_h2(), &self.h2) {
+            h2.adopt(authority, stream).await?;
+            return Ok(Opened::Http2(h2));
+        }
+        if probe.take().is_some() {
+            self.remember_http1(authority);
+        }
+        Ok(Opened::Http1(stream))
+    }
+
     /// The proxy a plain request on `stream` to `authority` goes through, if any (a
     /// TLS stream is tunnelled: its requests go as to the server itself).
     fn proxied(&self, stream: &Stream, authority: &str) -> Option<&Proxy> {
@@ -411,7 +448,13 @@ impl Exchange for Http1Client {
     /// One request and response; a pooled connection that turns out to be closed is
     /// replaced by a fresh one once, unless the request may not be sent twice (RFC
     /// 9112 §9.3.1: the server may have applied it before the connection failed).
-    async fn exchange(
+    ///
+    /// Not an `async fn`: its arguments would be kept twice in the future's state.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn exchange(
         &self,
         tls: bool,
         authority: &str,
@@ -419,58 +462,51 @@ impl Exchange for Http1Client {
         ask: Ask<'_>,
         max_body: u64,
         trusted: bool,
-    ) -> Result<(Response, Option<String>), ClientError> {
-        self.job_started();
-        if tls
-            && let Some(h2) = &self.h2
-            && h2.serves(authority)
-        {
-            // Boxed: only hosts that chose HTTP/2 come here.
-            return Box::pin(h2.exchange(tls, authority, path, ask, max_body, trusted)).await;
-        }
-        let idle = self.take_idle(authority, tls);
-        // The last job to ask took what it needs: the others only wait for exit.
-        self.close_idle_if_done();
-        if let Some(mut stream) = idle {
+    ) -> impl Future<Output = Result<(Response, Option<String>), ClientError>> + Send {
+        async move {
+            self.job_started();
+            if tls
+                && let Some(h2) = &self.h2
+                && h2.serves(authority)
+            {
+                // Boxed: only hosts that chose HTTP/2 come here.
+                return Box::pin(h2.exchange(tls, authority, path, ask, max_body, trusted)).await;
+            }
+            let idle = self.take_idle(authority, tls);
+            // The last job to ask took what it needs: the others only wait for exit.
+            self.close_idle_if_done();
+            if let Some(mut stream) = idle {
+                let result = self
+                    .once(&mut stream, authority, path, ask, max_body, trusted)
+                    .await;
+                let repeatable = ask == Ask::Get || self.verb.repeatable;
+                match result {
+                    Err(ClientError::Reset(_)) if repeatable => {}
+                    result => return self.settle(authority, stream, result),
+                }
+            }
+            // Opening is boxed, and so is all its state (over TLS, the ALPN probe and the
+            // handshake too): this future holds only what a request in flight needs, a
+            // stream and its exchange, and ten thousand requests in flight are all this
+            // future's size.
+            let opened = match tls {
+                false => Box::pin(self.connect(authority, false))
+                    .await
+                    .map(Opened::Http1),
+                true => Box::pin(self.open_tls(authority)).await,
+            };
+            let mut stream = match opened? {
+                Opened::Http1(stream) => stream,
+                Opened::Http2(h2) => {
+                    let exchange = h2.exchange(tls, authority, path, ask, max_body, trusted);
+                    return Box::pin(exchange).await;
+                }
+            };
             let result = self
                 .once(&mut stream, authority, path, ask, max_body, trusted)
                 .await;
-            let repeatable = ask == Ask::Get || self.verb.repeatable;
-            match result {
-                Err(ClientError::Reset(_)) if repeatable => {}
-                result => return self.settle(authority, stream, result),
-            }
+            self.settle(authority, stream, result)
         }
-        let mut probe = None;
-        if tls
-            && let Some(h2) = &self.h2
-            && !self.speaks_http1(authority)
-        {
-            match self.probe(authority) {
-                Probe::Mine(guard) => probe = Some(guard),
-                Probe::Wait(done) => {
-                    // An error once the semaphore is closed: the answer is in.
-                    let _ = done.acquire().await;
-                    if h2.serves(authority) {
-                        let exchange = h2.exchange(tls, authority, path, ask, max_body, trusted);
-                        return Box::pin(exchange).await;
-                    }
-                }
-            }
-        }
-        let mut stream = Box::pin(self.connect(authority, tls)).await?;
-        if let (true, Some(h2)) = (stream.is_h2(), &self.h2) {
-            Box::pin(h2.adopt(authority, stream)).await?;
-            drop(probe);
-            return Box::pin(h2.exchange(tls, authority, path, ask, max_body, trusted)).await;
-        }
-        if probe.take().is_some() {
-            self.remember_http1(authority);
-        }
-        let result = self
-            .once(&mut stream, authority, path, ask, max_body, trusted)
-            .await;
-        self.settle(authority, stream, result)
     }
 
     fn max_redirects(&self) -> u32 {

@@ -61,57 +61,65 @@ pub fn same_origin(original: &str, url: &str) -> bool {
 /// following its redirects; the `--header`s go to `url`'s origin only, or everywhere
 /// when `trust_all`. Each hop waits at the gate of its own host (`gates`). The clients
 /// have no `get` of their own: an `async fn` around this one would add a layer of
-/// state to every request in flight.
-pub async fn follow_redirects(
+/// state to every request in flight. Not an `async fn` itself either: its arguments
+/// would be kept twice in that state.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn follow_redirects(
     client: &impl Exchange,
     gates: &HostGates,
     url: &str,
-    mut ask: Ask<'_>,
+    ask: Ask<'_>,
     max_body: u64,
     trust_all: bool,
-) -> Result<Response, ClientError> {
-    // Owned only after a redirect: a request in flight holds no copy of its URL.
-    let mut redirected: Option<String> = None;
-    let mut hops = 0;
-    loop {
-        let at = redirected.as_deref().unwrap_or(url);
-        // Decided per hop, not kept: the state of every request in flight stays small.
-        let trusted = trust_all || redirected.is_none() || same_origin(url, at);
-        let split = split_http_url(at).map_err(|_| {
-            ClientError::NeedsFullClient(Handoff {
-                url: at.to_owned(),
-                hops,
-                as_get: ask == Ask::Get,
-            })
-        })?;
-        // Boxed: only runs with per-host limits or --adaptive on (the default) wait here.
-        let _permit = match gates.is_active() {
-            true => Some(Box::pin(gates.enter(split.tls, &split.authority)).await),
-            false => None,
-        };
-        let (fetched, location) = client
-            .exchange(
-                split.tls,
-                &split.authority,
-                &split.path,
-                ask,
-                max_body,
-                trusted,
-            )
-            .await?;
-        let Some(location) = location else {
-            let mut fetched = fetched;
-            fetched.url = redirected;
-            return Ok(fetched);
-        };
-        ask = after(fetched.status, client.method(), ask);
-        // The redirect's own body is not kept (nor its charge).
-        drop(fetched);
-        if hops == client.max_redirects() {
-            return Err(too_many(client.max_redirects()));
+) -> impl Future<Output = Result<Response, ClientError>> {
+    async move {
+        let mut ask = ask;
+        // Owned only after a redirect: a request in flight holds no copy of its URL.
+        let mut redirected: Option<String> = None;
+        let mut hops = 0;
+        loop {
+            let at = redirected.as_deref().unwrap_or(url);
+            // Decided per hop, not kept: the state of every request in flight stays small.
+            let trusted = trust_all || redirected.is_none() || same_origin(url, at);
+            let split = split_http_url(at).map_err(|_| {
+                ClientError::NeedsFullClient(Handoff {
+                    url: at.to_owned(),
+                    hops,
+                    as_get: ask == Ask::Get,
+                })
+            })?;
+            // Boxed: only runs with per-host limits or --adaptive on (the default) wait here.
+            let _permit = match gates.is_active() {
+                true => Some(Box::pin(gates.enter(split.tls, &split.authority)).await),
+                false => None,
+            };
+            let (fetched, location) = client
+                .exchange(
+                    split.tls,
+                    &split.authority,
+                    &split.path,
+                    ask,
+                    max_body,
+                    trusted,
+                )
+                .await?;
+            let Some(location) = location else {
+                let mut fetched = fetched;
+                fetched.url = redirected;
+                return Ok(fetched);
+            };
+            ask = after(fetched.status, client.method(), ask);
+            // The redirect's own body is not kept (nor its charge).
+            drop(fetched);
+            if hops == client.max_redirects() {
+                return Err(too_many(client.max_redirects()));
+            }
+            hops += 1;
+            redirected = Some(String::from(resolve(at, &location)?));
         }
-        hops += 1;
-        redirected = Some(String::from(resolve(at, &location)?));
     }
 }
 

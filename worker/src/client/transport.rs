@@ -270,8 +270,29 @@ impl Connector {
             .map_err(|_| ConnectError::Tcp(format!("connecting to {to} timed out")))?
             .map_err(|e| ConnectError::Tcp(format!("connecting to {to}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let mut tcp = tcp;
-        if let (Some(proxy), true) = (proxy, tls) {
+        if !tls {
+            return Ok(Connected {
+                stream: Stream::Plain(tcp),
+                tcp: started.elapsed(),
+                handshake: None,
+            });
+        }
+        // Boxed: a TLS handshake's state is large, and every plain connection being
+        // made (ten thousand at the start of a run) would otherwise carry room for it.
+        Box::pin(self.secure(tcp, authority, proxy, started, timeout)).await
+    }
+
+    /// The TLS half of [`Connector::connect`]: the proxy's tunnel, if any, then the
+    /// handshake with `authority`, within what is left of `timeout`.
+    async fn secure(
+        &self,
+        mut tcp: TcpStream,
+        authority: &str,
+        proxy: Option<&Proxy>,
+        started: Instant,
+        timeout: Duration,
+    ) -> Result<Connected, ConnectError> {
+        if let Some(proxy) = proxy {
             let left = timeout.saturating_sub(started.elapsed());
             tokio::time::timeout(left, tunnel(&mut tcp, authority, proxy))
                 .await
@@ -284,13 +305,6 @@ impl Connector {
                 })??;
         }
         let tcp_time = started.elapsed();
-        if !tls {
-            return Ok(Connected {
-                stream: Stream::Plain(tcp),
-                tcp: tcp_time,
-                handshake: None,
-            });
-        }
         let Some(connector) = &self.tls else {
             return Err(ConnectError::Tls(
                 None,
