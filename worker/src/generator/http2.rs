@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use http::uri::Scheme;
 use http::{Request, Uri};
+use shared::loadtest::{LoadSpec, Targets};
 use tokio::sync::OnceCell;
 
 use super::{Answer, ErrorKind, State};
@@ -28,6 +30,47 @@ impl Connection {
         let mut current = self.current.borrow_mut();
         if Rc::ptr_eq(&current, failed) {
             *current = Rc::default();
+        }
+    }
+}
+
+/// The URIs that [`uri`] takes from, made once for the run: one per path of a list
+/// (cloning one only counts a reference), or, for paths rendered per request, one
+/// that holds the scheme and authority alone.
+pub(super) fn uris(spec: &LoadSpec) -> Vec<Uri> {
+    let scheme = match spec.tls {
+        Some(_) => Scheme::HTTPS,
+        None => Scheme::HTTP,
+    };
+    let with = |path: &str| {
+        Uri::builder()
+            .scheme(scheme.clone())
+            .authority(spec.authority.as_str())
+            .path_and_query(path)
+            .build()
+            .ok()
+    };
+    match &spec.targets {
+        Targets::Paths(paths) if !paths.is_empty() => {
+            paths.iter().filter_map(|p| with(p)).collect()
+        }
+        _ => with("/").into_iter().collect(),
+    }
+}
+
+/// The URI of request `n`.
+fn uri(state: &State, n: u64) -> Result<Uri, ErrorKind> {
+    let uris = &state.h2_uris;
+    match &state.spec.targets {
+        Targets::Paths(paths) if uris.len() == paths.len() && !uris.is_empty() => {
+            Ok(uris[(n % uris.len() as u64) as usize].clone())
+        }
+        _ => {
+            let base = uris.first().ok_or(ErrorKind::Read)?;
+            let mut parts = base.clone().into_parts();
+            let path = state.spec.targets.path(n);
+            parts.path_and_query = Some(path.parse().map_err(|_| ErrorKind::Read)?);
+            Uri::from_parts(parts).map_err(|_| ErrorKind::Read)
         }
     }
 }
@@ -67,18 +110,8 @@ async fn exchange(
         })
         .await?
         .clone();
-    let uri = Uri::builder()
-        .scheme(if state.spec.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        })
-        .authority(state.spec.authority.as_str())
-        .path_and_query(state.spec.targets.path(n))
-        .build()
-        .map_err(|_| ErrorKind::Read)?;
     let mut request = Request::new(());
-    *request.uri_mut() = uri;
+    *request.uri_mut() = uri(state, n)?;
     *request.method_mut() = state.verb.method.clone();
     *request.headers_mut() = state.h2_headers.clone();
     let body = state.body(n).filter(|b| !b.is_empty());
