@@ -331,6 +331,33 @@ fn a_url_template_spreads_the_load_over_a_range() {
         assert_eq!(r["statuses"]["200"], 100, "-w {workers}");
         assert_eq!(r["bytes"], expected, "-w {workers}: the pages of the range");
     }
+    // Over HTTP/2 each request's path is rendered onto the URI parsed once.
+    let r = json(&load(&[
+        "--url", &template, "--range", "0..1000", "--http2", "-w", "1", "-c", "2", "-n", "100",
+        "--json",
+    ]));
+    assert_eq!(r["statuses"]["200"], 100, "--http2");
+    assert_eq!(
+        r["bytes"],
+        page_bytes(0..100),
+        "--http2: the pages of the range"
+    );
+}
+
+#[test]
+fn over_http2_a_list_of_paths_is_taken_in_turn() {
+    let server = Server::start(&[]);
+    let base = &server.base;
+    let urls = [0u64, 10, 20].map(|start| format!("{base}/api/tickers/?start={start}&limit=10"));
+    let r = json(&load(&[
+        &urls[0], &urls[1], &urls[2], "--http2", "-w", "1", "-c", "1", "-n", "30", "--json",
+    ]));
+    assert_eq!(r["statuses"]["200"], 30);
+    let each: u64 = [0u64, 10, 20]
+        .map(|start| tickers::tickers_json(start, 10, 1_000_000_000).len() as u64)
+        .iter()
+        .sum();
+    assert_eq!(r["bytes"], 10 * each, "each path ten times");
 }
 
 #[test]
