@@ -588,3 +588,33 @@ struct Ended {
     /// Under `--follow-next`, the page and the next page it names.
     chain: Option<PageReport>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ten thousand requests in flight are ten thousand of these tasks, so their size is
+    /// the memory of a run: it grew from 808 to 1,240 bytes once without anyone seeing
+    /// (CHANGELOG, session 9). Release builds make it a little smaller than this build.
+    #[test]
+    fn a_request_in_flight_stays_small() {
+        let mut config = crate::client::h2c::tests::config(100);
+        config.http2 = false;
+        config.url = Some(Template::parse("http://127.0.0.1:1/?start={start}").expect("url"));
+        let fetcher = Arc::new(Fetcher::new(&config).expect("fetcher"));
+        let job = || Job {
+            batch: Batch {
+                index: 0,
+                start: 0,
+                end: 10,
+            },
+            url: None,
+            page: None,
+            stored: None,
+        };
+        let http1 = std::mem::size_of_val(&fetcher.run::<Http1Client>(job()));
+        let http2 = std::mem::size_of_val(&fetcher.run::<H2cClient>(job()));
+        assert!(http1 <= 960, "an HTTP/1.1 request's task is {http1} bytes");
+        assert!(http2 <= 832, "an HTTP/2 request's task is {http2} bytes");
+    }
+}

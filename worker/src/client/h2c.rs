@@ -553,14 +553,15 @@ pub(crate) async fn handshake(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::budget::Budget;
     use crate::client::Payload;
     use shared::config::RetryPolicy;
     use shared::template::Template;
 
-    fn config(streams: u32) -> WorkerConfig {
+    /// A worker's configuration for tests: HTTP/2 with `streams` per connection.
+    pub(crate) fn config(streams: u32) -> WorkerConfig {
         WorkerConfig {
             url: None,
             name: Template::parse("batch{start}").expect("template"),
