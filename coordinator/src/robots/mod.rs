@@ -237,11 +237,22 @@ impl Gate {
             if let Some(delay) = verdict.crawl_delay {
                 self.crawl_delays.insert(origin.clone(), delay);
             }
+            let allows_all = verdict.rules.allows_all();
             let held = match self.hosts.insert(origin, Host::Known(verdict.rules)) {
                 Some(Host::Asked(held)) => held,
                 _ => Vec::new(),
             };
             self.waiting -= held.len();
+            if allows_all {
+                // All of them go out, in order. Moved whole: a run of one host holds
+                // every batch read so far here, and a second copy would double that.
+                if self.ready.is_empty() {
+                    self.ready = VecDeque::from(held);
+                } else {
+                    self.ready.extend(held);
+                }
+                continue;
+            }
             for job in held {
                 // Known now: the job goes out or is skipped.
                 self.admit(job);
