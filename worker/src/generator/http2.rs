@@ -34,43 +34,50 @@ impl Connection {
     }
 }
 
-/// The URIs that [`uri`] takes from, made once for the run: one per path of a list
-/// (cloning one only counts a reference), or, for paths rendered per request, one
-/// that holds the scheme and authority alone.
-pub(super) fn uris(spec: &LoadSpec) -> Vec<Uri> {
-    let scheme = match spec.tls {
-        Some(_) => Scheme::HTTPS,
-        None => Scheme::HTTP,
-    };
-    let with = |path: &str| {
-        Uri::builder()
-            .scheme(scheme.clone())
-            .authority(spec.authority.as_str())
-            .path_and_query(path)
-            .build()
-            .ok()
-    };
-    match &spec.targets {
-        Targets::Paths(paths) if !paths.is_empty() => {
-            paths.iter().filter_map(|p| with(p)).collect()
-        }
-        _ => with("/").into_iter().collect(),
-    }
+/// The URIs of a run's requests over HTTP/2, parsed once: cloning one only counts
+/// references.
+pub(super) enum Uris {
+    /// One per path of a list, in its order (`None`: a path that is no URI).
+    Listed(Vec<Option<Uri>>),
+    /// The scheme and authority that paths rendered per request go with.
+    Rendered(Option<Uri>),
 }
 
-/// The URI of request `n`.
-fn uri(state: &State, n: u64) -> Result<Uri, ErrorKind> {
-    let uris = &state.h2_uris;
-    match &state.spec.targets {
-        Targets::Paths(paths) if uris.len() == paths.len() && !uris.is_empty() => {
-            Ok(uris[(n % uris.len() as u64) as usize].clone())
+impl Uris {
+    /// The URIs of `spec`'s requests.
+    pub(super) fn new(spec: &LoadSpec) -> Uris {
+        let scheme = match spec.tls {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        };
+        let with = |path: &str| {
+            Uri::builder()
+                .scheme(scheme.clone())
+                .authority(spec.authority.as_str())
+                .path_and_query(path)
+                .build()
+                .ok()
+        };
+        match &spec.targets {
+            Targets::Paths(paths) if !paths.is_empty() => {
+                Uris::Listed(paths.iter().map(|p| with(p)).collect())
+            }
+            _ => Uris::Rendered(with("/")),
         }
-        _ => {
-            let base = uris.first().ok_or(ErrorKind::Read)?;
-            let mut parts = base.clone().into_parts();
-            let path = state.spec.targets.path(n);
-            parts.path_and_query = Some(path.parse().map_err(|_| ErrorKind::Read)?);
-            Uri::from_parts(parts).map_err(|_| ErrorKind::Read)
+    }
+
+    /// The URI of request `n`.
+    fn get(&self, targets: &Targets, n: u64) -> Result<Uri, ErrorKind> {
+        match self {
+            Uris::Listed(list) if !list.is_empty() => list[(n % list.len() as u64) as usize]
+                .clone()
+                .ok_or(ErrorKind::Read),
+            Uris::Listed(_) | Uris::Rendered(None) => Err(ErrorKind::Read),
+            Uris::Rendered(Some(base)) => {
+                let mut parts = base.clone().into_parts();
+                parts.path_and_query = Some(targets.path(n).parse().map_err(|_| ErrorKind::Read)?);
+                Uri::from_parts(parts).map_err(|_| ErrorKind::Read)
+            }
         }
     }
 }
@@ -111,7 +118,7 @@ async fn exchange(
         .await?
         .clone();
     let mut request = Request::new(());
-    *request.uri_mut() = uri(state, n)?;
+    *request.uri_mut() = state.h2_uris.get(&state.spec.targets, n)?;
     *request.method_mut() = state.verb.method.clone();
     *request.headers_mut() = state.h2_headers.clone();
     let body = state.body(n).filter(|b| !b.is_empty());

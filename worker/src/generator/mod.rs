@@ -175,9 +175,8 @@ struct State {
     content_lines: Vec<u8>,
     /// The headers of every request over HTTP/2.
     h2_headers: http::HeaderMap,
-    /// The URI of every request over HTTP/2, parsed once: a list's paths, or the
-    /// scheme and authority that paths rendered per request go with.
-    h2_uris: Vec<http::Uri>,
+    /// The URI of every request over HTTP/2, parsed once.
+    h2_uris: http2::Uris,
     started: Instant,
     deadline: Option<Instant>,
     /// Number of the next request to claim.
@@ -223,7 +222,7 @@ impl State {
         let mut state = State {
             deadline: None,
             h2_headers: http::HeaderMap::new(),
-            h2_uris: Vec::new(),
+            h2_uris: http2::Uris::Rendered(None),
             connector,
             verb,
             body,
@@ -259,7 +258,7 @@ impl State {
                 headers.insert(http::header::CONTENT_TYPE, kind.clone());
             }
             state.h2_headers = headers;
-            state.h2_uris = http2::uris(&state.spec);
+            state.h2_uris = http2::Uris::new(&state.spec);
         }
         state.started = Instant::now();
         state.deadline = state
