@@ -10,7 +10,7 @@ use shared::frame::FrameError;
 use shared::protocol::{FromWorker, Job, PROTOCOL_VERSION, ToWorker, WorkerStats};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, watch};
 
 use crate::client::ConfigError;
 use crate::fault::{FAULT_VAR, Fault, FaultKind};
@@ -83,12 +83,11 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let jobs = read_jobs(input, stop_tx, Arc::clone(&fetcher));
-    let limit = config.concurrency.max(1) as usize;
-    let slots = Arc::new(Semaphore::new(limit));
+    let slots = Slots::new(config.concurrency);
     let outcome = run_jobs(jobs, stop_rx, &fetcher, &slots, &report_tx, fault).await;
 
-    // Every slot back means every job has reported.
-    let _all = slots.acquire_many(limit as u32).await;
+    // Every job slot back means every job has reported.
+    let _all = slots.all_reported().await;
     let stats = WorkerStats {
         requests: fetcher.requests.load(Ordering::Relaxed),
         max_loop_lag_us: lag.max_us(),
@@ -138,6 +137,43 @@ fn read_jobs(
     rx
 }
 
+/// What a worker lets run at once. `--concurrency` counts requests in flight: a
+/// request's slot is given back once its answer is whole, not once its file is
+/// written, so that a writer busy with a batch of files does not leave the
+/// connections idle. Files waiting for the writer are bounded on their own (at most
+/// as many as requests in flight), so that a stalled disk stops the fetching rather
+/// than let finished jobs pile up; their bodies are held to `--body-budget` besides.
+struct Slots {
+    requests: Arc<Semaphore>,
+    /// A job from its start to its report: a request slot's worth plus its file's.
+    jobs: Arc<Semaphore>,
+    jobs_limit: u32,
+}
+
+impl Slots {
+    fn new(concurrency: u32) -> Slots {
+        let limit = concurrency.max(1);
+        let jobs_limit = limit.saturating_mul(2).min(Semaphore::MAX_PERMITS as u32);
+        Slots {
+            requests: Arc::new(Semaphore::new(limit as usize)),
+            jobs: Arc::new(Semaphore::new(jobs_limit as usize)),
+            jobs_limit,
+        }
+    }
+
+    /// Waits for a job slot, then a request slot.
+    async fn acquire(&self) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let job = Arc::clone(&self.jobs).acquire_owned().await.ok()?;
+        let request = Arc::clone(&self.requests).acquire_owned().await.ok()?;
+        Some((job, request))
+    }
+
+    /// Completes once every job started has reported.
+    async fn all_reported(&self) -> Option<SemaphorePermit<'_>> {
+        self.jobs.acquire_many(self.jobs_limit).await.ok()
+    }
+}
+
 /// What the coordinator's frames bring to the job loop, in their order.
 enum Incoming {
     Jobs(Vec<Job>),
@@ -149,7 +185,7 @@ async fn run_jobs(
     mut jobs: mpsc::UnboundedReceiver<Result<Incoming, WorkerError>>,
     mut stop: watch::Receiver<bool>,
     fetcher: &Arc<Fetcher>,
-    slots: &Arc<Semaphore>,
+    slots: &Slots,
     reports: &mpsc::UnboundedSender<Outgoing>,
     fault: Option<Arc<Fault>>,
 ) -> Result<(), WorkerError> {
@@ -174,10 +210,10 @@ async fn run_jobs(
             }
         };
         for job in chunk {
-            let slot = tokio::select! {
-                slot = Arc::clone(slots).acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => return Ok(()),
+            let (job_slot, request_slot) = tokio::select! {
+                slots = slots.acquire() => match slots {
+                    Some(slots) => slots,
+                    None => return Ok(()),
                 },
                 _ = stopped(&mut stop) => return Ok(()),
             };
@@ -193,12 +229,14 @@ async fn run_jobs(
                 if let Some(FaultKind::Block(time)) = fault {
                     std::thread::sleep(time);
                 }
-                // The slot is given back once the job has reported, so that every slot
-                // back means every job reported. A stored body reports from the writer
-                // thread; injected faults strike once the job's file is in place.
+                // The answer is whole: the next request may go. The job slot is given
+                // back once the job has reported, so that every job slot back means
+                // every job reported. A stored body reports from the writer thread;
+                // injected faults strike once the job's file is in place.
+                drop(request_slot);
                 let finish = move |report, charge| {
                     let _ = reports.send(Outgoing::Report(FromWorker::Done(report), charge));
-                    drop(slot);
+                    drop(job_slot);
                     match fault {
                         Some(FaultKind::Panic) => panic!("injected by {FAULT_VAR}"),
                         Some(FaultKind::Garbage) => {
@@ -224,5 +262,48 @@ async fn run_jobs(
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn a_request_slot_comes_back_before_its_file_is_written_and_files_waiting_are_bounded()
+    {
+        let slots = Slots::new(2);
+        let first = slots.acquire().now_or_never().flatten().expect("slot 1");
+        let second = slots.acquire().now_or_never().flatten().expect("slot 2");
+        assert!(
+            slots.acquire().now_or_never().is_none(),
+            "two requests are in flight"
+        );
+
+        // Both answers are whole; their files wait for the writer.
+        let (job1, request1) = first;
+        let (job2, request2) = second;
+        drop((request1, request2));
+        let third = slots.acquire().now_or_never().flatten().expect("slot 3");
+        let fourth = slots.acquire().now_or_never().flatten().expect("slot 4");
+        let (job3, request3) = third;
+        let (job4, request4) = fourth;
+        drop((request3, request4));
+        assert!(
+            slots.acquire().now_or_never().is_none(),
+            "no request is in flight, but as many files as requests wait for the writer"
+        );
+        assert!(slots.all_reported().now_or_never().is_none());
+
+        drop(job1);
+        let fifth = slots.acquire().now_or_never().flatten().expect("slot 5");
+        drop((job2, job3, job4));
+        assert!(
+            slots.all_reported().now_or_never().is_none(),
+            "the fifth job has not reported"
+        );
+        drop(fifth);
+        assert!(slots.all_reported().now_or_never().flatten().is_some());
     }
 }
