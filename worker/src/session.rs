@@ -271,8 +271,7 @@ mod tests {
     use futures_util::FutureExt;
 
     #[tokio::test]
-    async fn a_request_slot_comes_back_before_its_file_is_written_and_files_waiting_are_bounded()
-    {
+    async fn a_request_slot_comes_back_before_its_file_is_written_and_files_waiting_are_bounded() {
         let slots = Slots::new(2);
         let first = slots.acquire().now_or_never().flatten().expect("slot 1");
         let second = slots.acquire().now_or_never().flatten().expect("slot 2");

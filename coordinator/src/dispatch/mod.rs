@@ -268,7 +268,9 @@ impl Dispatch {
     ) -> Dispatch {
         let workers = pool.slots();
         let concurrency = config.concurrency as usize;
-        let window = 2 * concurrency;
+        // A worker holds its requests in flight, as many files waiting for its writer,
+        // and a queue as deep again, so that it never waits for the next chunk.
+        let window = 3 * concurrency;
         // Small enough that every worker gets several chunks of a short run, large
         // enough that a long run costs few messages.
         let per_worker = source
