@@ -153,7 +153,7 @@ struct Slots {
 impl Slots {
     fn new(concurrency: u32) -> Slots {
         let limit = concurrency.max(1);
-        let jobs_limit = limit.saturating_mul(2).min(Semaphore::MAX_PERMITS as u32);
+        let jobs_limit = limit.saturating_mul(2);
         Slots {
             requests: Arc::new(Semaphore::new(limit as usize)),
             jobs: Arc::new(Semaphore::new(jobs_limit as usize)),
