@@ -453,7 +453,9 @@ CONF
         record "$group" "$name" "$usage" "$check" "{\"rep\": $rep, \"server_cpu_s\": $server_cpu}"
     }
 
-    # Scrape mode: 100 requests in flight for every tool (this tool: 2 workers x 50).
+    # Scrape mode: 100 requests in flight for every tool (this tool: 2 workers x 50, its
+    # default of a worker per core, and 1 worker x 100, as with a server on the same
+    # cores: see "How many workers" in docs/guide.md).
     # Against the first port this tool and curl both choose HTTP/2 by ALPN (the protocol
     # is not asserted there: it is what nginx logs); against the HTTP/1.1-only port both
     # keep a pool of HTTP/1.1 connections. aiohttp speaks HTTP/1.1 only.
@@ -478,6 +480,12 @@ PY
             "$bin" --workers 2 --concurrency 50 --http2 --cacert "$t/ca.pem" --url "$tls_template" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
         tls_scrape_case "$rep" "coordinator, HTTP/1.1 server" "$work/s/ours" HTTP/1.1 \
             "$bin" --workers 2 --concurrency 50 --cacert "$t/ca.pem" --url "$tls_template1" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
+        tls_scrape_case "$rep" "coordinator -w 1" "$work/s/ours" - \
+            "$bin" --workers 1 --concurrency 100 --cacert "$t/ca.pem" --url "$tls_template" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
+        tls_scrape_case "$rep" "coordinator -w 1 --http2" "$work/s/ours" HTTP/2.0 \
+            "$bin" --workers 1 --concurrency 100 --http2 --cacert "$t/ca.pem" --url "$tls_template" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
+        tls_scrape_case "$rep" "coordinator -w 1, HTTP/1.1 server" "$work/s/ours" HTTP/1.1 \
+            "$bin" --workers 1 --concurrency 100 --cacert "$t/ca.pem" --url "$tls_template1" --range "$tls_range" --batch 10 --out "$work/s/ours" --json --quiet
         tls_scrape_case "$rep" "curl --parallel" "$work/s/curl" - \
             curl -sS --fail --parallel --parallel-max 100 --cacert "$t/ca.pem" --output-dir "$work/s/curl" -K "$t/curl-$tls_port.cfg"
         tls_scrape_case "$rep" "curl --parallel, HTTP/1.1 server" "$work/s/curl" HTTP/1.1 \
@@ -497,6 +505,7 @@ PY
         tls_load_case tls_keepalive coordinator coordinator HTTP/1.1 "$rep" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" "$tls_static"
         tls_load_case tls_keepalive "oha --http2" oha HTTP/2.0 "$rep" oha --no-tui --output-format json -z "${secs}s" -c 50 --insecure --http2 "$tls_static"
         tls_load_case tls_keepalive "coordinator --http2" coordinator HTTP/2.0 "$rep" "$bin" load --http2 -w 2 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" "$tls_static"
+        tls_load_case tls_keepalive "coordinator -w 1 --http2" coordinator HTTP/2.0 "$rep" "$bin" load --http2 -w 1 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" "$tls_static"
         note "HTTPS load mode, a new connection per request, rep $rep"
         tls_load_case tls_close wrk wrk HTTP/1.1 "$rep" wrk -t2 -c50 -d"${secs}s" -H "Connection: close" "$tls_static"
         tls_load_case tls_close oha oha HTTP/1.1 "$rep" oha --no-tui --output-format json -z "${secs}s" -c 50 --insecure --disable-keepalive "$tls_static"

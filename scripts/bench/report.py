@@ -466,6 +466,7 @@ def https_section(p, verdicts, group, everything, runs_of, not_measured, a, mach
           "(its `--robots obey` default; that request and its connection are counted in its rows).\n")
         p("```")
         p("coordinator --workers 2 --concurrency 50 [--http2] --cacert ca.pem --url 'https://127.0.0.1:PORT[1]/api/tickers/?start={start}&limit={limit}' --range 0..100000 --batch 10 --out DIR --json --quiet")
+        p("coordinator --workers 1 --concurrency 100 [--http2] ...   # the rows \"-w 1\"")
         p("curl -sS --fail --parallel --parallel-max 100 --cacert ca.pem --output-dir DIR -K urls.cfg   # url/output pairs, https://127.0.0.1:PORT[1]/...")
         p("python3 scripts/bench/peer_asyncio.py --url-template 'https://...' --range 0..100000 --batch 10 --concurrency 100 --cacert ca.pem --out DIR")
         p("```\n")
@@ -487,7 +488,9 @@ def https_section(p, verdicts, group, everything, runs_of, not_measured, a, mach
                 return curl1_rate, curl1_cpu
             return curl_rate, curl_cpu
 
-        scrapers = ("coordinator", "coordinator --http2", "coordinator, HTTP/1.1 server", curl, curl1, py)
+        ours = ("coordinator", "coordinator --http2", "coordinator, HTTP/1.1 server",
+                "coordinator -w 1", "coordinator -w 1 --http2", "coordinator -w 1, HTTP/1.1 server")
+        scrapers = ours + (curl, curl1, py)
         for name in scrapers:
             if not everything("tls_scrape", name):
                 continue
@@ -509,8 +512,10 @@ def https_section(p, verdicts, group, everything, runs_of, not_measured, a, mach
           "curl and this tool (with or without `--http2`) choose it and multiplex their requests "
           "on one connection (per worker for this tool); against the HTTP/1.1-only server both keep "
           "a pool of HTTP/1.1 connections. The rows of the HTTP/1.1-only server are compared with "
-          "curl on that server (vs curl), the others with curl by ALPN.\n")
-        for name in ("coordinator", "coordinator --http2", "coordinator, HTTP/1.1 server"):
+          "curl on that server (vs curl), the others with curl by ALPN. The rows \"-w 1\" are one "
+          "worker process with 100 requests in flight rather than two with 50 each: nginx runs on the "
+          "same two cores, and one busy event loop wakes far less often than two half-idle ones.\n")
+        for name in ours:
             if name not in figures:
                 continue
             rate, cpu, server = figures[name]
@@ -538,7 +543,8 @@ def https_section(p, verdicts, group, everything, runs_of, not_measured, a, mach
             verdicts.append(f"HTTPS scrape, `{name}`: {rate:,.0f} pages/s at {cpu:.1f} µs CPU/page: {text}: "
                             f"**{'met' if ok else 'missed'}**{ceiling}")
 
-    load_names = {"tls_keepalive": ("wrk", "oha", "coordinator", "oha --http2", "coordinator --http2"),
+    load_names = {"tls_keepalive": ("wrk", "oha", "coordinator", "oha --http2", "coordinator --http2",
+                                    "coordinator -w 1 --http2"),
                   "tls_close": ("wrk", "oha", "coordinator")}
     if everything("tls_keepalive") or everything("tls_close"):
         p("### Load mode over TLS, 50 connections\n")
@@ -548,6 +554,7 @@ def https_section(p, verdicts, group, everything, runs_of, not_measured, a, mach
         p(f"wrk -t2 -c50 -d{a.seconds}s [-H 'Connection: close'] URL")
         p(f"oha --no-tui --output-format json -z {a.seconds}s -c 50 --insecure [--http2 | --disable-keepalive] URL")
         p(f"coordinator load -w 2 -c 50 -z {a.seconds}s --json --quiet --cacert ca.pem [--http2 | --no-keepalive] URL")
+        p(f"coordinator load -w 1 -c 50 -z {a.seconds}s --json --quiet --cacert ca.pem --http2 URL   # the row \"-w 1\"")
         p("```\n")
     for g, title in (("tls_keepalive", "keep-alive"), ("tls_close", "a new connection per request")):
         if not everything(g):
@@ -577,12 +584,13 @@ def https_section(p, verdicts, group, everything, runs_of, not_measured, a, mach
         p("")
         targets = [("coordinator", "HTTP/1.1", "oha")]
         if g == "tls_keepalive":
-            targets.append(("coordinator --http2", "HTTP/2", "oha --http2"))
+            targets += [("coordinator --http2", "HTTP/2", "oha --http2"),
+                        ("coordinator -w 1 --http2", "HTTP/2", "oha --http2")]
         limit = 1.1 if g == "tls_keepalive" else 1.2
         for name, proto, oha_name in targets:
             if not everything(g, name):
                 continue
-            label = f"HTTPS load, {title}, {proto}"
+            label = f"HTTPS load, {title}, {proto}" + (", `-w 1`" if "-w 1" in name else "")
             if name not in per or "wrk" not in per:
                 verdicts.append(f"{label}: {not_measured(g, name if name not in per else 'wrk')}")
                 continue
@@ -646,6 +654,8 @@ def self_test():
         row("tls_keepalive", "oha", 1, 1.3, 100_000, connections=50, **h1),
         row("tls_keepalive", "coordinator", 1, 1.0, 100_000, connections=50, **h1),
         row("tls_keepalive", "coordinator --http2", 1, 1.0, 100_000, connections=50, **h2),
+        row("tls_keepalive", "coordinator -w 1 --http2", 1, 0.9, 100_000, connections=50, **h2),
+        row("tls_scrape", "coordinator -w 1", 1, 0.2, 10_000, connections=1, server_cpu_s=0.2, **h2),
         row("tls_close", "wrk", 1, 50.0, 100_000, connections=100_000, resumed_connections=99_000, **h1),
         row("tls_close", "coordinator", 1, 61.0, 100_000, connections=100_000, resumed_connections=100_000, **h1),
     ]
@@ -702,6 +712,11 @@ def self_test():
            "target ≤ 1.1x) and `oha` 13.0 (target: below): **met**" in text)
     expect("HTTPS keep-alive HTTP/2 without oha --http2", "HTTPS load, keep-alive, HTTP/2: CPU/request 10.0 µs vs wrk "
            "(HTTP/1.1) 12.0 (0.83x, target ≤ 1.1x) and `oha --http2` not measured (target: below): **missed**" in text)
+    expect("a one-worker HTTPS scrape row", "| coordinator -w 1 | HTTP/2.0 over TLSv1.3 | 1 | 0% | 10,000 | 20.0 | "
+           "20.0 | 1.00x | 0.33x | 1.0x |" in text)
+    expect("a one-worker HTTPS scrape verdict", "HTTPS scrape, `coordinator -w 1`: 10,000 pages/s at 20.0 µs" in text)
+    expect("a one-worker HTTPS load verdict", "HTTPS load, keep-alive, HTTP/2, `-w 1`: CPU/request 9.0 µs vs wrk "
+           "(HTTP/1.1) 12.0 (0.75x, target ≤ 1.1x) and `oha --http2` not measured (target: below): **missed**" in text)
     expect("HTTPS close verdict", "HTTPS load, a new connection per request, HTTP/1.1: CPU/request 610.0 µs vs wrk "
            "500.0 (1.22x, target ≤ 1.2x): **missed**" in text)
     expect("resumed share", "| 100,000 | 99% |" in text)
