@@ -496,8 +496,8 @@ PY
 
     # Load mode: 50 connections, against the small page. wrk cannot take a CA and does not
     # verify; oha is told not to (--insecure); this tool verifies against the CA.
-    # HTTP/2 has no new-connection-per-request row: this tool refuses --http2 with
-    # --no-keepalive, and oha keeps its connections with --http2 --disable-keepalive.
+    # oha keeps its connections with --http2 --disable-keepalive: HTTP/2 with a new
+    # connection per request has this tool's row only.
     for rep in $(seq "$reps"); do
         note "HTTPS load mode, keep-alive, rep $rep"
         tls_load_case tls_keepalive wrk wrk HTTP/1.1 "$rep" wrk -t2 -c50 -d"${secs}s" "$tls_static"
@@ -510,6 +510,7 @@ PY
         tls_load_case tls_close wrk wrk HTTP/1.1 "$rep" wrk -t2 -c50 -d"${secs}s" -H "Connection: close" "$tls_static"
         tls_load_case tls_close oha oha HTTP/1.1 "$rep" oha --no-tui --output-format json -z "${secs}s" -c 50 --insecure --disable-keepalive "$tls_static"
         tls_load_case tls_close coordinator coordinator HTTP/1.1 "$rep" "$bin" load -w 2 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" --no-keepalive "$tls_static"
+        tls_load_case tls_close "coordinator --http2" coordinator HTTP/2.0 "$rep" "$bin" load --http2 -w 2 -c 50 -z "${secs}s" --json --quiet --cacert "$t/ca.pem" --no-keepalive "$tls_static"
     done
 fi
 

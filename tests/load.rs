@@ -140,20 +140,15 @@ fn the_text_report_names_every_section() {
 #[test]
 fn without_keepalive_every_request_opens_a_connection() {
     let server = Server::start(&[]);
-    let out = load(&[
-        &page(&server),
-        "-w",
-        "2",
-        "-c",
-        "4",
-        "-n",
-        "200",
-        "--no-keepalive",
-        "--json",
-    ]);
-    let r = json(&out);
-    assert_eq!(r["statuses"]["200"], 200);
-    assert_eq!(r["connect_ms"]["count"], 200);
+    let url = page(&server);
+    for http2 in [&[][..], &["--http2"]] {
+        let mut args = vec![&*url, "-w", "2", "-c", "4", "-n", "200", "--no-keepalive"];
+        args.extend_from_slice(http2);
+        args.push("--json");
+        let r = json(&load(&args));
+        assert_eq!(r["statuses"]["200"], 200, "{http2:?}: {r}");
+        assert_eq!(r["connect_ms"]["count"], 200, "{http2:?}: {r}");
+    }
 }
 
 #[test]
@@ -379,7 +374,13 @@ fn load_mode_rejects_what_it_cannot_do() {
         (vec!["http://127.0.0.1:1/", "-c", "0"], "--connections"),
         (vec!["http://127.0.0.1:1/", "--range", "0..10"], "--range"),
         (
-            vec!["http://127.0.0.1:1/", "--http2", "--no-keepalive"],
+            vec![
+                "http://127.0.0.1:1/",
+                "--http2",
+                "-m",
+                "4",
+                "--no-keepalive",
+            ],
             "cannot be used with",
         ),
         (vec!["http://127.0.0.1:1/", "-m", "4"], "--http2"),

@@ -321,11 +321,12 @@ fn load_tests_https_over_both_http_versions_with_and_without_keepalive() {
     let pki = Pki::new();
     let server = pki.server("server", &[]);
     let ca = pki.file("ca.pem");
-    let cases: [(&[&str], u64); 4] = [
+    let cases: [(&[&str], u64); 5] = [
         (&["--cacert", &ca], 4),
         (&["--cacert", &ca, "--no-keepalive"], 400),
         (&["--cacert", &ca, "--http2", "--streams", "4"], 4),
         (&["-k", "--http2"], 4),
+        (&["--cacert", &ca, "--http2", "--no-keepalive"], 400),
     ];
     for (flags, handshakes) in cases {
         let report = load(&server, flags);
@@ -499,5 +500,63 @@ fn a_burst_to_a_new_tls_host_makes_one_connection_for_http2_and_a_full_pool_for_
             assert!(run_ids.len() <= 40, "{} connections", run_ids.len());
             assert_eq!(opened, run_ids.len() as u64, "{run_ids:?}, next {next}");
         }
+    }
+}
+
+#[test]
+fn an_http2_load_test_without_keepalive_opens_a_connection_per_request_on_nginx() {
+    let (pki, dir, www, tls) = nginx_tls_setup();
+    fs::write(www.join("page.json"), "{\"ok\":true}").unwrap();
+    // $connection numbers every connection nginx accepts.
+    let nginx = Nginx::start(
+        dir.path(),
+        &www,
+        "ssl http2",
+        &tls,
+        "$server_protocol $connection",
+    );
+    let url = format!("https://localhost:{}/page.json", nginx.port);
+    let log = dir.path().join("access.log");
+    let lines = || -> Vec<String> {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    };
+    let mut seen = 0;
+    for (keepalive, requests) in [(false, 60), (true, 60)] {
+        let mut cmd = coordinator();
+        cmd.args([
+            "load",
+            &url,
+            "-n",
+            &requests.to_string(),
+            "-c",
+            "3",
+            "-w",
+            "1",
+        ])
+        .args(["--http2", "--json", "--cacert", &pki.file("ca.pem")]);
+        if !keepalive {
+            cmd.arg("--no-keepalive");
+        }
+        let out = output_of(&mut cmd);
+        assert_exit(&out, 0);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["statuses"]["200"], requests, "{report}");
+        // nginx logs a request once answered: waited for, not assumed.
+        let all_in = common::eventually(std::time::Duration::from_secs(10), || {
+            lines().len() >= seen + requests
+        });
+        let run: Vec<String> = lines().split_off(seen);
+        seen += run.len();
+        assert!(all_in && run.len() == requests, "{run:?}");
+        assert!(run.iter().all(|l| l.starts_with("HTTP/2.0 ")), "{run:?}");
+        let connections: std::collections::BTreeSet<&str> =
+            run.iter().filter_map(|l| l.split(' ').nth(1)).collect();
+        let expected = if keepalive { 3 } else { requests };
+        assert_eq!(
+            connections.len(),
+            expected,
+            "keep-alive {keepalive}: {run:?}"
+        );
     }
 }

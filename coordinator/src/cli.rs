@@ -505,15 +505,21 @@ pub struct LoadArgs {
     /// is then also measured from each request's intended send time.
     #[arg(long, value_name = "R")]
     pub rate: Option<String>,
-    /// A new connection for every request.
+    /// A new connection for every request (over HTTP/2 too: one stream, then GOAWAY).
     #[arg(long)]
     pub no_keepalive: bool,
     /// Speak HTTP/2 with prior knowledge (h2c): each connection carries --streams
     /// requests at once.
-    #[arg(long, conflicts_with = "no_keepalive")]
+    #[arg(long)]
     pub http2: bool,
     /// With --http2: requests in flight on each connection [default: 1].
-    #[arg(short = 'm', long, value_name = "M", requires = "http2")]
+    #[arg(
+        short = 'm',
+        long,
+        value_name = "M",
+        requires = "http2",
+        conflicts_with = "no_keepalive"
+    )]
     pub streams: Option<u32>,
     /// Extra request header 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]

@@ -1,6 +1,7 @@
 //! `load --http2`: HTTP/2 with prior knowledge (h2c) on the `h2` crate. Each connection
 //! carries `streams` drivers, each of which sends a request, waits for the whole
-//! response, and sends the next, like an HTTP/1.1 connection does.
+//! response, and sends the next, like an HTTP/1.1 connection does. With
+//! `--no-keepalive` a connection carries one request (`streams` is then 1) and closes.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -92,7 +93,10 @@ pub(super) async fn drive(state: Rc<State>, connection: Rc<Connection>) {
         let sent = Instant::now();
         let used = Rc::clone(&connection.current.borrow());
         let result = tokio::time::timeout(timeout, exchange(&state, &used, slot.n)).await;
-        if matches!(result, Ok(Err(ErrorKind::Connect | ErrorKind::Reset))) {
+        // Without keep-alive the connection carried its one request: once its last
+        // handle is dropped, the h2 connection says GOAWAY and closes.
+        if !state.spec.keepalive || matches!(result, Ok(Err(ErrorKind::Connect | ErrorKind::Reset)))
+        {
             connection.forget(&used);
         }
         state.record_result(result, &slot, sent);
