@@ -124,6 +124,7 @@ fn the_text_report_names_every_section() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     for section in [
+        ": 1 worker, 4 connections, ",
         "service time p50",
         "connect",
         "first byte",

@@ -125,14 +125,19 @@ impl Results {
         let t = &self.total;
         let secs = self.wall.as_secs_f64().max(1e-9);
         let mut out = String::new();
+        let s = |n: u64| if n == 1 { "" } else { "s" };
+        let workers = self.workers.len() as u64;
         let _ = writeln!(
             out,
-            "Load test of {}: {} workers, {} connections{}{}, {:.2} s",
+            "Load test of {}: {workers} worker{}, {} connection{}{}{}, {:.2} s",
             plan.target,
-            self.workers.len(),
+            s(workers),
             plan.connections,
-            plan.http2_streams
-                .map_or(String::new(), |m| format!(" (HTTP/2, {m} streams each)")),
+            s(plan.connections as u64),
+            plan.http2_streams.map_or(String::new(), |m| format!(
+                " (HTTP/2, {m} stream{} each)",
+                s(m.into())
+            )),
             plan.rate
                 .map_or(String::new(), |r| format!(", --rate {r}/s")),
             secs
