@@ -560,3 +560,102 @@ fn an_http2_load_test_without_keepalive_opens_a_connection_per_request_on_nginx(
         );
     }
 }
+
+/// A TLS server on raw sockets (rustls) that answers every request with `page` as a
+/// body ended by closing the connection, with a TLS close_notify or without one.
+fn close_delimited_server(pki: &Pki, page: &'static [u8], close_notify: bool) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let certs = CertificateDer::pem_file_iter(pki.file("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.file("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = tls.read(&mut chunk)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    head.extend_from_slice(&chunk[..n]);
+                }
+                // No Content-Length, not chunked: the body ends where the connection does.
+                tls.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+                tls.write_all(page)?;
+                tls.flush()?;
+                if close_notify {
+                    tls.conn.send_close_notify();
+                    tls.flush()?;
+                }
+                // Dropped: the TCP connection closes.
+                Ok(())
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_body_ended_by_a_close_counts_over_tls_only_with_close_notify() {
+    const PAGE: &[u8] = b"{\"page\":\"ended by the close\"}";
+    let pki = Pki::new();
+    let ca = pki.file("ca.pem");
+    // The lean HTTP/1.1 client, and reqwest (which --compressed takes).
+    for client in [&[][..], &["--compressed"]] {
+        for close_notify in [true, false] {
+            let port = close_delimited_server(&pki, PAGE, close_notify);
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("https://localhost:{port}/p?start={{start}}");
+            let mut cmd = coordinator();
+            cmd.args([
+                "--url", &url, "--range", "0..1", "--batch", "1", "-o", "out",
+            ])
+            .args([
+                "--cacert",
+                &ca,
+                "--robots",
+                "ignore",
+                "--retries",
+                "0",
+                "-q",
+            ])
+            .args(client)
+            .current_dir(dir.path());
+            let out = output_of(&mut cmd);
+            let page = dir.path().join("out/batch0-1.json");
+            if close_notify {
+                assert_exit(&out, 0);
+                assert_eq!(fs::read(&page).unwrap(), PAGE, "{client:?}");
+                continue;
+            }
+            // Without close_notify a cut-off body and a whole one look the same: the
+            // attempt fails rather than store what may be part of a page.
+            assert_exit(&out, 1);
+            assert!(!page.exists(), "{client:?}");
+            let lines = common::manifest(&dir.path().join("out"));
+            assert!(lines[0]["file"].is_null(), "{client:?}: {}", lines[0]);
+            let error = lines[0]["error"].as_str().unwrap();
+            assert!(error.contains("close_notify"), "{client:?}: {error}");
+        }
+    }
+}

@@ -285,7 +285,7 @@ impl Http1Client {
             Err(e) => {
                 let error = match e {
                     ReadError::Closed | ReadError::Reset => ClientError::Reset(e.describe()),
-                    ReadError::Incomplete | ReadError::Malformed(_) => {
+                    ReadError::Incomplete | ReadError::Unterminated | ReadError::Malformed(_) => {
                         ClientError::Read(e.describe())
                     }
                     ReadError::TooLarge(n) => ClientError::TooLarge(n),

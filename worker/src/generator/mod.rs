@@ -525,7 +525,10 @@ async fn exchange(
     };
     let response = response.map_err(|e| match e {
         ReadError::Closed | ReadError::Reset => ErrorKind::Closed,
-        ReadError::Incomplete | ReadError::Malformed(_) | ReadError::TooLarge(_) => ErrorKind::Read,
+        ReadError::Incomplete
+        | ReadError::Unterminated
+        | ReadError::Malformed(_)
+        | ReadError::TooLarge(_) => ErrorKind::Read,
     })?;
     Ok(Answer {
         status: response.status,

@@ -67,6 +67,9 @@ pub enum ReadError {
     Reset,
     /// The connection ended (or failed) inside the response.
     Incomplete,
+    /// A body that ends with the connection ended with a TLS connection closed without
+    /// close_notify: a cut-off body would look the same, so it is not taken.
+    Unterminated,
     /// The bytes break HTTP/1.1's rules; the text says which.
     Malformed(&'static str),
 }
@@ -79,6 +82,9 @@ impl ReadError {
             ReadError::Closed => "connection closed before the response".to_owned(),
             ReadError::Reset => "connection reset before the response".to_owned(),
             ReadError::Incomplete => "connection closed inside the response".to_owned(),
+            ReadError::Unterminated => "the TLS connection closed without close_notify, and \
+                                        the body ends with the connection: it may be cut off"
+                .to_owned(),
             ReadError::Malformed(why) => format!("bad response: {why}"),
         }
     }
@@ -135,7 +141,11 @@ pub async fn read_response(
             match fill(io, body.buf).await {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(()) => return Err(ReadError::Incomplete),
+                // rustls' word for a close without close_notify; plain TCP never says it.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(ReadError::Unterminated);
+                }
+                Err(_) => return Err(ReadError::Incomplete),
             }
         },
     }
@@ -208,8 +218,8 @@ async fn read_head(
         let nothing_yet = buf.is_empty() && interim == 0;
         match fill(io, buf).await {
             Ok(0) if nothing_yet => return Err(ReadError::Closed),
-            Err(()) if nothing_yet => return Err(ReadError::Reset),
-            Ok(0) | Err(()) => return Err(ReadError::Incomplete),
+            Err(_) if nothing_yet => return Err(ReadError::Reset),
+            Ok(0) | Err(_) => return Err(ReadError::Incomplete),
             Ok(_) => {
                 first_byte.get_or_insert_with(Instant::now);
             }
@@ -323,9 +333,9 @@ fn parse_digits(text: &[u8]) -> Option<u64> {
 
 /// Appends what the socket has to `buf`; `Ok(0)` at the end of the stream, `Err` when
 /// the connection failed.
-async fn fill(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Result<usize, ()> {
+async fn fill(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> std::io::Result<usize> {
     buf.reserve(READ_SIZE);
-    io.read_buf(buf).await.map_err(drop)
+    io.read_buf(buf).await
 }
 
 /// The body being read: `buf[pos..]` is read and not yet consumed.
@@ -370,7 +380,7 @@ impl Body<'_, '_> {
         self.pos = 0;
         self.charge().await;
         match fill(io, self.buf).await {
-            Ok(0) | Err(()) => Err(ReadError::Incomplete),
+            Ok(0) | Err(_) => Err(ReadError::Incomplete),
             Ok(_) => Ok(()),
         }
     }
