@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::common::{assert_exit, children_of, coordinator, manifest, run};
 
 /// One request as the server read it: its method, target, head and body.
+#[derive(Clone)]
 pub(crate) struct Request {
     pub(crate) method: String,
     pub(crate) target: String,
@@ -114,9 +115,10 @@ fn serve(mut stream: TcpStream, answer: &Answer, log: &Mutex<Vec<Request>>) {
             }
         }
         request.body = pending.drain(..length).collect();
-        let result = answer(&mut stream, &request);
-        log.lock().unwrap().push(request);
-        if result.is_err() {
+        // Logged before it is answered: a request the answer leads to (a redirect's
+        // next hop) comes after it in the log.
+        log.lock().unwrap().push(request.clone());
+        if answer(&mut stream, &request).is_err() {
             return;
         }
     }

@@ -350,6 +350,7 @@ fn load_over_http2_sends_its_method_and_body_to_the_echo_route() {
         "content_type": "application/json",
         "accept": "application/json",
         "body": r#"{"n":1}"#,
+        "proxy_authorization": false,
     });
     assert_eq!(report["bytes"], 10 * echo.to_string().len(), "{report}");
 }

@@ -271,3 +271,42 @@ fn load_tests_go_through_the_proxy_too() {
     assert!(proxy.logged(&format!("GET {}/api/tickers/", server.base)) >= 200);
     assert!(proxy.logged(&format!("CONNECT 127.0.0.1:{}", tls_server.port())) >= 2);
 }
+
+#[test]
+fn proxy_credentials_go_to_the_proxy_alone_never_through_a_tunnel() {
+    let proxy = Tinyproxy::start("BasicAuth scraper s3cr3t-pw");
+    let pki = Pki::new();
+    let server = pki.server("server", &[]);
+    let ca = pki.file("ca.pem");
+    let via = format!("http://scraper:s3cr3t-pw@127.0.0.1:{}", proxy.port);
+    let tunnel = format!("CONNECT 127.0.0.1:{}", server.port());
+    // The built-in server's /echo says whether a request carried Proxy-Authorization.
+    let url = format!("{}/echo?start={{start}}", server.base);
+    for client in [&[][..], &["--http2"], &["--compressed"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let before = proxy.logged(&tunnel);
+        let mut cmd = coordinator();
+        cmd.args([
+            "--url", &url, "--range", "0..3", "--batch", "1", "-o", "out",
+        ])
+        .args(["--proxy", &via, "--cacert", &ca, "--robots", "ignore", "-q"])
+        .args(client)
+        .current_dir(dir.path());
+        for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+            cmd.env_remove(var).env_remove(var.to_ascii_uppercase());
+        }
+        let out = output_of(&mut cmd);
+        assert_exit(&out, 0);
+        // tinyproxy let the tunnel through: it was given the credentials.
+        assert!(
+            proxy.logged(&tunnel) > before,
+            "{client:?}: no CONNECT logged"
+        );
+        for i in 0..3 {
+            let page = fs::read(dir.path().join(format!("out/batch{i}-{}.json", i + 1))).unwrap();
+            let echo: serde_json::Value = serde_json::from_slice(&page).unwrap();
+            assert_eq!(echo["path"], "/echo", "{client:?}: {echo}");
+            assert_eq!(echo["proxy_authorization"], false, "{client:?}: {echo}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! `/echo`, any method: a JSON object that says what the request was (its method, path,
-//! query, `Content-Type`, `Accept` and body), so that a test can check exactly what a
-//! client sent.
+//! query, `Content-Type`, `Accept`, body, and whether it carried `Proxy-Authorization`,
+//! which only a proxy should ever see), so that a test can check exactly what a client
+//! sent.
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -22,6 +23,7 @@ pub(crate) fn answer(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8
         "content_type": header(header::CONTENT_TYPE),
         "accept": header(header::ACCEPT),
         "body": String::from_utf8_lossy(body),
+        "proxy_authorization": headers.contains_key(header::PROXY_AUTHORIZATION),
     })
     .to_string()
 }
@@ -63,5 +65,10 @@ mod tests {
         assert_eq!(v["content_type"], "application/json");
         assert!(v["accept"].is_null());
         assert_eq!(v["body"], r#"{"a":1}"#);
+        assert_eq!(v["proxy_authorization"], false);
+        headers.insert(header::PROXY_AUTHORIZATION, "Basic eDp5".parse().unwrap());
+        let text = answer(&Method::GET, &uri, &headers, b"");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["proxy_authorization"], true);
     }
 }
