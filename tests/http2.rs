@@ -287,21 +287,23 @@ fn an_http2_answer_that_lies_about_its_length_or_is_cut_off_is_never_stored() {
     let (port, served) = h2_frame_server([&lies[..], &[Whole]].concat());
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/p?start={{start}}");
-    let flags = [
-        "--http2",
-        "--batch",
-        "1",
-        "--robots",
-        "ignore",
-        "--retries",
-        "10",
-        "--backoff",
-        "10ms",
-        "--backoff-max",
-        "50ms",
-        "-q",
-    ];
-    let result = scrape(&url, "0..1", &flags, dir.path());
+    let flags = |retries| {
+        [
+            "--http2",
+            "--batch",
+            "1",
+            "--robots",
+            "ignore",
+            "--retries",
+            retries,
+            "--backoff",
+            "10ms",
+            "--backoff-max",
+            "50ms",
+            "-q",
+        ]
+    };
+    let result = scrape(&url, "0..1", &flags("10"), dir.path());
     assert_exit(&result, 0);
     let out = dir.path().join("out");
     assert_eq!(fs::read(out.join("batch0-1.json")).unwrap(), H2_PAGE);
@@ -314,9 +316,7 @@ fn an_http2_answer_that_lies_about_its_length_or_is_cut_off_is_never_stored() {
     let (port, served) = h2_frame_server(lies.to_vec());
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/p?start={{start}}");
-    let mut flags = flags.to_vec();
-    flags[6] = "4";
-    let result = scrape(&url, "0..1", &flags, dir.path());
+    let result = scrape(&url, "0..1", &flags("4"), dir.path());
     assert_exit(&result, 1);
     let out = dir.path().join("out");
     assert!(

@@ -88,10 +88,19 @@ impl Drop for Tinyproxy {
     }
 }
 
-/// A scrape of 0..100 of `server`'s tickers into `cwd/out`; no proxy variable of the
-/// test's own environment counts, only `env`.
-fn scrape(server: &Server, extra: &[&str], env: &[(&str, &str)], cwd: &std::path::Path) -> Output {
+/// The binary, with no proxy variable of the test's own environment.
+fn coordinator_without_proxy_env() -> Command {
     let mut cmd = coordinator();
+    for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+        cmd.env_remove(var).env_remove(var.to_ascii_uppercase());
+    }
+    cmd
+}
+
+/// A scrape of 0..100 of `server`'s tickers into `cwd/out`; of the proxy variables
+/// only `env` counts.
+fn scrape(server: &Server, extra: &[&str], env: &[(&str, &str)], cwd: &std::path::Path) -> Output {
+    let mut cmd = coordinator_without_proxy_env();
     cmd.args([
         "--url",
         &server.tickers_template(),
@@ -101,13 +110,8 @@ fn scrape(server: &Server, extra: &[&str], env: &[(&str, &str)], cwd: &std::path
         "out",
     ])
     .args(extra)
+    .envs(env.iter().copied())
     .current_dir(cwd);
-    for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
-        cmd.env_remove(var).env_remove(var.to_ascii_uppercase());
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     output_of(&mut cmd)
 }
 
@@ -249,7 +253,7 @@ fn load_tests_go_through_the_proxy_too() {
         (&tls_server, &["--cacert", ca.as_str(), "--http2"][..]),
     ] {
         let url = format!("{}/api/tickers/?start=0&limit=10", target.base);
-        let mut cmd = coordinator();
+        let mut cmd = coordinator_without_proxy_env();
         cmd.args([
             "load",
             &url,
@@ -285,16 +289,13 @@ fn proxy_credentials_go_to_the_proxy_alone_never_through_a_tunnel() {
     for client in [&[][..], &["--http2"], &["--compressed"]] {
         let dir = tempfile::tempdir().unwrap();
         let before = proxy.logged(&tunnel);
-        let mut cmd = coordinator();
+        let mut cmd = coordinator_without_proxy_env();
         cmd.args([
             "--url", &url, "--range", "0..3", "--batch", "1", "-o", "out",
         ])
         .args(["--proxy", &via, "--cacert", &ca, "--robots", "ignore", "-q"])
         .args(client)
         .current_dir(dir.path());
-        for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
-            cmd.env_remove(var).env_remove(var.to_ascii_uppercase());
-        }
         let out = output_of(&mut cmd);
         assert_exit(&out, 0);
         // tinyproxy let the tunnel through: it was given the credentials.

@@ -626,22 +626,17 @@ fn a_body_ended_by_a_close_counts_over_tls_only_with_close_notify() {
             let port = close_delimited_server(&pki, PAGE, close_notify);
             let dir = tempfile::tempdir().unwrap();
             let url = format!("https://localhost:{port}/p?start={{start}}");
-            let mut cmd = coordinator();
-            cmd.args([
-                "--url", &url, "--range", "0..1", "--batch", "1", "-o", "out",
-            ])
-            .args([
+            let flags = [
+                "--batch",
+                "1",
                 "--cacert",
                 &ca,
                 "--robots",
                 "ignore",
                 "--retries",
                 "0",
-                "-q",
-            ])
-            .args(client)
-            .current_dir(dir.path());
-            let out = output_of(&mut cmd);
+            ];
+            let out = common::scrape(&url, "0..1", &[&flags[..], client].concat(), dir.path());
             let page = dir.path().join("out/batch0-1.json");
             if close_notify {
                 assert_exit(&out, 0);
